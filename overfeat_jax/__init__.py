@@ -1,0 +1,1 @@
+"""OverFeat in JAX/Flax."""
