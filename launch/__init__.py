@@ -1,0 +1,1 @@
+"""Launchers: `python -m launch.local` (multi-process on one machine), `launch.slurm`, `launch.tpu_pod`."""
