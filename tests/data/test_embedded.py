@@ -1,0 +1,106 @@
+"""Tests of the embedded dataset: determinism, valid records, the det view's empty images, scales."""
+
+import numpy as np
+import pytest
+
+from overfeat_jax.data import draw, embedded
+from overfeat_jax.errors import InputError
+
+SMALL = dict(train_size=48, test_size=8)
+
+
+def _records(builder, split='train'):
+  src = builder.as_data_source(split=split)
+  return sorted((src[i] for i in range(len(src))), key=lambda r: r['image_id'])
+
+
+@pytest.fixture(scope='module')
+def det_builder(tmp_path_factory):
+  return embedded.build_embedded(str(tmp_path_factory.mktemp('det')), 'det', seed=5, **SMALL)
+
+
+def test_same_seed_gives_identical_records_and_other_seed_differs(tmp_path, det_builder):
+  again = embedded.build_embedded(str(tmp_path / 'a'), 'det', seed=5, **SMALL)
+  other = embedded.build_embedded(str(tmp_path / 'b'), 'det', seed=6, **SMALL)
+  first, second, third = _records(det_builder), _records(again), _records(other)
+  assert len(first) == len(second) == 48
+  for a, b in zip(first, second):
+    assert a['image_id'] == b['image_id']
+    np.testing.assert_array_equal(a['image'], b['image'])
+    np.testing.assert_array_equal(a['boxes'], b['boxes'])
+    np.testing.assert_array_equal(a['box_labels'], b['box_labels'])
+  assert any(not np.array_equal(a['image'], c['image']) for a, c in zip(first, third))
+
+
+def test_records_match_the_drawing_function(det_builder):
+  config = det_builder.builder_config
+  for rec in _records(det_builder, 'test')[:4]:
+    index = int(rec['image_id'].decode()[-6:])
+    ex = embedded.draw_example(config, 'test', index)
+    np.testing.assert_array_equal(rec['boxes'], ex['boxes'])
+    np.testing.assert_array_equal(rec['box_labels'], ex['box_labels'])
+    # JPEG q95 4:4:4 is lossy but close (measured mean error ~3).
+    assert np.abs(rec['image'].astype(int) - ex['image']).mean() < 5
+
+
+def test_det_records_are_valid_and_some_images_are_empty(det_builder):
+  records = _records(det_builder)
+  counts = [len(r['boxes']) for r in records]
+  assert 0 in counts and max(counts) >= 2 and max(counts) <= 4
+  assert 'label' not in records[0]
+  for r in records:
+    assert r['image'].shape == (128, 128, 3) and r['image'].dtype == np.uint8
+    assert r['boxes'].dtype == np.float32 and r['box_labels'].shape == (len(r['boxes']),)
+    b = r['boxes']
+    assert np.all(b >= 0) and np.all(b <= 128)
+    assert np.all(b[:, 2] > b[:, 0]) and np.all(b[:, 3] > b[:, 1])
+    assert np.all((r['box_labels'] >= 0) & (r['box_labels'] < 10))
+
+
+def test_cls_loc_label_is_the_class_of_every_box(tmp_path):
+  builder = embedded.build_embedded(str(tmp_path), 'cls_loc', num_classes=4, **SMALL)
+  records = _records(builder)
+  assert builder.info.features['label'].names == list(draw.CLASS_NAMES[:4])
+  for r in records:
+    assert r['image'].shape == (72, 72, 3)
+    assert len(r['boxes']) >= 1
+    assert np.all(r['box_labels'] == r['label'])
+  assert len({int(r['label']) for r in records}) == 4
+
+
+def test_object_scales_span_at_least_four_times():
+  config = embedded.make_config('det')
+  sides = []
+  for i in range(150):
+    boxes = embedded.draw_example(config, 'train', i)['boxes']
+    sides.extend(np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]))
+  sides = np.asarray(sides)
+  assert sides.max() / sides.min() >= 4.0
+  assert sides.min() <= 16 and sides.max() >= 50
+
+
+def test_every_class_draws_a_distinct_silhouette():
+  rng = np.random.default_rng(0)
+  masks = [draw.silhouette(c, 32, rng) > 0.5 for c in range(len(draw.CLASS_NAMES))]
+  for i, a in enumerate(masks):
+    assert 0.1 < a.mean() < 0.95
+    for b in masks[i + 1:]:
+      assert (a != b).mean() > 0.05
+
+
+def test_config_names_and_bad_options():
+  assert embedded.make_config('det').name == 'det'
+  assert embedded.make_config('det', seed=3).name == 'det_seed3'
+  with pytest.raises(InputError):
+    embedded.make_config('segmentation')
+  with pytest.raises(InputError):
+    embedded.make_config('det', num_classes=99)
+  with pytest.raises(InputError):
+    embedded.make_config('det', min_size=60, max_size=20)
+  with pytest.raises(InputError):
+    embedded.make_config('det', colour='red')
+
+
+def test_sample_grid_size():
+  grid = embedded.sample_grid('cls_loc', count=4, columns=2, zoom=2)
+  assert grid.size == (2 * (144 + 4), 2 * (144 + 4))
