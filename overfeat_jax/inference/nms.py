@@ -1,0 +1,56 @@
+"""Per-class greedy non-maximum suppression, jit-compiled with static shapes (padding + a `valid` mask).
+
+Greedy NMS: take the highest-scoring remaining box, keep it, and drop every remaining box of the same class whose
+IoU with it is strictly greater than `iou_threshold`; repeat until nothing remains. Equal scores are taken in
+index order (the lower index first), as a stable sort by decreasing score would. The loop runs once per KEPT box
+and computes one IoU row per iteration (O(N) memory, O(N x kept) time), so several thousand boxes are cheap.
+`merge_reference.nms_reference` is the plain sequential version the tests compare with.
+"""
+
+import jax
+import jax.numpy as jnp
+
+from overfeat_jax.errors import InputError
+from overfeat_jax.inference import box_ops
+
+
+@jax.jit
+def _nms_jit(boxes, scores, classes, valid, iou_threshold):
+  def body(c):
+    remaining, keep = c
+    top = jnp.max(jnp.where(remaining, scores, -jnp.inf))
+    k = jnp.argmax(remaining & (scores == top))  # first remaining box with the top score (handles -inf scores)
+    overlap = box_ops.iou(boxes[k][None, :], boxes)  # [N]
+    suppress = (classes == classes[k]) & (overlap > iou_threshold)
+    return remaining.at[k].set(False) & ~suppress, keep.at[k].set(True)
+
+  _, keep = jax.lax.while_loop(lambda c: c[0].any(), body, (valid, jnp.zeros_like(valid)))
+  return keep
+
+
+def _check(boxes, scores, classes, valid):
+  n = boxes.shape[0]
+  if boxes.ndim != 2 or boxes.shape[1] != 4:
+    raise InputError(f'boxes must have shape [N, 4], got {tuple(boxes.shape)}.')
+  if scores.shape != (n,) or classes.shape != (n,) or valid.shape != (n,):
+    raise InputError(f'scores, classes and valid must have shape [{n}] to match boxes [{n}, 4].')
+
+
+def nms(boxes: jax.Array, scores: jax.Array, classes: jax.Array, valid: jax.Array, *,
+        iou_threshold: float | jax.Array) -> jax.Array:
+  """Per-class greedy NMS of a padded box set -> keep mask `[N]` bool (False for padding).
+
+  Args:
+    boxes: `[N, 4]` finite boxes in the project convention.
+    scores: `[N]` confidences (NaN is not allowed; -inf is).
+    classes: `[N]` int; boxes only suppress boxes of their own class.
+    valid: `[N]` bool, False for padding.
+    iou_threshold: a box is suppressed when its IoU with a kept box is > this.
+  """
+  boxes = jnp.asarray(boxes, jnp.float32)
+  scores, classes, valid = jnp.asarray(scores, jnp.float32), jnp.asarray(classes, jnp.int32), jnp.asarray(valid, bool)
+  _check(boxes, scores, classes, valid)
+  if boxes.shape[0] == 0:
+    return valid
+  return _nms_jit(boxes, scores, classes, valid, jnp.float32(iou_threshold))
+
