@@ -17,7 +17,6 @@ import dataclasses
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -26,15 +25,21 @@ from typing import Mapping, Sequence, TextIO
 
 from absl import flags
 
+from launch import common
 from overfeat_jax import cli
 from overfeat_jax.errors import InputError
+FLAGS = flags.FLAGS
 
-_NUM_PROCESSES = flags.DEFINE_integer('num_processes', 2, 'How many processes to start.')
-_DEVICES = flags.DEFINE_integer('devices_per_process', 1, 'Fake CPU devices in each process.')
-_MODULE = flags.DEFINE_string('module', 'overfeat_jax.main', 'Module each process runs (`python -m`).')
-_TIMEOUT = flags.DEFINE_float('timeout_s', 3600.0, 'Stop everything and exit 124 after this many seconds.')
-_GRACE = flags.DEFINE_float('grace_s', 5.0, 'After a failure: seconds between SIGTERM and SIGKILL.')
-_PORT = flags.DEFINE_integer('port', 0, 'Coordinator port on 127.0.0.1; 0 picks a free one.')
+
+def _define_flags() -> None:
+  """Only the command line defines flags, so that tests can import several launchers."""
+  flags.DEFINE_integer('num_processes', 2, 'How many processes to start.')
+  flags.DEFINE_integer('devices_per_process', 1, 'Fake CPU devices in each process.')
+  flags.DEFINE_string('module', 'overfeat_jax.main', 'Module each process runs (`python -m`).')
+  flags.DEFINE_float('timeout_s', 3600.0, 'Stop everything and exit 124 after this many seconds.')
+  flags.DEFINE_float('grace_s', 5.0, 'After a failure: seconds between SIGTERM and SIGKILL.')
+  flags.DEFINE_integer('port', 0, 'Coordinator port on 127.0.0.1; 0 picks a free one.')
+
 
 EXIT_WORKER_FAILED = 3  # not 1: `cli.run` turns 1 (absl usage errors) into 2, "bad input"
 EXIT_TIMEOUT = 124
@@ -47,13 +52,6 @@ class Outcome:
   exit_code: int
   message: str
   failed: tuple[int, int] | None = None
-
-
-def free_port() -> int:
-  """A port the OS says is free now (another program could take it before the coordinator binds it)."""
-  with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
 
 
 def worker_env(base: dict[str, str], devices: int) -> dict[str, str]:
@@ -137,7 +135,7 @@ def launch(module: str, module_args: Sequence[str], num_processes: int, devices_
     raise InputError(f'need at least 1 process and 1 device, got {num_processes} and {devices_per_process}')
   if timeout_s <= 0 or grace_s < 0:
     raise InputError(f'timeout_s must be positive and grace_s non-negative, got {timeout_s}, {grace_s}')
-  port = port or free_port()
+  port = port or common.free_port()
   env = {**worker_env(dict(os.environ), devices_per_process), **(env_extra or {})}
   lock, procs, pumps = threading.Lock(), [], []
   try:
@@ -157,12 +155,13 @@ def launch(module: str, module_args: Sequence[str], num_processes: int, devices_
 
 def main(argv: list[str]) -> None:
   module_args = argv[1:]
-  outcome = launch(_MODULE.value, module_args, _NUM_PROCESSES.value, _DEVICES.value, _TIMEOUT.value,
-                   _GRACE.value, _PORT.value)
+  outcome = launch(FLAGS.module, module_args, FLAGS.num_processes, FLAGS.devices_per_process, FLAGS.timeout_s,
+                   FLAGS.grace_s, FLAGS.port)
   print(f'launch.local: {outcome.message}', file=sys.stderr)
   sys.exit(outcome.exit_code)
 
 
 if __name__ == '__main__':
+  _define_flags()
   signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # SIGTERM -> SystemExit -> `finally` stops workers
   cli.run(main)

@@ -20,6 +20,9 @@ _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Number of processe
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'Index of this process.')
 _PID_DIR = flags.DEFINE_string('pid_dir', None, 'Write p{process_id}.pid here after initialisation.')
 _SLEEP_S = flags.DEFINE_float('sleep_s', 0.0, 'Sleep this long after the check (to be killed in tests).')
+# Accepted (and ignored) so that launchers can hand this program the trainer's command line.
+_CONFIG = flags.DEFINE_string('config', None, 'Ignored: the trainer flag.')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Ignored: the trainer flag.')
 _ROWS_PER_DEVICE = 2
 
 

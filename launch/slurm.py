@@ -1,0 +1,133 @@
+r"""Writes (and submits) an sbatch script that trains on a SLURM GPU cluster.
+
+The script stays short because `overfeat_jax.parallel.distributed.initialize` reads the SLURM variables itself:
+process id/count from `SLURM_PROCID`/`SLURM_NTASKS`, the coordinator from the first host of the nodelist, and,
+with one process per GPU, the GPU from `SLURM_LOCALID`.
+
+  python -m launch.slurm --nodes=4 --gpus_per_node=8 --time=24:00:00 --partition=gpu \
+      --venv=$PWD/.venv --config=experiments/configs/fast_imagenet.py --workdir=/shared/runs/fast \
+      --config.train.batch_size=1024 --dry_run
+"""
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from typing import Sequence
+
+from absl import flags
+
+from launch import common
+from overfeat_jax.errors import InputError
+FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+  """Only the command line defines flags, so that tests can import several launchers."""
+  flags.DEFINE_integer('nodes', 1, 'Number of nodes.')
+  flags.DEFINE_integer('gpus_per_node', 8, 'GPUs on each node.')
+  flags.DEFINE_enum('process_per', 'node', ['node', 'gpu'],
+                    'node: one process per node owning all its GPUs; gpu: one process per GPU.')
+  flags.DEFINE_integer('cpus_per_task', None, 'CPUs per task (input pipeline); SLURM default if unset.')
+  flags.DEFINE_string('time', '24:00:00', 'Wall-clock limit, [D-]HH:MM:SS.')
+  flags.DEFINE_string('partition', None, 'SLURM partition.')
+  flags.DEFINE_string('account', None, 'SLURM account to charge.')
+  flags.DEFINE_string('job_name', 'overfeat', 'Job name (also names the script and log).')
+  flags.DEFINE_string('venv', None, 'Virtual environment to activate on the nodes (its directory).')
+  flags.DEFINE_string('container_image', None, 'Run inside this image with pyxis (srun --container-image).')
+  flags.DEFINE_multi_string('setup', [], 'Extra shell lines before srun, e.g. "module load cuda/12".')
+  flags.DEFINE_string('code_dir', os.getcwd(), 'Repository checkout on the shared filesystem.')
+  flags.DEFINE_integer('coordinator_port', None, 'Coordinator port; default derived from the job id.')
+  flags.DEFINE_string('module', common.TRAINER_MODULE, 'Module srun runs.')
+  flags.DEFINE_string('config', None, 'Experiment config file (relative to --code_dir), [:ARG].')
+  flags.DEFINE_string('workdir', None, 'Output directory on the shared filesystem.')
+  flags.DEFINE_string('script', None, 'Where to write the script; default WORKDIR/slurm/JOB_NAME.sbatch.')
+  flags.DEFINE_string('sbatch', 'sbatch', 'The sbatch command.')
+  flags.DEFINE_bool('dry_run', False, 'Print the script, write and submit nothing.')
+
+
+_TIME_RE = re.compile(r'^(\d+-)?\d{1,2}:\d{2}:\d{2}$')
+_NAME_RE = re.compile(r'^[A-Za-z0-9_.-]+$')
+
+
+def _check(nodes: int, gpus_per_node: int, time_limit: str, job_name: str, port: int | None) -> None:
+  if nodes < 1 or gpus_per_node < 1:
+    raise InputError(f'--nodes and --gpus_per_node must be at least 1, got {nodes} and {gpus_per_node}')
+  if not _TIME_RE.match(time_limit):
+    raise InputError(f'--time={time_limit!r} is not [D-]HH:MM:SS')
+  if not _NAME_RE.match(job_name):
+    raise InputError(f'--job_name={job_name!r} may only use letters, digits, _ . -')
+  if port is not None and not 0 < port < 65536:
+    raise InputError(f'--coordinator_port={port} is not a TCP port')
+
+
+def _header(nodes, gpus_per_node, tasks_per_node, time_limit, job_name, log, partition, account, cpus):
+  lines = ['#!/bin/bash', f'#SBATCH --job-name={job_name}', f'#SBATCH --nodes={nodes}',
+           f'#SBATCH --ntasks-per-node={tasks_per_node}', f'#SBATCH --gpus-per-node={gpus_per_node}',
+           f'#SBATCH --time={time_limit}', f'#SBATCH --output={log}']
+  lines += [f'#SBATCH --{k}={v}' for k, v in
+            (('partition', partition), ('account', account), ('cpus-per-task', cpus)) if v is not None]
+  return lines
+
+
+def render_script(*, nodes: int, gpus_per_node: int, process_per: str, time_limit: str, job_name: str,
+                  code_dir: str, config: str, workdir: str, overrides: Sequence[str] = (),
+                  partition: str | None = None, account: str | None = None, cpus_per_task: int | None = None,
+                  venv: str | None = None, container_image: str | None = None, setup: Sequence[str] = (),
+                  coordinator_port: int | None = None, module: str = common.TRAINER_MODULE) -> str:
+  """The sbatch script: resources, a guard that it runs under SLURM, environment, then one srun."""
+  _check(nodes, gpus_per_node, time_limit, job_name, coordinator_port)
+  if not config or not workdir:
+    raise InputError('--config and --workdir are required')
+  tasks = 1 if process_per == 'node' else gpus_per_node
+  log = os.path.join(workdir, 'slurm', '%x-%j.out')
+  lines = _header(nodes, gpus_per_node, tasks, time_limit, job_name, log, partition, account, cpus_per_task)
+  lines += ['set -euo pipefail', ': "${SLURM_JOB_NODELIST:?submit this script with sbatch}"',
+            f'# {nodes * tasks} processes ({tasks} per node, each with {gpus_per_node // tasks} GPU(s)); '
+            'overfeat_jax.parallel.distributed reads SLURM_* itself.',
+            f'cd {shlex.quote(code_dir)}', *setup]
+  if venv:
+    lines.append(f'source {shlex.quote(os.path.join(venv, "bin", "activate"))}')
+  if coordinator_port is not None:
+    lines.append(f'export OVERFEAT_COORDINATOR_PORT={coordinator_port}')
+  srun = ['srun', '--kill-on-bad-exit=1']  # one dead process ends the step, not a hang until the timeout
+  if container_image:
+    srun += [f'--container-image={container_image}', f'--container-mounts={code_dir}:{code_dir}',
+             f'--container-workdir={code_dir}']
+  lines.append(shlex.join(srun + common.trainer_command('python', config, workdir, overrides, module)))
+  return '\n'.join(lines) + '\n'
+
+
+def submit(script: str, path: str, sbatch: str = 'sbatch') -> None:
+  """Writes the script and hands it to sbatch (whose 'Submitted batch job N' line is printed)."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, 'w') as f:
+    f.write(script)
+  print(f'wrote {path}', flush=True)
+  common.run_checked([sbatch, path], 'sbatch')
+
+
+def main(argv: list[str], overrides: list[str]) -> None:
+  if len(argv) > 1:
+    raise InputError(f'unexpected arguments {argv[1:]}; put trainer flags after --')
+  if os.path.isdir(FLAGS.code_dir):
+    common.check_config(FLAGS.config, FLAGS.code_dir)
+  elif not FLAGS.config:
+    common.check_config(FLAGS.config)
+  script = render_script(
+      nodes=FLAGS.nodes, gpus_per_node=FLAGS.gpus_per_node, process_per=FLAGS.process_per, time_limit=FLAGS.time,
+      job_name=FLAGS.job_name, code_dir=FLAGS.code_dir, config=FLAGS.config, workdir=FLAGS.workdir,
+      overrides=overrides, partition=FLAGS.partition, account=FLAGS.account, cpus_per_task=FLAGS.cpus_per_task,
+      venv=FLAGS.venv, container_image=FLAGS.container_image, setup=FLAGS.setup,
+      coordinator_port=FLAGS.coordinator_port, module=FLAGS.module)
+  if FLAGS.dry_run:
+    sys.stdout.write(script)
+    return
+  submit(script, FLAGS.script or os.path.join(FLAGS.workdir, 'slurm', f'{FLAGS.job_name}.sbatch'),
+         FLAGS.sbatch)
+
+
+if __name__ == '__main__':
+  _define_flags()
+  common.main_with_overrides(main)
