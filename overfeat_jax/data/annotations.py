@@ -157,7 +157,7 @@ def read_devkit_meta(source: TextSource) -> list[DevkitSynset]:
   """Reads the devkit's `data/meta.mat` (MATLAB struct array `synsets`) with scipy.io.loadmat."""
   try:
     mat = scipy.io.loadmat(io.BytesIO(_read_bytes(source)), squeeze_me=True, struct_as_record=True)
-  except (ValueError, TypeError, OSError, NotImplementedError) as e:
+  except (ValueError, TypeError, OSError, NotImplementedError, IndexError, EOFError) as e:
     raise InputError(f'devkit meta.mat could not be read ({e})') from None
   if 'synsets' not in mat:
     raise InputError('devkit meta.mat has no "synsets" struct')
