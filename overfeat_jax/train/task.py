@@ -1,0 +1,70 @@
+"""What a training stage is, as data: the one interface the loop knows (classification, localization, detection).
+
+Why a dataclass of pure functions and not a class hierarchy: the loop jits these functions once with shardings,
+so they must be pure and take only arrays; a task is built from a config once, by the loop, through the one
+explicit registry `loop.TASKS` (name -> `make_task(config, previous_params)`).
+
+A later stage reads the earlier stage's parameters (e.g. localization fixes layers 1-5 of the classifier):
+`make_task(config, previous_params=...)` receives them and its `init_params` copies what it needs, and its
+`trainable_mask` marks the frozen parts False (the optimizer then leaves them bit for bit unchanged).
+"""
+
+import dataclasses
+from typing import Any, Callable, Mapping
+
+import jax
+import numpy as np
+
+Params = Any
+Batch = Mapping[str, jax.Array]
+# (params, batch, rng, *, train) -> (scalar loss, {name: scalar}) ; the batch is the global batch.
+LossFn = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
+# (params, batch) -> {name: [B, ...] per-example array}; the batch has a bool `mask` [B] (False = padding).
+EvalStepFn = Callable[[Params, Batch], dict[str, jax.Array]]
+# {name: [N, ...] numpy, padding removed, all processes' examples} -> {metric name: float}
+SummarizeFn = Callable[[dict[str, np.ndarray]], dict[str, float]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+  """One evaluation of a task: which input view it reads, what it computes per example, how it sums up.
+
+  Attributes:
+    name: prefix of its metrics, e.g. 'center_crop' -> 'center_crop/top1_error'.
+    view: the eval pipeline's view, 'center_crop' or 'resize' (`data.pipeline.eval_iterator`).
+    size: the view's image size in pixels.
+    eval_step: pure per-example outputs; jitted once by the loop, outputs replicated to every process.
+    summarize: host-side reduction of every example's outputs to metrics (lower is better for errors).
+  """
+  name: str
+  view: str
+  size: int
+  eval_step: EvalStepFn
+  summarize: SummarizeFn
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """A training stage.
+
+  Attributes:
+    name: 'classification', 'localization' or 'detection'.
+    init_params: rng -> the full parameter tree (frozen parts included, copied from the previous stage).
+    loss_fn: (params, batch, rng, *, train) -> (loss, aux metrics); `rng` drives dropout only.
+    trainable_mask: params -> same tree of bools; False leaves are excluded from the optimizer (set to zero).
+    evaluations: what to evaluate during and after training.
+    best_metric: the '<evaluation>/<metric>' whose minimum picks the best checkpoint kept besides the latest.
+    model: the flax module (for the benchmark, the inference tools and later stages).
+  """
+  name: str
+  init_params: Callable[[jax.Array], Params]
+  loss_fn: LossFn
+  trainable_mask: Callable[[Params], Any]
+  evaluations: tuple[Evaluation, ...]
+  best_metric: str
+  model: Any = None
+
+
+def all_trainable(params: Params) -> Any:
+  """The mask of a task that trains everything."""
+  return jax.tree.map(lambda _: True, params)
