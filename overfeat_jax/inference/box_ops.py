@@ -1,13 +1,14 @@
 """Box arithmetic in jnp for the on-device inference path (merge, NMS), in the project's box convention.
 
-Boxes are `(x1, y1, x2, y2)` float pixel coordinates, pixel `i` covering `[i, i + 1)` (docs/CONVENTIONS.md), so the
-area is `(x2 - x1) * (y2 - y1)` with no `+ 1`. An inverted box (`x2 < x1` or `y2 < y1`) has zero width or height and
-therefore zero area: the ops never produce negative areas or NaNs for finite inputs. All functions broadcast over
-leading dimensions, so the same code gives elementwise (`[N, 4]` with `[N, 4]`) and pairwise (`[N, 1, 4]` with
-`[1, M, 4]`) results. The operation order is fixed and mirrored by `merge_reference.py`, so float32 results agree
-bit for bit with a sequential implementation: products that feed an addition go through `_rounded`, because XLA
-(on CPU and GPU) otherwise fuses `a * b + c` into one fused multiply-add, which rounds once instead of twice and
-turns exact ties of the greedy merge into 1-ulp differences.
+Boxes are `(x1, y1, x2, y2)` float pixel coordinates, pixel `i` covering `[i, i + 1)` (docs/CONVENTIONS.md),
+so the area is `(x2 - x1) * (y2 - y1)` with no `+ 1`. An inverted box (`x2 < x1` or `y2 < y1`) has zero width
+or height and therefore zero area: the ops never produce negative areas or NaNs for finite inputs. All
+functions broadcast over leading dimensions, so the same code gives elementwise (`[N, 4]` with `[N, 4]`) and
+pairwise (`[N, 1, 4]` with `[1, M, 4]`) results. The operation order is fixed and mirrored by
+`merge_reference.py`, so float32 results agree bit for bit with a sequential implementation: products that
+feed an addition go through `_rounded`, because XLA (on CPU and GPU) otherwise fuses `a * b + c` into one
+fused multiply-add, which rounds once instead of twice and turns exact ties of the greedy merge into 1-ulp
+differences.
 """
 
 import jax
@@ -17,8 +18,8 @@ import jax.numpy as jnp
 def _rounded(product: jax.Array) -> jax.Array:
   """Returns `product` rounded to float32 on its own, i.e. never contracted into a fused multiply-add.
 
-  The select is a no-op for every value (NaN included) but stands between the multiply and the following add, so
-  the compiler cannot fuse them; it stays inside the same loop fusion, so it costs nothing measurable.
+  The select is a no-op for every value (NaN included) but stands between the multiply and the following add,
+  so the compiler cannot fuse them; it stays inside the same loop fusion, so it costs nothing measurable.
   """
   return jnp.where(product == product, product, product * 0.0)
 

@@ -1,10 +1,10 @@
 """OverFeat's greedy box merge (paper Section 4.3, spec 5 (d)), jit-compiled with static shapes.
 
 The paper repeatedly merges the pair of boxes with the lowest `match_score` until the lowest score exceeds a
-threshold `t`. Boxes only merge with boxes of the same class. Merging pair (i, j), i < j, replaces box i by the
-coordinate average of the two, gives it the SUM of their scores (so a merged box's score is the sum of the class
-outputs of all windows merged into it) and invalidates box j. Among equal scores the smallest (i, j) in row-major
-order wins, exactly as in the sequential `merge_reference.py`.
+threshold `t`. Boxes only merge with boxes of the same class. Merging pair (i, j), i < j, replaces box i by
+the coordinate average of the two, gives it the SUM of their scores (so a merged box's score is the sum of the
+class outputs of all windows merged into it) and invalidates box j. Among equal scores the smallest (i, j) in
+row-major order wins, exactly as in the sequential `merge_reference.py`.
 
 Two readings of `match_score` (choose by name, see `SCORE_FUNCTIONS`):
 - `'literal'`: the paper's words read literally: centre distance + intersection area (pixels + pixels^2). More
@@ -14,10 +14,10 @@ Two readings of `match_score` (choose by name, see `SCORE_FUNCTIONS`):
   plus `1 - IoU`. Overlap lowers the score; the score is scale free, in [0, inf), and 0 only for identical
   positive-area boxes. `t` around 0.5-1.0 is a sensible range.
 
-Cost: the N x N score matrix is built once (O(N^2) memory: 100 MB at N = 5000 in float32); each merge then updates
-only row and column i and j in O(N), and the cached minimum of every row is repaired incrementally (a row is
-rescanned only when its cached minimum pointed at i or j). Scores that are NaN or inf (overflow on huge boxes) are
-treated as "never merge".
+Cost: the N x N score matrix is built once (O(N^2) memory: 100 MB at N = 5000 in float32); each merge then
+updates only row and column i and j in O(N), and the cached minimum of every row is repaired incrementally (a
+row is rescanned only when its cached minimum pointed at i or j). Scores that are NaN or inf (overflow on huge
+boxes) are treated as "never merge".
 """
 
 import functools
@@ -80,14 +80,15 @@ def _initial_state(boxes, scores, classes, valid, score_fn) -> _State:
   n = boxes.shape[0]
   idx = jnp.arange(n)
   raw = score_fn(boxes[:, None, :], boxes[None, :, :])  # [N, N]
-  ok = valid[:, None] & valid[None, :] & (classes[:, None] == classes[None, :]) & (idx[:, None] < idx[None, :])
+  ok = valid[:, None] & valid[None, :] & (classes[:, None] == classes[None, :])
+  ok &= idx[:, None] < idx[None, :]
   s = _masked(raw, ok)
   return _State(s, s.min(axis=1), jnp.argmin(s, axis=1).astype(jnp.int32), boxes, scores, valid,
                 jnp.full((n, 2), -1, jnp.int32), jnp.zeros((), jnp.int32))
 
 
 def _rescan_dirty_rows(s, row_min, row_arg, dirty):
-  """Recomputes the cached minimum of the rows flagged in `dirty [N]` from the score matrix, one row at a time."""
+  """Recomputes the cached minimum of each row flagged in `dirty [N]` from the score matrix, one at a time."""
   def body(c):
     rm, ra, d = c
     k = jnp.argmax(d)
@@ -113,7 +114,8 @@ def _merge_step(st: _State, classes: jax.Array, score_fn) -> _State:
   col_i = jnp.where(idx < i, fresh, jnp.inf)
   s = st.s.at[i, :].set(row_i).at[:, i].set(col_i).at[j, :].set(jnp.inf).at[:, j].set(jnp.inf)
 
-  # Rows k < i gained a new candidate col_i[k]; rows whose minimum sat at column i (and got worse) or at column j
+  # Rows k < i gained a new candidate col_i[k]; rows whose minimum sat at column i (and got worse) or at
+  # column j
   # (now inf) must be rescanned. Ties keep the smallest column, as a row-major scan would.
   old_min, old_arg = st.row_min, st.row_arg
   dirty = ((old_arg == j) | ((old_arg == i) & (col_i > old_min))) & jnp.isfinite(old_min)
@@ -142,7 +144,7 @@ def _merge_jit(boxes, scores, classes, valid, threshold, score_fn: str) -> Merge
 
 def merge_boxes(boxes: jax.Array, scores: jax.Array, classes: jax.Array, valid: jax.Array, *,
                 threshold: float | jax.Array, score_fn: str = 'overlap') -> MergeResult:
-  """Greedy OverFeat merge of a padded box set (jit-compiled once per N and `score_fn`; `threshold` is traced).
+  """Greedy OverFeat merge of a padded box set (compiled once per N and `score_fn`; `threshold` is traced).
 
   Args:
     boxes: `[N, 4]` boxes in the project convention (finite).
@@ -161,9 +163,11 @@ def merge_boxes(boxes: jax.Array, scores: jax.Array, classes: jax.Array, valid: 
   if boxes.ndim != 2 or boxes.shape[1] != 4:
     raise InputError(f'boxes must have shape [N, 4], got {tuple(boxes.shape)}.')
   n = boxes.shape[0]
-  scores, classes, valid = jnp.asarray(scores, jnp.float32), jnp.asarray(classes, jnp.int32), jnp.asarray(valid, bool)
+  scores, classes = jnp.asarray(scores, jnp.float32), jnp.asarray(classes, jnp.int32)
+  valid = jnp.asarray(valid, bool)
   if scores.shape != (n,) or classes.shape != (n,) or valid.shape != (n,):
     raise InputError(f'scores, classes and valid must have shape [{n}] to match boxes [{n}, 4].')
   if n == 0:  # Nothing to merge (and argmin of an empty row is undefined).
-    return MergeResult(boxes, scores, classes, valid, jnp.full((0, 2), -1, jnp.int32), jnp.zeros((), jnp.int32))
+    return MergeResult(boxes, scores, classes, valid, jnp.full((0, 2), -1, jnp.int32),
+                       jnp.zeros((), jnp.int32))
   return _merge_jit(boxes, scores, classes, valid, jnp.float32(threshold), score_fn=score_fn)

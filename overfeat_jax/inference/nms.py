@@ -1,10 +1,10 @@
 """Per-class greedy non-maximum suppression, jit-compiled with static shapes (padding + a `valid` mask).
 
-Greedy NMS: take the highest-scoring remaining box, keep it, and drop every remaining box of the same class whose
-IoU with it is strictly greater than `iou_threshold`; repeat until nothing remains. Equal scores are taken in
-index order (the lower index first), as a stable sort by decreasing score would. The loop runs once per KEPT box
-and computes one IoU row per iteration (O(N) memory, O(N x kept) time), so several thousand boxes are cheap.
-`merge_reference.nms_reference` is the plain sequential version the tests compare with.
+Greedy NMS: take the highest-scoring remaining box, keep it, and drop every remaining box of the same class
+whose IoU with it is strictly greater than `iou_threshold`; repeat until nothing remains. Equal scores are
+taken in index order (the lower index first), as a stable sort by decreasing score would. The loop runs once
+per KEPT box and computes one IoU row per iteration (O(N) memory, O(N x kept) time), so several thousand boxes
+are cheap. `merge_reference.nms_reference` is the plain sequential version the tests compare with.
 """
 
 import jax
@@ -19,7 +19,7 @@ def _nms_jit(boxes, scores, classes, valid, iou_threshold):
   def body(c):
     remaining, keep = c
     top = jnp.max(jnp.where(remaining, scores, -jnp.inf))
-    k = jnp.argmax(remaining & (scores == top))  # first remaining box with the top score (handles -inf scores)
+    k = jnp.argmax(remaining & (scores == top))  # first remaining box with the top score (even if -inf)
     overlap = box_ops.iou(boxes[k][None, :], boxes)  # [N]
     suppress = (classes == classes[k]) & (overlap > iou_threshold)
     return remaining.at[k].set(False) & ~suppress, keep.at[k].set(True)
@@ -48,7 +48,8 @@ def nms(boxes: jax.Array, scores: jax.Array, classes: jax.Array, valid: jax.Arra
     iou_threshold: a box is suppressed when its IoU with a kept box is > this.
   """
   boxes = jnp.asarray(boxes, jnp.float32)
-  scores, classes, valid = jnp.asarray(scores, jnp.float32), jnp.asarray(classes, jnp.int32), jnp.asarray(valid, bool)
+  scores, classes = jnp.asarray(scores, jnp.float32), jnp.asarray(classes, jnp.int32)
+  valid = jnp.asarray(valid, bool)
   _check(boxes, scores, classes, valid)
   if boxes.shape[0] == 0:
     return valid

@@ -7,7 +7,8 @@ import numpy as np
 from overfeat_jax.inference import box_ops
 from overfeat_jax.inference import merge_reference
 
-# Coordinates from tiny to huge (1e9 px) plus exact small integers, so that zero-area, inverted and identical boxes
+# Coordinates from tiny to huge (1e9 px) plus exact small integers, so that zero-area, inverted and identical
+# boxes
 # are frequent.
 _COORD = st.one_of(st.integers(-5, 5).map(float), st.floats(-1e9, 1e9, allow_nan=False, width=32))
 _BOX = st.tuples(_COORD, _COORD, _COORD, _COORD)
@@ -57,7 +58,8 @@ def test_iou_fuzz_bounded_symmetric_and_finite(a, b):
   ab, ba = float(box_ops.iou(a, b)), float(box_ops.iou(b, a))
   assert 0.0 <= ab <= 1.0
   assert ab == ba
-  for value in (box_ops.area(a), box_ops.intersection(a, b), box_ops.center_distance(a, b), box_ops.diagonal(a)):
+  values = (box_ops.area(a), box_ops.intersection(a, b), box_ops.center_distance(a, b), box_ops.diagonal(a))
+  for value in values:
     assert np.isfinite(float(value)) and float(value) >= 0.0
   if float(box_ops.area(a)) > 0:
     assert float(box_ops.iou(a, a)) == 1.0

@@ -1,4 +1,4 @@
-"""Tests of the jitted greedy merge: hand-worked cases and parity with the sequential reference on random sets."""
+"""Tests of the jitted greedy merge: hand-worked cases and parity with the sequential reference."""
 
 import jax
 import numpy as np
@@ -30,30 +30,35 @@ def _run_both(boxes, scores, classes, valid, threshold, score_fn):
 
 def test_two_overlapping_boxes_merge_to_average_with_summed_score():
   # overlap score of a=(0,0,10,10), b=(2,0,12,10): centres 2 apart, mean diagonal sqrt(200) = 14.142,
-  # IoU = 80 / 120 = 2/3 -> 2 / 14.142 + 1/3 = 0.4748. Below t = 0.5: merge to (1, 0, 11, 10), score 0.3 + 0.5.
+  # IoU = 80 / 120 = 2/3 -> 2 / 14.142 + 1/3 = 0.4748. Below t = 0.5: merge to (1, 0, 11, 10), score 0.3 +
+  # 0.5.
   # The third box (other class, same place) must not take part.
   boxes = np.array([[0, 0, 10, 10], [2, 0, 12, 10], [0, 0, 10, 10]], np.float32)
-  got = merge.merge_boxes(boxes, np.array([0.3, 0.5, 0.9]), np.array([1, 1, 2]), np.ones(3, bool), threshold=0.5)
+  scores, classes, valid = np.array([0.3, 0.5, 0.9]), np.array([1, 1, 2]), np.ones(3, bool)
+  got = merge.merge_boxes(boxes, scores, classes, valid, threshold=0.5)
   np.testing.assert_array_equal(np.asarray(got.valid), [True, False, True])
   np.testing.assert_allclose(np.asarray(got.boxes[0]), [1, 0, 11, 10])
   np.testing.assert_allclose(float(got.scores[0]), 0.8, rtol=1e-6)
   assert int(got.num_merges) == 1
   # At t = 0.47 (below 0.4748) nothing merges.
-  got = merge.merge_boxes(boxes, np.array([0.3, 0.5, 0.9]), np.array([1, 1, 2]), np.ones(3, bool), threshold=0.47)
+  got = merge.merge_boxes(boxes, scores, classes, valid, threshold=0.47)
   assert int(got.num_merges) == 0
 
 
 def test_literal_score_prefers_far_apart_boxes_over_overlapping_ones():
   # Literal reading: a=(0,0,10,10) vs b=(0,0,10,10) -> distance 0 + intersection 100 = 100;
-  # a vs c=(30,0,40,10) -> distance 30 + intersection 0 = 30 (and b vs c also 30). The DISJOINT pair (0, 2) merges
-  # first, into (15, 0, 25, 10); then (0, 1): distance 15 + intersection 0 = 15 merges into (7.5, 0, 17.5, 10).
+  # a vs c=(30,0,40,10) -> distance 30 + intersection 0 = 30 (and b vs c also 30). The DISJOINT pair (0, 2)
+  # merges
+  # first, into (15, 0, 25, 10); then (0, 1): distance 15 + intersection 0 = 15 merges into (7.5, 0, 17.5,
+  # 10).
   boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 10], [30, 0, 40, 10]], np.float32)
-  got = merge.merge_boxes(boxes, np.ones(3), np.zeros(3), np.ones(3, bool), threshold=50.0, score_fn='literal')
+  ones, zeros, valid = np.ones(3), np.zeros(3), np.ones(3, bool)
+  got = merge.merge_boxes(boxes, ones, zeros, valid, threshold=50.0, score_fn='literal')
   assert [tuple(p) for p in np.asarray(got.pairs)[: int(got.num_merges)]] == [(0, 2), (0, 1)]
   np.testing.assert_allclose(np.asarray(got.boxes[0]), [7.5, 0, 17.5, 10])
   assert float(got.scores[0]) == 3.0
   # With t = 29 nothing merges (the identical pair scores 100, the disjoint ones 30).
-  got = merge.merge_boxes(boxes, np.ones(3), np.zeros(3), np.ones(3, bool), threshold=29.0, score_fn='literal')
+  got = merge.merge_boxes(boxes, ones, zeros, valid, threshold=29.0, score_fn='literal')
   assert int(got.num_merges) == 0
 
 
@@ -83,7 +88,7 @@ def test_all_invalid_never_merges():
 
 def test_bad_input_raises():
   with pytest.raises(InputError):
-    merge.merge_boxes(np.zeros((3, 4)), np.ones(3), np.zeros(3), np.ones(3, bool), threshold=1.0, score_fn='iou')
+    merge.merge_boxes(np.zeros((3, 4)), np.ones(3), np.zeros(3), np.ones(3, bool), threshold=1, score_fn='x')
   with pytest.raises(InputError):
     merge.merge_boxes(np.zeros((3, 5)), np.ones(3), np.zeros(3), np.ones(3, bool), threshold=1.0)
   with pytest.raises(InputError):
@@ -112,7 +117,8 @@ def _random_set(rng: np.random.Generator, kind: int):
   return boxes, scores, classes, valid
 
 
-@pytest.mark.parametrize('score_fn,thresholds', [('overlap', (0.3, 0.8, 1.5, 1e9)), ('literal', (5.0, 40.0, 1e9))])
+@pytest.mark.parametrize('score_fn,thresholds',
+                         [('overlap', (0.3, 0.8, 1.5, 1e9)), ('literal', (5.0, 40.0, 1e9))])
 def test_matches_reference_on_random_sets(score_fn, thresholds):
   rng = np.random.default_rng(1234)
   merges = 0
@@ -137,7 +143,8 @@ def test_threshold_is_traced_not_static():
 
 @pytest.mark.parametrize('score_fn', sorted(merge.SCORE_FUNCTIONS))
 def test_jitted_score_matrix_equals_reference_bit_for_bit(score_fn):
-  # Guards against fused multiply-adds (and any other reassociation) in the compiled score: ties must stay ties.
+  # Guards against fused multiply-adds (and any other reassociation) in the compiled score: ties must stay
+  # ties.
   rng = np.random.default_rng(3)
   xy = rng.uniform(-50, 150, (64, 2))
   boxes = np.concatenate([xy, xy + rng.uniform(-5, 80, (64, 2))], 1).astype(np.float32)

@@ -12,12 +12,14 @@ N_PAD = 32
 
 def test_hand_worked_suppression():
   # Box 1 (score 0.9) is kept first. Box 0 = (0,0,10,10) vs box 1 = (1,0,11,10): IoU 90 / 110 = 0.818 > 0.5 ->
-  # suppressed. Box 2 (other class, same place as box 1) survives. Box 3 = (20,0,30,10) does not overlap -> kept.
+  # suppressed. Box 2 (other class, same place as box 1) survives. Box 3 = (20,0,30,10) does not overlap ->
+  # kept.
   boxes = np.array([[0, 0, 10, 10], [1, 0, 11, 10], [1, 0, 11, 10], [20, 0, 30, 10]], np.float32)
-  keep = nms(boxes, np.array([0.8, 0.9, 0.1, 0.2]), np.array([0, 0, 1, 0]), np.ones(4, bool), iou_threshold=0.5)
+  scores, classes, valid = np.array([0.8, 0.9, 0.1, 0.2]), np.array([0, 0, 1, 0]), np.ones(4, bool)
+  keep = nms(boxes, scores, classes, valid, iou_threshold=0.5)
   np.testing.assert_array_equal(np.asarray(keep), [False, True, True, True])
   # At threshold 0.85 the 0.818 overlap no longer suppresses.
-  keep = nms(boxes, np.array([0.8, 0.9, 0.1, 0.2]), np.array([0, 0, 1, 0]), np.ones(4, bool), iou_threshold=0.85)
+  keep = nms(boxes, scores, classes, valid, iou_threshold=0.85)
   np.testing.assert_array_equal(np.asarray(keep), [True, True, True, True])
 
 
