@@ -1,0 +1,144 @@
+"""Tests of the host preprocessing: crop/flip geometry with hand-worked boxes, the drop rule, eval views."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from overfeat_jax.data import preprocess as pp
+from overfeat_jax.errors import InputError
+
+# A 100 x 200 (h x w) image resized to smaller side 50 (scale 0.5) and cropped 40 x 40 at (x0, y0) = (30, 5).
+CROP = pp.Crop(sx=0.5, sy=0.5, x0=30, y0=5, w=40, h=40)
+
+
+def _jpeg(image: np.ndarray, **kw) -> bytes:
+  buf = io.BytesIO()
+  Image.fromarray(image).save(buf, format='jpeg', quality=95, **kw)
+  return buf.getvalue()
+
+
+def test_box_follows_crop_and_flip_hand_worked():
+  box = np.array([[80, 20, 140, 60]], np.float32)  # -> scaled (40, 10, 70, 30) -> minus offset (10, 5, 40, 25).
+  out, labels = pp.transform_boxes(box, np.array([7]), CROP)
+  np.testing.assert_allclose(out, [[10, 5, 40, 25]])
+  assert labels.tolist() == [7] and labels.dtype == np.int32
+  flipped, _ = pp.transform_boxes(box, np.array([7]), pp.Crop(0.5, 0.5, 30, 5, 40, 40, flip=True))
+  np.testing.assert_allclose(flipped, [[0, 5, 30, 25]])  # x1' = 40 - 40, x2' = 40 - 10.
+
+
+def test_drop_rule_keeps_boxes_with_at_least_30_percent_inside():
+  boxes = np.array([
+      [40, 20, 80, 40],  # scaled (20, 10, 40, 20) -> (-10, 5, 10, 15): 50% inside -> kept, clipped (0, 5, 10, 15).
+      [34, 20, 74, 40],  # (-13, 5, 7, 15): 35% -> kept.
+      [30, 20, 70, 40],  # (-15, 5, 5, 15): 25% -> dropped.
+      [0, 0, 20, 8],     # entirely outside -> dropped.
+  ], np.float32)
+  out, labels = pp.transform_boxes(boxes, np.arange(4), CROP)
+  np.testing.assert_allclose(out, [[0, 5, 10, 15], [0, 5, 7, 15]])
+  assert labels.tolist() == [0, 1]
+  # Evaluation crops keep every box that keeps any area.
+  out, labels = pp.transform_boxes(boxes, np.arange(4), CROP, min_visible=0.0)
+  assert labels.tolist() == [0, 1, 2]
+
+
+def test_pixels_follow_crop_and_flip_exactly_at_scale_one():
+  image = np.arange(8 * 10 * 3, dtype=np.uint8).reshape(8, 10, 3)
+  out, _ = pp.crop_image(image, lambda h, w: pp.Crop(1.0, 1.0, 3, 2, 4, 4, flip=True))
+  np.testing.assert_array_equal(out, image[2:6, 3:7][:, ::-1])
+
+
+@pytest.mark.parametrize('seed', range(6))
+def test_rendered_rectangle_and_its_box_stay_together(seed):
+  """A white rectangle's pixels and its box go through the same random crop/flip (JPEG fused path)."""
+  image = np.zeros((90, 120, 3), np.uint8)
+  image[30:60, 40:80] = 255
+  record = {'image': _jpeg(image), 'boxes': np.array([[40, 30, 80, 60]], np.float32),
+            'box_labels': np.array([3])}
+  ex = pp.train_example(record, pp.example_rng(seed, 0, 0), crop_size=48, resize_smaller=60, max_boxes=2)
+  assert ex['image'].shape == (48, 48, 3) and ex['label'] == -1
+  ys, xs = np.nonzero(ex['image'][..., 0] > 128)
+  seen = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+  if ex['box_labels'][0] == 3:
+    np.testing.assert_allclose(ex['boxes'][0], seen, atol=1.5)
+  assert ex['box_labels'][1] == -1 and np.all(ex['boxes'][1] == 0)
+
+
+def test_train_crop_is_deterministic_per_example_and_varies():
+  crops = [pp.train_crop(pp.example_rng(0, e, i), 300, 400, crop_size=231, resize_smaller=256)
+           for e in range(2) for i in range(20)]
+  again = [pp.train_crop(pp.example_rng(0, e, i), 300, 400, crop_size=231, resize_smaller=256)
+           for e in range(2) for i in range(20)]
+  assert crops == again
+  assert len({(c.x0, c.y0) for c in crops}) > 10 and {c.flip for c in crops} == {True, False}
+  for c in crops:
+    assert round(300 * c.sy) == 256 and round(400 * c.sx) == 341
+    assert 0 <= c.x0 <= 341 - 231 and 0 <= c.y0 <= 256 - 231
+
+
+def test_small_image_without_resize_is_upscaled_to_the_crop():
+  c = pp.train_crop(np.random.default_rng(0), 40, 50, crop_size=64, resize_smaller=None)
+  assert round(40 * c.sy) == 64 and round(50 * c.sx) == 80
+
+
+def test_center_crop_matches_the_release_rule():
+  c = pp.center_crop(100, 200, 50)  # Smaller side 50 -> 50 x 100, offset (100 - 50) // 2 = 25.
+  assert c == pp.Crop(0.5, 0.5, 25, 0, 50, 50)
+  c = pp.center_crop(301, 200, 231)  # Portrait: 348 x 231 (rounded), offset (348 - 231) // 2 = 58.
+  assert (c.x0, c.y0, round(301 * c.sy)) == (0, 58, 348)
+
+
+def test_eval_views_on_a_record():
+  image = np.zeros((60, 80, 3), np.uint8)
+  record = {'image': image, 'label': 4, 'boxes': np.array([[0, 0, 40, 30]], np.float32),
+            'box_labels': np.array([4])}
+  ex = pp.eval_example(record, view='resize', size=(30, 20), max_boxes=1)
+  assert ex['image'].shape == (30, 20, 3) and ex['label'] == 4
+  np.testing.assert_allclose(ex['boxes'], [[0, 0, 10, 15]])
+  ex = pp.eval_example(record, view='center_crop', size=30, max_boxes=1)
+  assert ex['image'].shape == (30, 30, 3)
+  np.testing.assert_allclose(ex['boxes'], [[0, 0, 15, 15]])  # 30 x 40, offset x 5: (0,0,20,15) - 5, clipped.
+  with pytest.raises(InputError):
+    pp.eval_example(record, view='ten_crop', size=30, max_boxes=1)
+
+
+def test_fused_jpeg_path_matches_decode_then_resize_then_crop():
+  """Same pixels up to filter differences, and aligned: a 1-pixel shift of the reference is far worse."""
+  rng = np.random.default_rng(0)
+  small = rng.integers(0, 256, (15, 20, 3), dtype=np.uint8)
+  image = np.asarray(Image.fromarray(small).resize((400, 300), Image.BILINEAR))
+  data = _jpeg(image, subsampling=0)
+  decoded = np.asarray(Image.open(io.BytesIO(data)))
+  for size in (231, 64):  # 231: no DCT reduction (300 -> 259); 64: 1/4 DCT reduction (300 -> 72).
+    crop = pp.train_crop(np.random.default_rng(1), 300, 400, crop_size=size, resize_smaller=size * 9 // 8)
+    fused, _ = pp.crop_image(data, lambda h, w, c=crop: c)
+    plain, _ = pp.crop_image(decoded, lambda h, w, c=crop: c)
+    shifted, _ = pp.crop_image(decoded, lambda h, w, c=crop: pp.Crop(c.sx, c.sy, c.x0 + 1, c.y0, c.w, c.h, c.flip))
+    assert fused.shape == plain.shape == (size, size, 3)
+    error = np.abs(fused.astype(int) - plain).mean()
+    assert error < 1.5
+    assert np.abs(shifted.astype(int) - plain).mean() > 5 * error
+
+
+def test_grayscale_and_png_bytes_become_rgb():
+  gray = io.BytesIO()
+  Image.fromarray(np.full((40, 50), 200, np.uint8)).save(gray, format='jpeg')
+  out, _ = pp.crop_image(gray.getvalue(), lambda h, w: pp.full_resize(h, w, (20, 25)))
+  assert out.shape == (20, 25, 3) and abs(int(out.mean()) - 200) <= 2
+  png = io.BytesIO()
+  Image.fromarray(np.full((40, 50, 3), 9, np.uint8)).save(png, format='png')
+  out, _ = pp.crop_image(png.getvalue(), lambda h, w: pp.center_crop(h, w, 40))
+  assert out.shape == (40, 40, 3) and np.all(out == 9)
+
+
+def test_bad_bytes_raise_input_error():
+  with pytest.raises(InputError):
+    pp.crop_image(b'not an image', lambda h, w: pp.center_crop(h, w, 8))
+
+
+def test_pad_boxes_pads_and_truncates():
+  boxes, labels, dropped = pp.pad_boxes(np.ones((3, 4), np.float32), np.array([1, 2, 3]), 2)
+  assert boxes.shape == (2, 4) and labels.tolist() == [1, 2] and dropped == 1
+  boxes, labels, dropped = pp.pad_boxes(np.zeros((0, 4), np.float32), np.zeros((0,)), 3)
+  assert labels.tolist() == [-1, -1, -1] and dropped == 0
