@@ -1,0 +1,293 @@
+"""Input pipelines: tfds array_record sources read with grain, per-host batches, global jax.Arrays, prefetch.
+
+Why grain and not tf.data: the project has no TensorFlow (tfds writes and reads array_record without it, see
+ENV_NOTES section 6); array_record gives random access, so a shuffled, sharded epoch is just a permutation of
+record indices; and grain's iterator state is a few hundred bytes of JSON (the last index each worker saw), so
+a run resumes on exactly the next batch instead of replaying or skipping data.
+
+Sharding: each of `shard_count` hosts (default `jax.process_count()`) reads its own contiguous slice of the
+records, then shuffles it (grain's `IndexSampler` with `ShardOptions`), so hosts see disjoint data and together
+all of it (minus the remainder of `num_records / shard_count`, dropped so every host runs the same number of
+steps). Per-example randomness (crop, flip) comes from `(seed, epoch, record index)` (`preprocess.example_rng`),
+so it does not depend on batch size, host count or worker count.
+"""
+
+import json
+import queue
+import threading
+from typing import Any, Callable, Iterator
+
+import grain.python as grain
+import jax
+import numpy as np
+import tensorflow_datasets as tfds
+
+from overfeat_jax.data import preprocess
+from overfeat_jax.errors import InputError
+
+EMBEDDED = {'embedded_cls_loc': 'cls_loc', 'embedded_det': 'det'}
+IMAGENET = ('ilsvrc2012_cls_loc', 'ilsvrc2014_det')
+
+
+def open_source(name: str, split: str, *, data_dir: str, decode_images: bool = False,
+                **embedded_options: Any) -> Any:
+  """The tfds data source (random access, `src[i]` is a record dict) of one split.
+
+  Args:
+    name: 'embedded_cls_loc' / 'embedded_det' (built on demand, with `embedded_options`), or
+      'ilsvrc2012_cls_loc' / 'ilsvrc2014_det' (built beforehand by the user, see docs/data.md).
+    split: e.g. 'train', 'test', 'validation'.
+    data_dir: the tfds data directory.
+    decode_images: False (default) leaves `image` as encoded bytes, so the preprocessing can decode at
+      reduced DCT scale and only the crop (the fast path); True returns decoded uint8 arrays.
+  """
+  decoders = None if decode_images else {'image': tfds.decode.SkipDecoding()}
+  if name in EMBEDDED:
+    from overfeat_jax.data import embedded  # pylint: disable=g-import-not-at-top
+    builder = embedded.build_embedded(data_dir, EMBEDDED[name], **embedded_options)
+    return _as_source(builder, split, decoders)
+  if name not in IMAGENET:
+    raise InputError(f'Unknown dataset {name!r}; expected one of {sorted(EMBEDDED) + list(IMAGENET)}.')
+  try:
+    return tfds.data_source(name, split=split, data_dir=data_dir, decoders=decoders, download=False)
+  except Exception as e:  # tfds raises several types for a missing build.
+    raise InputError(f'Cannot open {name!r} split {split!r} under {data_dir}: build it first '
+                     f'(docs/data.md). ({type(e).__name__}: {e})') from e
+
+
+def _as_source(builder: tfds.core.DatasetBuilder, split: str, decoders: Any) -> Any:
+  if split not in builder.info.splits:
+    raise InputError(f'No split {split!r}; available: {sorted(builder.info.splits)}.')
+  return builder.as_data_source(split=split, decoders=decoders)
+
+
+class _EpochSampler:
+  """Grain's `IndexSampler`, with the epoch folded into the record key (`epoch * num_records + index`).
+
+  Grain gives shard `s` of `S` the global indices s, s + S, ...; position `index // S` in the shard's stream is
+  in epoch `(index // S) // records_per_shard`. The key travels to `_KeyedSource`, which splits it again.
+  """
+
+  def __init__(self, num_records: int, shard: grain.ShardOptions, shuffle: bool, num_epochs: int | None,
+               seed: int):
+    self._inner = grain.IndexSampler(num_records=num_records, shard_options=shard, shuffle=shuffle,
+                                     num_epochs=num_epochs, seed=seed)
+    self._num_records = num_records
+    self._shard_count = shard.shard_count
+    self._per_shard = num_records // shard.shard_count  # drop_remainder=True: every shard has this many.
+
+  def __len__(self) -> int:
+    return len(self._inner)
+
+  def __repr__(self) -> str:
+    return f'_EpochSampler({self._inner!r})'
+
+  def __getitem__(self, index: int) -> grain.RecordMetadata:
+    meta = self._inner[index]
+    epoch = (index // self._shard_count) // self._per_shard
+    return grain.RecordMetadata(index=meta.index, record_key=epoch * self._num_records + meta.record_key)
+
+
+class _KeyedSource:
+  """Wraps a data source so that a record comes with its epoch and index (for its random stream)."""
+
+  def __init__(self, source: Any):
+    self._source = source
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def __repr__(self) -> str:
+    return f'_KeyedSource({self._source!r})'
+
+  def __getitem__(self, key: int) -> dict:
+    epoch, index = divmod(int(key), len(self._source))
+    return {'record': self._source[index], 'epoch': epoch, 'index': index}
+
+
+class _TrainTransform(grain.MapTransform):
+  """Record -> training example (crop, flip, boxes), seeded by (seed, epoch, index)."""
+
+  def __init__(self, seed: int, crop_size: int, resize_smaller: int | None, max_boxes: int):
+    self._seed, self._crop, self._resize, self._max_boxes = seed, crop_size, resize_smaller, max_boxes
+
+  def map(self, element: dict) -> dict:
+    rng = preprocess.example_rng(self._seed, element['epoch'], element['index'])
+    return preprocess.train_example(element['record'], rng, crop_size=self._crop,
+                                    resize_smaller=self._resize, max_boxes=self._max_boxes)
+
+
+def _shard_options(shard_index: int | None, shard_count: int | None) -> grain.ShardOptions:
+  index = jax.process_index() if shard_index is None else shard_index
+  count = jax.process_count() if shard_count is None else shard_count
+  if not 0 <= index < count:
+    raise InputError(f'shard_index must be in [0, {count}), got {index}.')
+  return grain.ShardOptions(shard_index=index, shard_count=count, drop_remainder=True)
+
+
+class TrainIterator:
+  """Iterator of per-host training batches whose position can be saved and restored as a JSON string."""
+
+  def __init__(self, loader: grain.DataLoader):
+    self._loader = loader
+    self._it = iter(loader)
+
+  def __iter__(self) -> 'TrainIterator':
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    return next(self._it)
+
+  def get_state(self) -> str:
+    """The position after the last batch returned (grain's JSON state, as str for the checkpoint's JSON)."""
+    state = self._it.get_state()
+    return state.decode() if isinstance(state, bytes) else json.dumps(state)
+
+  def set_state(self, state: str) -> None:
+    """Continues from a `get_state()` of an iterator built with the same arguments."""
+    try:
+      self._it.set_state(state.encode())
+    except ValueError as e:
+      raise InputError(f'Iterator state does not match this pipeline: {e}') from e
+
+
+def train_iterator(source: Any, *, global_batch_size: int, crop_size: int, resize_smaller: int | None,
+                   max_boxes: int, seed: int, shuffle: bool = True, num_epochs: int | None = None,
+                   worker_count: int = 0, read_threads: int = 0, shard_index: int | None = None,
+                   shard_count: int | None = None) -> TrainIterator:
+  """Per-host training batches (docs/CONVENTIONS.md batch format), deterministic for `seed` and resumable.
+
+  Args:
+    source: a data source from `open_source` (images encoded or decoded).
+    global_batch_size: batch size over all hosts; each host yields `global_batch_size // shard_count`.
+    crop_size: the network's training input size (231 / 221 / 64).
+    resize_smaller: smaller side before cropping (256 for ImageNet), None to keep the stored size.
+    max_boxes: boxes per example in the batch (padded; extra boxes are dropped).
+    seed: shuffling and augmentation seed (0 <= seed < 2**32).
+    shuffle: shuffle each epoch (a new permutation per epoch).
+    num_epochs: stop after this many epochs; None repeats forever.
+    worker_count: grain worker processes (0: in this process, best on 2 cores).
+    read_threads: grain threads reading and preprocessing records ahead (0: on demand; on 2 busy cores,
+      `Prefetcher`'s one background thread overlaps the input with the train step at less GIL contention).
+    shard_index, shard_count: this host's shard; default `jax.process_index()`, `jax.process_count()`.
+  """
+  shard = _shard_options(shard_index, shard_count)
+  if global_batch_size % shard.shard_count:
+    raise InputError(f'global_batch_size {global_batch_size} is not divisible by {shard.shard_count} hosts.')
+  if len(source) < shard.shard_count:
+    raise InputError(f'{len(source)} records cannot be split over {shard.shard_count} hosts.')
+  if worker_count > 0:
+    _mark_flags_parsed()
+  sampler = _EpochSampler(len(source), shard, shuffle, num_epochs, seed)
+  loader = grain.DataLoader(
+      data_source=_KeyedSource(source), sampler=sampler, worker_count=worker_count, shard_options=shard,
+      operations=[_TrainTransform(seed, crop_size, resize_smaller, max_boxes),
+                  grain.Batch(global_batch_size // shard.shard_count, drop_remainder=True)],
+      read_options=grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=4 * read_threads))
+  return TrainIterator(loader)
+
+
+def _mark_flags_parsed() -> None:
+  """grain's worker processes read absl flags; outside `absl.app.run` they are unparsed (ENV_NOTES section 6)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+
+
+def eval_iterator(source: Any, *, batch_size: int, view: str = 'center_crop', size: int | tuple[int, int],
+                  max_boxes: int, shard_index: int | None = None,
+                  shard_count: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+  """Every record of this host's shard exactly once, in order, in batches with a `mask` (1 real, 0 padding).
+
+  The records are split into `shard_count` contiguous parts (default: one per jax process); every host yields
+  the same number of batches (the longest shard's), padding with masked copies of a real example, so that
+  global batches line up and a masked mean over all hosts is exact.
+
+  Args:
+    source: a data source from `open_source`.
+    batch_size: examples per host batch.
+    view: 'center_crop' (size: int) or 'resize' (size: int or (h, w)).
+    size: see `view`.
+    max_boxes: boxes per example (padded with zeros / -1).
+    shard_index, shard_count: this host's shard; default `jax.process_index()`, `jax.process_count()`.
+  """
+  shard = _shard_options(shard_index, shard_count)
+  n, count = len(source), shard.shard_count
+  bounds = [i * n // count for i in range(count + 1)]
+  start, stop = bounds[shard.shard_index], bounds[shard.shard_index + 1]
+  longest = max(b - a for a, b in zip(bounds, bounds[1:]))
+  num_batches = -(-longest // batch_size)
+  preprocess.eval_example(source[0], view=view, size=size, max_boxes=max_boxes)  # Fail early on a bad view.
+
+  def batches() -> Iterator[dict[str, np.ndarray]]:
+    for b in range(num_batches):
+      keys = range(start + b * batch_size, min(start + (b + 1) * batch_size, stop))
+      examples = [preprocess.eval_example(source[k], view=view, size=size, max_boxes=max_boxes) for k in keys]
+      mask = np.zeros((batch_size,), np.int32)
+      mask[:len(examples)] = 1
+      filler = examples[0] if examples else preprocess.eval_example(source[0], view=view, size=size,
+                                                                    max_boxes=max_boxes)
+      examples += [filler] * (batch_size - len(examples))
+      batch = {k: np.stack([ex[k] for ex in examples]) for k in examples[0]}
+      batch['mask'] = mask
+      yield batch
+
+  return batches()
+
+
+def to_global(batch: dict[str, np.ndarray], sharding: jax.sharding.Sharding) -> dict[str, jax.Array]:
+  """Host batch -> global `jax.Array`s, each host contributing its rows (leading axis split by `sharding`)."""
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+
+
+class Prefetcher:
+  """Keeps `size` batches ready (converted by `transform`, e.g. `to_global`) in a background thread.
+
+  `get_state()` is the state after the last batch *returned to the caller*, not after the last one prefetched,
+  so a checkpoint taken between steps resumes exactly at the next unconsumed batch.
+  """
+
+  def __init__(self, iterator: TrainIterator, transform: Callable[[dict], Any] = lambda b: b, size: int = 2):
+    self._iterator = iterator
+    self._state = iterator.get_state()
+    self._queue: queue.Queue = queue.Queue(maxsize=size)
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._fill, args=(transform,), daemon=True)
+    self._thread.start()
+
+  def _fill(self, transform: Callable[[dict], Any]) -> None:
+    try:
+      for batch in self._iterator:
+        item = (transform(batch), self._iterator.get_state())
+        while not self._stop.is_set():
+          try:
+            self._queue.put(item, timeout=0.1)
+            break
+          except queue.Full:
+            continue
+        if self._stop.is_set():
+          return
+      self._queue.put((StopIteration, None))
+    except Exception as e:  # pylint: disable=broad-except
+      self._queue.put((e, None))  # Re-raised in the consumer's thread.
+
+  def __iter__(self) -> 'Prefetcher':
+    return self
+
+  def __next__(self) -> Any:
+    item, state = self._queue.get()
+    if item is StopIteration:
+      self._queue.put((StopIteration, None))
+      raise StopIteration
+    if isinstance(item, Exception):
+      raise item
+    self._state = state
+    return item
+
+  def get_state(self) -> str:
+    return self._state
+
+  def close(self) -> None:
+    """Stops the background thread (it may be blocked on a full queue)."""
+    self._stop.set()
+    self._thread.join(timeout=5)

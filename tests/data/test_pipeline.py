@@ -1,0 +1,191 @@
+"""Tests of the input pipelines: determinism, exact resumption, host sharding, exact evaluation, global arrays."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from overfeat_jax.data import pipeline
+from overfeat_jax.errors import InputError
+
+
+class ListSource:
+  """A random-access source whose record `i` has `label = i` (to see which records a batch holds)."""
+
+  def __init__(self, n: int, size: int = 20):
+    rng = np.random.default_rng(0)
+    self._records = [{'image': rng.integers(0, 256, (size, size + 4, 3), dtype=np.uint8), 'label': i,
+                      'boxes': np.array([[2, 2, 12, 12]], np.float32), 'box_labels': np.array([i % 5])}
+                     for i in range(n)]
+
+  def __len__(self):
+    return len(self._records)
+
+  def __getitem__(self, i):
+    return self._records[i]
+
+  def __repr__(self):
+    return f'ListSource({len(self)})'
+
+
+TRAIN = dict(crop_size=16, resize_smaller=None, max_boxes=2)
+
+
+@pytest.fixture(scope='module')
+def det_source(tmp_path_factory):
+  return pipeline.open_source('embedded_det', 'train', data_dir=str(tmp_path_factory.mktemp('tfds')),
+                              train_size=40, test_size=7, seed=1)
+
+
+def _equal(a, b):
+  return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_same_seed_same_batches_other_seed_differs(det_source):
+  kw = dict(global_batch_size=8, crop_size=64, resize_smaller=None, max_boxes=4)
+  first = pipeline.train_iterator(det_source, seed=0, **kw)
+  second = pipeline.train_iterator(det_source, seed=0, **kw)
+  other = pipeline.train_iterator(det_source, seed=1, **kw)
+  a, b, c = ([next(it) for _ in range(3)] for it in (first, second, other))
+  assert all(_equal(x, y) for x, y in zip(a, b))
+  assert not _equal(a[0], c[0])
+  batch = a[0]
+  assert batch['image'].shape == (8, 64, 64, 3) and batch['image'].dtype == np.uint8
+  assert batch['boxes'].shape == (8, 4, 4) and batch['box_labels'].dtype == np.int32
+  assert np.all(batch['label'] == -1)  # det has no label.
+
+
+def test_resumed_iterator_yields_exactly_the_uninterrupted_batches(det_source):
+  kw = dict(global_batch_size=8, crop_size=64, resize_smaller=80, max_boxes=4, seed=7)
+  it = pipeline.train_iterator(det_source, **kw)
+  for _ in range(3):
+    next(it)
+  state = it.get_state()
+  json.loads(state)  # The trainer stores it in its JSON checkpoint item.
+  expected = [next(it) for _ in range(8)]  # Runs past the end of epoch 0 (5 batches per epoch).
+  resumed = pipeline.train_iterator(det_source, **kw)
+  resumed.set_state(state)
+  assert all(_equal(x, y) for x, y in zip(expected, (next(resumed) for _ in range(8))))
+
+
+def test_state_from_another_pipeline_is_refused(det_source):
+  it = pipeline.train_iterator(det_source, global_batch_size=8, crop_size=64, resize_smaller=None,
+                               max_boxes=4, seed=7)
+  other = pipeline.train_iterator(ListSource(40), global_batch_size=8, seed=7, **TRAIN)
+  with pytest.raises(InputError):
+    other.set_state(it.get_state())
+
+
+def test_epochs_reshuffle_and_augment_differently():
+  it = pipeline.train_iterator(ListSource(20), global_batch_size=20, seed=0, num_epochs=2, **TRAIN)
+  e0, e1 = next(it), next(it)
+  assert sorted(e0['label']) == sorted(e1['label']) == list(range(20))
+  assert not np.array_equal(e0['label'], e1['label'])
+  with pytest.raises(StopIteration):
+    next(it)
+
+
+def test_two_hosts_see_disjoint_complete_halves_with_host_independent_crops():
+  source = ListSource(50)
+  labels, images = [], {}
+  for host in range(2):
+    it = pipeline.train_iterator(source, global_batch_size=10, seed=3, num_epochs=1, shard_index=host,
+                                 shard_count=2, **TRAIN)
+    batches = list(it)
+    assert len(batches) == 5 and batches[0]['image'].shape[0] == 5
+    host_labels = np.concatenate([b['label'] for b in batches])
+    labels.append(set(host_labels.tolist()))
+    for b in batches:
+      images.update({int(l): im for l, im in zip(b['label'], b['image'])})
+  assert not labels[0] & labels[1] and labels[0] | labels[1] == set(range(50))
+  # One host over the same data: each record gets the same crop, since it is seeded by (seed, epoch, index).
+  single = list(pipeline.train_iterator(source, global_batch_size=10, seed=3, num_epochs=1, shard_index=0,
+                                        shard_count=1, **TRAIN))
+  for b in single:
+    for l, im in zip(b['label'], b['image']):
+      np.testing.assert_array_equal(im, images[int(l)])
+
+
+@pytest.mark.parametrize('shards', [1, 2, 3])
+def test_eval_iterator_sees_every_example_once_with_masks(shards):
+  source = ListSource(23)
+  seen, batch_counts = [], []
+  for host in range(shards):
+    batches = list(pipeline.eval_iterator(source, batch_size=5, view='center_crop', size=16, max_boxes=2,
+                                          shard_index=host, shard_count=shards))
+    batch_counts.append(len(batches))
+    for b in batches:
+      assert b['image'].shape == (5, 16, 16, 3) and b['mask'].dtype == np.int32
+      seen.extend(b['label'][b['mask'] == 1].tolist())
+  assert sorted(seen) == list(range(23))
+  assert len(set(batch_counts)) == 1  # Every host runs the same number of eval steps.
+
+
+def test_eval_resize_view_and_padding_mask():
+  batches = list(pipeline.eval_iterator(ListSource(7), batch_size=4, view='resize', size=(12, 14), max_boxes=3,
+                                        shard_index=0, shard_count=1))
+  assert [b['mask'].tolist() for b in batches] == [[1, 1, 1, 1], [1, 1, 1, 0]]
+  assert batches[0]['image'].shape == (4, 12, 14, 3)
+  np.testing.assert_allclose(batches[0]['boxes'][0, 0], [2 * 14 / 24, 2 * 12 / 20, 12 * 14 / 24, 12 * 12 / 20],
+                             rtol=1e-6)
+  assert batches[0]['box_labels'][0].tolist() == [0, -1, -1]
+
+
+def test_to_global_on_eight_devices():
+  assert jax.device_count() == 8
+  mesh = Mesh(np.array(jax.devices()), ('data',))
+  sharding = NamedSharding(mesh, P('data'))
+  batch = next(pipeline.train_iterator(ListSource(32), global_batch_size=16, seed=0, **TRAIN))
+  arrays = pipeline.to_global(batch, sharding)
+  for k, v in batch.items():
+    assert arrays[k].shape == v.shape and arrays[k].sharding == sharding
+    assert len(arrays[k].addressable_shards) == 8 and arrays[k].addressable_shards[0].data.shape[0] == 2
+    np.testing.assert_array_equal(np.asarray(arrays[k]), v)
+
+
+def test_prefetcher_state_is_that_of_the_consumed_batches():
+  source = ListSource(40)
+  kw = dict(global_batch_size=4, seed=5, **TRAIN)
+  prefetcher = pipeline.Prefetcher(pipeline.train_iterator(source, **kw), size=3)
+  consumed = [next(prefetcher) for _ in range(2)]
+  state = prefetcher.get_state()
+  following = next(prefetcher)
+  prefetcher.close()
+  reference = pipeline.train_iterator(source, **kw)
+  assert all(_equal(c, next(reference)) for c in consumed)
+  resumed = pipeline.train_iterator(source, **kw)
+  resumed.set_state(state)
+  assert _equal(next(resumed), following)
+
+
+def test_prefetcher_with_to_global_and_end_of_data():
+  mesh = Mesh(np.array(jax.devices()), ('data',))
+  sharding = NamedSharding(mesh, P('data'))
+  it = pipeline.train_iterator(ListSource(16), global_batch_size=8, seed=0, num_epochs=1, **TRAIN)
+  batches = list(pipeline.Prefetcher(it, lambda b: pipeline.to_global(b, sharding)))
+  assert len(batches) == 2 and isinstance(batches[0]['image'], jax.Array)
+
+
+def test_worker_processes(det_source):
+  kw = dict(global_batch_size=8, crop_size=64, resize_smaller=None, max_boxes=4, seed=2)
+  with_workers = pipeline.train_iterator(det_source, worker_count=1, **kw)
+  in_process = pipeline.train_iterator(det_source, **kw)
+  assert all(_equal(next(with_workers), next(in_process)) for _ in range(2))
+
+
+def test_bad_arguments():
+  with pytest.raises(InputError):
+    pipeline.train_iterator(ListSource(8), global_batch_size=5, seed=0, shard_index=0, shard_count=2, **TRAIN)
+  with pytest.raises(InputError):
+    pipeline.train_iterator(ListSource(8), global_batch_size=4, seed=0, shard_index=2, shard_count=2, **TRAIN)
+  with pytest.raises(InputError):
+    pipeline.eval_iterator(ListSource(8), batch_size=4, view='corners', size=16, max_boxes=1)
+  with pytest.raises(InputError):
+    pipeline.open_source('coco', 'train', data_dir='/nonexistent')
+
+
+def test_missing_imagenet_build_is_an_input_error(tmp_path):
+  with pytest.raises(InputError):
+    pipeline.open_source('ilsvrc2012_cls_loc', 'validation', data_dir=str(tmp_path))
