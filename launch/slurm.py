@@ -1,8 +1,8 @@
 r"""Writes (and submits) an sbatch script that trains on a SLURM GPU cluster.
 
-The script stays short because `overfeat_jax.parallel.distributed.initialize` reads the SLURM variables itself:
-process id/count from `SLURM_PROCID`/`SLURM_NTASKS`, the coordinator from the first host of the nodelist, and,
-with one process per GPU, the GPU from `SLURM_LOCALID`.
+The script stays short because `overfeat_jax.parallel.distributed.initialize` reads the SLURM variables
+itself: process id/count from `SLURM_PROCID`/`SLURM_NTASKS`, the coordinator from the first host of the
+nodelist, and, with one process per GPU, the GPU from `SLURM_LOCALID`.
 
   python -m launch.slurm --nodes=4 --gpus_per_node=8 --time=24:00:00 --partition=gpu \
       --venv=$PWD/.venv --config=experiments/configs/fast_imagenet.py --workdir=/shared/runs/fast \
@@ -116,9 +116,10 @@ def main(argv: list[str], overrides: list[str]) -> None:
   elif not FLAGS.config:
     common.check_config(FLAGS.config)
   script = render_script(
-      nodes=FLAGS.nodes, gpus_per_node=FLAGS.gpus_per_node, process_per=FLAGS.process_per, time_limit=FLAGS.time,
-      job_name=FLAGS.job_name, code_dir=FLAGS.code_dir, config=FLAGS.config, workdir=FLAGS.workdir,
-      overrides=overrides, partition=FLAGS.partition, account=FLAGS.account, cpus_per_task=FLAGS.cpus_per_task,
+      nodes=FLAGS.nodes, gpus_per_node=FLAGS.gpus_per_node, process_per=FLAGS.process_per,
+      time_limit=FLAGS.time, job_name=FLAGS.job_name, code_dir=FLAGS.code_dir, config=FLAGS.config,
+      workdir=FLAGS.workdir, overrides=overrides, partition=FLAGS.partition, account=FLAGS.account,
+      cpus_per_task=FLAGS.cpus_per_task,
       venv=FLAGS.venv, container_image=FLAGS.container_image, setup=FLAGS.setup,
       coordinator_port=FLAGS.coordinator_port, module=FLAGS.module)
   if FLAGS.dry_run:

@@ -1,7 +1,7 @@
-r"""Trains on a Cloud TPU pod slice: pre-flight here, then create/reuse the TPU VM, ship the code, run everywhere.
+r"""Trains on a Cloud TPU pod slice: pre-flight here, create/reuse the TPU VM, ship the code, run everywhere.
 
-Order matters: the pre-flight (`python -m overfeat_jax.preflight`, an AOT compile for the target topology) runs
-locally BEFORE anything touches the pod, and a failing pre-flight aborts the launch. Then:
+Order matters: the pre-flight (`python -m overfeat_jax.preflight`, an AOT compile for the target topology)
+runs locally BEFORE anything touches the pod, and a failing pre-flight aborts the launch. Then:
 describe (or create with `--create`) -> copy the working tree (`--code_dir`) or clone `--install=git+URL@REV`
 -> `pip install -e` on every worker -> `gcloud ... ssh --worker=all` running the same trainer command on every
 worker, whose logs stream here. On the workers `OVERFEAT_CLUSTER=tpu` makes `distributed.initialize` let jax
@@ -48,7 +48,7 @@ def _define_flags() -> None:
   flags.DEFINE_string('tpu_name', None, 'TPU VM name.')
   flags.DEFINE_string('zone', None, 'GCP zone, e.g. us-west4-a.')
   flags.DEFINE_string('project', None, 'GCP project; gcloud default if unset.')
-  flags.DEFINE_string('accelerator_type', None, 'e.g. v5litepod-32 (needed with --create; checked vs --topology).')
+  flags.DEFINE_string('accelerator_type', None, 'e.g. v5litepod-32 (for --create; checked vs --topology).')
   flags.DEFINE_string('topology', None, 'Pre-flight target, e.g. v5e:4x8.')
   flags.DEFINE_string('runtime_version', None, 'TPU software version for --create, e.g. v2-alpha-tpuv5-lite.')
   flags.DEFINE_bool('create', False, 'Create the TPU VM if it does not exist (else it must exist).')
@@ -141,7 +141,8 @@ def remote_config(config: str, code_dir: str | None) -> str:
   path, sep, arg = config.partition(':')
   rel = os.path.relpath(os.path.abspath(path), os.path.abspath(code_dir)) if code_dir else path
   if os.path.isabs(rel) or rel.split(os.sep)[0] == '..':
-    raise InputError(f'--config={config} must be inside the code that goes to the pod ({code_dir or "the repo"})')
+    where = code_dir or 'the repository'
+    raise InputError(f'--config={config} must be inside the code shipped to the pod ({where})')
   return rel + sep + arg
 
 
@@ -158,7 +159,8 @@ def code_commands(pod: Pod, code_dir: str | None, install: str | None, remote_di
   tarball = os.path.join(tempfile.gettempdir(), f'{pod.tpu_name}-{TARBALL}')
   pack = ['tar', '-czf', tarball, *[f'--exclude={e}' for e in excludes], '-C', code_dir, '.']
   copy = pod.command('scp', tarball, f'{pod.tpu_name}:{TARBALL}', '--worker=all')
-  unpack = f'rm -rf {q(remote_dir)} && mkdir -p {q(remote_dir)} && tar -xzf {TARBALL} -C {q(remote_dir)} && {pip}'
+  unpack = (f'rm -rf {q(remote_dir)} && mkdir -p {q(remote_dir)} && tar -xzf {TARBALL} -C {q(remote_dir)} '
+            f'&& {pip}')
   return [(pack, False), (copy, True), (pod.ssh_all(unpack), True)]
 
 

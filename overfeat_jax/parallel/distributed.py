@@ -1,10 +1,10 @@
-"""Multi-host start-up: one `initialize()` for a laptop, a SLURM GPU cluster, a TPU pod and local multi-process.
+"""Multi-host start-up: one `initialize()` for a laptop, a SLURM GPU cluster, a TPU pod, local processes.
 
 Every entry point calls `initialize(...)` before any jax computation. Which cluster we are on is decided by
 the pure function `resolve_cluster(env, **explicit)`, so the mapping from environment variables to
 `jax.distributed.initialize` arguments is tested without starting anything.
 
-Precedence, field by field: explicit arguments (the trainer's flags) > `OVERFEAT_*` variables > SLURM variables.
+Precedence, field by field: explicit arguments (the trainer's flags) > `OVERFEAT_*` variables > SLURM.
 On a Cloud TPU VM with nothing explicit, jax detects everything itself (`jax.distributed.initialize()`).
 A single process with nothing configured starts no coordination service at all.
 """

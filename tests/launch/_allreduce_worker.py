@@ -28,7 +28,8 @@ _ROWS_PER_DEVICE = 2
 
 def main(argv):
   del argv
-  distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, initialization_timeout=60)
+  distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                         initialization_timeout=60)
   import jax  # after initialize, as the trainer does
   from jax.experimental import multihost_utils
   from jax.sharding import Mesh, NamedSharding, PartitionSpec as P

@@ -1,4 +1,4 @@
-"""Stands in for `overfeat_jax.preflight` in launcher tests: logs its argv, exits with $FAKE_PREFLIGHT_EXIT."""
+"""Stands in for `overfeat_jax.preflight` in launcher tests: logs its argv, exits $FAKE_PREFLIGHT_EXIT."""
 
 import json
 import os

@@ -100,7 +100,8 @@ def test_killing_one_worker_stops_the_run_in_bounded_time(tmp_path):
       launcher.kill()
   assert time.monotonic() - killed_at < 15
   assert launcher.returncode == local.EXIT_WORKER_FAILED
-  assert 'launch.local: process 1 exited with code -9 (SIGKILL); stopped the 1 other running process(es)' in err
+  assert ('launch.local: process 1 exited with code -9 (SIGKILL); stopped the 1 other running process(es)'
+          in err)
   with pytest.raises(ProcessLookupError):  # the surviving worker is gone too
     os.kill(int(pid_files[0].read_text()), 0)
 

@@ -1,4 +1,4 @@
-"""`launch.slurm`: rendered sbatch scripts, validation, submission, and the script run for real under a fake srun."""
+"""`launch.slurm`: rendered sbatch scripts, validation, submission, a script run for real by a fake srun."""
 
 import os
 import pathlib
@@ -14,7 +14,8 @@ from overfeat_jax.errors import InputError
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 BASE = dict(nodes=4, gpus_per_node=8, process_per='node', time_limit='12:00:00', job_name='of',
-            code_dir='/shared/overfeat', config='experiments/configs/fast_imagenet.py', workdir='/shared/run1')
+            code_dir='/shared/overfeat', config='experiments/configs/fast_imagenet.py',
+            workdir='/shared/run1')
 
 # Stands in for srun on one machine: starts SLURM_NTASKS local tasks with the variables srun would set.
 FAKE_SRUN = """#!/bin/bash
@@ -22,7 +23,8 @@ set -euo pipefail
 [[ "$1" == --kill-on-bad-exit=1 ]] && shift
 n=$SLURM_NTASKS; per=$((SLURM_NTASKS / SLURM_JOB_NUM_NODES)); pids=()
 for ((i = 0; i < n; i++)); do
-  SLURM_PROCID=$i SLURM_LOCALID=$((i % per)) SLURM_STEP_NUM_TASKS=$n SLURM_STEP_NUM_NODES=$SLURM_JOB_NUM_NODES \
+  SLURM_PROCID=$i SLURM_LOCALID=$((i % per)) SLURM_STEP_NUM_TASKS=$n \
+    SLURM_STEP_NUM_NODES=$SLURM_JOB_NUM_NODES \
     "$@" > "$SRUN_LOG_DIR/task$i.log" 2>&1 & pids+=($!)
 done
 rc=0; for p in "${pids[@]}"; do wait "$p" || rc=$?; done; exit $rc
@@ -58,7 +60,8 @@ def test_one_process_per_gpu_and_container():
   lines = script.splitlines()
   assert '#SBATCH --ntasks-per-node=8' in lines and '# 32 processes' in script
   assert 'module load cuda/12' in lines and not any(line.startswith('source') for line in lines)
-  assert '--container-image=nvcr.io/nvidia/jax:25.04 --container-mounts=/shared/overfeat:/shared/overfeat' in script
+  assert ('--container-image=nvcr.io/nvidia/jax:25.04 --container-mounts=/shared/overfeat:/shared/overfeat'
+          in script)
 
 
 @pytest.mark.parametrize('change, match', [
@@ -73,15 +76,16 @@ def test_bad_values_are_input_errors(change, match):
 
 
 def test_split_overrides():
-  own, overrides = common.split_overrides(['p', '--nodes=2', '--config.a=1', '--config=c.py', '--', '--x', 'y'])
+  argv = ['p', '--nodes=2', '--config.a=1', '--config=c.py', '--', '--x', 'y']
+  own, overrides = common.split_overrides(argv)
   assert own == ['p', '--nodes=2', '--config=c.py'] and overrides == ['--config.a=1', '--x', 'y']
   with pytest.raises(InputError, match='FIELD=VALUE'):
     common.split_overrides(['p', '--config.a', '1'])
 
 
 def _cli(*args, cwd=REPO_ROOT):
-  return subprocess.run([sys.executable, '-m', 'launch.slurm', *args], cwd=cwd, capture_output=True, text=True,
-                        env={**os.environ, 'PYTHONPATH': str(REPO_ROOT)})
+  return subprocess.run([sys.executable, '-m', 'launch.slurm', *args], cwd=cwd, capture_output=True,
+                        text=True, env={**os.environ, 'PYTHONPATH': str(REPO_ROOT)})
 
 
 def test_cli_dry_run_prints_the_script_and_writes_nothing(tmp_path):
@@ -95,7 +99,8 @@ def test_cli_dry_run_prints_the_script_and_writes_nothing(tmp_path):
 
 def test_cli_errors_are_one_line_exit_2(tmp_path):
   res = _cli(f'--code_dir={tmp_path}', '--config=missing.py', '--workdir=w', '--dry_run')
-  assert res.returncode == 2 and res.stderr.strip().count('\n') == 0 and 'missing.py does not exist' in res.stderr
+  assert res.returncode == 2 and res.stderr.strip().count('\n') == 0
+  assert 'missing.py does not exist' in res.stderr
 
 
 def test_cli_writes_and_submits(tmp_path):
@@ -112,26 +117,30 @@ def test_cli_writes_and_submits(tmp_path):
 
 
 @pytest.mark.multiprocess
-def test_rendered_script_runs_real_processes_from_slurm_variables(tmp_path):
+@pytest.mark.parametrize('nodes, process_per, local_ids', [(2, 'node', 'None'), (1, 'gpu', '({i},)')])
+def test_rendered_script_runs_real_processes_from_slurm_variables(tmp_path, nodes, process_per, local_ids):
   """The script, run by bash with a local fake srun: distributed.initialize finds its peers from SLURM_*."""
   bin_dir = tmp_path / 'bin'
   bin_dir.mkdir()
   _executable(bin_dir / 'srun', FAKE_SRUN)
   port = common.free_port()
-  script = slurm.render_script(nodes=2, gpus_per_node=2, process_per='node', time_limit='0:10:00', job_name='t',
-                               code_dir=str(REPO_ROOT), config='unused.py', workdir=str(tmp_path),
-                               venv=str(REPO_ROOT / '.venv'), coordinator_port=port,
+  script = slurm.render_script(nodes=nodes, gpus_per_node=2 // nodes, process_per=process_per,
+                               time_limit='0:10:00', job_name='t', code_dir=str(REPO_ROOT),
+                               config='unused.py',
+                               workdir=str(tmp_path), venv=str(REPO_ROOT / '.venv'), coordinator_port=port,
                                module='tests.launch._allreduce_worker')
   env = {**os.environ, 'PATH': f'{bin_dir}:{os.environ["PATH"]}', 'SRUN_LOG_DIR': str(tmp_path),
          'SLURM_JOB_ID': '5', 'SLURM_JOB_NODELIST': 'localhost,node[2]', 'SLURM_NTASKS': '2',
-         'SLURM_JOB_NUM_NODES': '2', 'JAX_PLATFORMS': 'cpu', 'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
+         'SLURM_JOB_NUM_NODES': str(nodes), 'JAX_PLATFORMS': 'cpu',
+         'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
   res = subprocess.run(['bash', '-c', script], env=env, capture_output=True, text=True, timeout=120)
   logs = [(tmp_path / f'task{i}.log').read_text() for i in range(2)]
   assert res.returncode == 0, res.stderr + '\n'.join(logs)
   for i in range(2):
     assert f'allreduce ok: process {i} of 2, 4 devices, sum 36 == 36' in logs[i]
-    assert f"Starting jax.distributed from slurm: ClusterSpec(source='slurm', coordinator_address='localhost:{port}'" \
-        in logs[i]
+    assert ("Starting jax.distributed from slurm: ClusterSpec(source='slurm', "
+            f"coordinator_address='localhost:{port}', num_processes=2, process_id={i}, "
+            f"local_device_ids={local_ids.format(i=i)}") in logs[i]
 
 
 def test_script_refuses_to_run_outside_slurm(tmp_path):

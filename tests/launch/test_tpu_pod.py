@@ -1,4 +1,4 @@
-"""`launch.tpu_pod`: validation, rendered gcloud commands, and the pre-flight gate (with fake gcloud/pre-flight)."""
+"""`launch.tpu_pod`: validation, rendered gcloud commands, the pre-flight gate (fake gcloud, pre-flight)."""
 
 import json
 import os
@@ -23,8 +23,9 @@ sys.exit(1 if sys.argv[4] == 'describe' and os.environ.get('FAKE_TPU_EXISTS') !=
 """
 
 
-@pytest.mark.parametrize('accel, topology', [('v5litepod-32', 'v5e:4x8'), ('v4-32', 'v4:2x2x4'),
-                                             ('v5p-16', 'v5p:2x2x2'), ('v6e-8', 'v6e:2x4'), (None, 'v5e:2x2')])
+@pytest.mark.parametrize('accel, topology', [
+    ('v5litepod-32', 'v5e:4x8'), ('v4-32', 'v4:2x2x4'), ('v5p-16', 'v5p:2x2x2'), ('v6e-8', 'v6e:2x4'),
+    (None, 'v5e:2x2')])
 def test_matching_accelerator_and_topology(accel, topology):
   tpu_pod.chips(accel, topology)
 
@@ -52,7 +53,8 @@ def test_bad_pod_flags(pod, create, accel, version, match):
 
 
 def test_parse_install():
-  assert tpu_pod.parse_install('git+https://github.com/o/r.git@v1.2') == ('https://github.com/o/r.git', 'v1.2')
+  assert tpu_pod.parse_install('git+https://github.com/o/r.git@v1.2') == ('https://github.com/o/r.git',
+                                                                         'v1.2')
   assert tpu_pod.parse_install('git+ssh://git@github.com/o/r.git@abc123') == ('ssh://git@github.com/o/r.git',
                                                                               'abc123')
   for bad in ['https://github.com/o/r.git@v1', 'git+ssh://git@github.com/o/r.git', 'git+@v1']:
@@ -62,7 +64,8 @@ def test_parse_install():
 
 def test_remote_config_is_relative_to_the_shipped_tree(tmp_path):
   (tmp_path / 'experiments').mkdir()
-  assert tpu_pod.remote_config(f'{tmp_path}/experiments/c.py:smoke', str(tmp_path)) == 'experiments/c.py:smoke'
+  remote = tpu_pod.remote_config(f'{tmp_path}/experiments/c.py:smoke', str(tmp_path))
+  assert remote == 'experiments/c.py:smoke'
   assert tpu_pod.remote_config('experiments/c.py', None) == 'experiments/c.py'
   with pytest.raises(InputError, match='inside the code'):
     tpu_pod.remote_config('/etc/c.py', str(tmp_path))
@@ -78,8 +81,8 @@ def test_rendered_commands():
                     '--command=rm -rf of && mkdir -p of && tar -xzf overfeat_code.tar.gz -C of && '
                     "python3 -m pip install -q -e 'of[tpu]'", '--zone=us-west4-a', '--project=proj']
   [(clone, _)] = tpu_pod.code_commands(POD, None, 'git+https://h/r.git@abc', 'of', 'tpu')
-  assert clone[-3] == ("--command=rm -rf of && git clone -q https://h/r.git of && git -C of checkout -q abc && "
-                       "python3 -m pip install -q -e 'of[tpu]'")
+  assert clone[-3] == ("--command=rm -rf of && git clone -q https://h/r.git of && "
+                       "git -C of checkout -q abc && python3 -m pip install -q -e 'of[tpu]'")
   train = tpu_pod.train_command(POD, 'of', 'experiments/c.py', 'gs://b/r', ['--config.x=1'])
   assert train == ['gcloud', 'compute', 'tpus', 'tpu-vm', 'ssh', 'of-v5e-32', '--worker=all',
                    '--command=cd of && OVERFEAT_CLUSTER=tpu PYTHONUNBUFFERED=1 python3 -m overfeat_jax.main '
@@ -108,8 +111,8 @@ def test_dry_run_runs_the_preflight_and_prints_everything_else(tmp_path):
   res, gcloud_calls, preflight_calls = _run(tmp_path, f'--code_dir={REPO_ROOT}', '--create', '--dry_run',
                                             '--config.train.lr=0.1', '--chip_config=megacore')
   assert res.returncode == 0, res.stderr
-  assert preflight_calls == [['--config=tests/launch/conftest.py', '--topology=v5e:4x8', '--chip_config=megacore',
-                              '--config.train.lr=0.1']]
+  assert preflight_calls == [['--config=tests/launch/conftest.py', '--topology=v5e:4x8',
+                              '--chip_config=megacore', '--config.train.lr=0.1']]
   assert gcloud_calls == []  # no gcloud command ran
   out = res.stdout
   assert out.index('tests.launch._fake_preflight') < out.index('pre-flight passed') < out.index('# dry run')
@@ -124,7 +127,8 @@ def test_failing_preflight_aborts_before_the_pod_is_touched(tmp_path):
     res, gcloud_calls, preflight_calls = _run(tmp_path, f'--code_dir={REPO_ROOT}', '--create', *extra,
                                               preflight_exit=1)
     assert res.returncode == 2 and gcloud_calls == [] and len(preflight_calls) == n_runs
-    assert res.stderr.strip().endswith('pre-flight failed (exit code 1) for v5e:4x8: nothing was started on the pod')
+    assert res.stderr.strip().endswith(
+        'pre-flight failed (exit code 1) for v5e:4x8: nothing was started on the pod')
     assert 'describe' not in res.stdout
 
 
