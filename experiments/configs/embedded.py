@@ -1,0 +1,46 @@
+"""The CPU demo (the default of `python -m overfeat_jax.main`): OverFeat's structure at 64 px on the embedded
+dataset's cls_loc view (72x72 images, 10 classes, objects of 14-56 px anywhere over clutter).
+
+Network: the `small` geometry (64-px input, coarse stride 16, fine stride 8) with every width divided by 8
+(~0.65 M parameters), He initialisation. Training: random 64x64 crops of the 72x72 images and flips, Adam with
+decoupled weight decay and a cosine schedule: on 2 CPU cores the paper's SGD recipe needs many more epochs than
+a demo can afford. Evaluation: the single centre crop, and the paper's dense procedure (offset pooling, 4
+scales from 72 to 120 px, flips).
+
+  python -m overfeat_jax.main                                   # this config, workdir ./workdir/demo
+  python -m overfeat_jax.main --config=experiments/configs/embedded.py --workdir=/tmp/demo
+  python -m overfeat_jax.main --config=experiments/configs/embedded.py:smoke --workdir=/tmp/smoke
+"""
+
+import ml_collections
+
+from experiments.configs import common
+
+
+def get_config(arg: str = '') -> ml_collections.ConfigDict:
+  c = common.base_config()
+  c.num_classes = 10
+  c.data.name = 'embedded_cls_loc'
+  c.data.train_split, c.data.eval_split = 'train', 'test'
+  c.crop_size, c.resize_smaller, c.max_boxes = 64, 0, 2
+  c.batch_size = 64
+  c.num_epochs = 12.0
+
+  c.model.geometry, c.model.width_divisor = 'small', 8
+  c.model.init_scheme, c.model.dropout_rate = 'he', 0.3
+
+  c.optimizer.name, c.optimizer.weight_decay = 'adam', 1e-4
+  c.schedule.kind, c.schedule.base_lr, c.schedule.base_batch_size = 'cosine', 2e-3, 64
+  c.schedule.decay_epochs, c.schedule.warmup_epochs = (), 0.5
+
+  c.eval.every_steps, c.eval.batch_size = 0, 200
+  c.eval.resize, c.eval.scales = 72, (72, 88, 104, 120)
+  c.log_every_steps, c.checkpoint_every_steps = 100, 500
+  if arg == 'smoke':  # seconds: a tiny build of the dataset, a narrow net, a few steps
+    c.data.options = ml_collections.ConfigDict({'train_size': 64, 'test_size': 16})
+    c.model.width_divisor, c.batch_size, c.num_train_steps = 32, 16, 6
+    c.eval.batch_size, c.eval.scales = 16, (72, 88)
+    c.log_every_steps, c.checkpoint_every_steps = 2, 2
+  elif arg:
+    raise ValueError(f'unknown config argument {arg!r}; use "" or "smoke".')
+  return c

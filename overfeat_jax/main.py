@@ -1,0 +1,41 @@
+"""Trains and evaluates OverFeat: flags -> `train.loop.train_and_evaluate(config, workdir)`.
+
+  python -m overfeat_jax.main                    # the embedded CPU demo (experiments/configs/embedded.py)
+  python -m overfeat_jax.main --config=experiments/configs/fast_imagenet.py --workdir=/tmp/fast \
+      --config.batch_size=256
+"""
+
+import os
+
+from absl import flags, logging
+from ml_collections import config_flags
+
+from overfeat_jax import cli
+
+_DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                               'experiments', 'configs', 'embedded.py')
+_CONFIG = config_flags.DEFINE_config_file('config', _DEFAULT_CONFIG, 'Training config file[:arg].',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', './workdir/demo', 'Checkpoints, TensorBoard events, metrics.json.')
+_COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'HOST:PORT of process 0 (multi-process runs).')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Number of processes (multi-process runs).')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process index (multi-process runs).')
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise cli.InputError(f'unexpected arguments {argv[1:]}; every setting is a --flag or --config.FIELD')
+  from overfeat_jax.parallel import distributed  # pylint: disable=g-import-not-at-top
+  distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  from overfeat_jax.train import loop  # pylint: disable=g-import-not-at-top  (after initialize)
+  results = loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  for stage, metrics in results.items():
+    shown = ', '.join(f'{k} {v:.4f}' for k, v in sorted(metrics.items()) if k.endswith('_error'))
+    logging.info('%s: %s', stage, shown)
+    import jax  # pylint: disable=g-import-not-at-top
+    if jax.process_index() == 0:
+      print(f'{stage}: {shown}' if shown else f'{stage}: stopped early ({metrics})', flush=True)
+
+
+if __name__ == '__main__':
+  cli.run(main)

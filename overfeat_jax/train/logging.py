@@ -1,0 +1,80 @@
+"""Console progress (absl: step/total, img/s, loss, lr, ETA), TensorBoard events (tensorboardX, no TF), and an
+atomically written metrics.json. Only process 0 writes anything.
+"""
+
+import json
+import os
+import tempfile
+import time
+from typing import Any, Mapping
+
+import jax
+from absl import logging
+
+
+def format_duration(seconds: float) -> str:
+  seconds = max(int(seconds), 0)
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  return f'{h}h{m:02d}m{s:02d}s' if h else f'{m}m{s:02d}s'
+
+
+def progress_bar(done: int, total: int, width: int = 20) -> str:
+  """`[#####...............]  25%`: a text bar for the log line."""
+  frac = min(max(done / max(total, 1), 0.0), 1.0)
+  filled = int(round(frac * width))
+  return f'[{"#" * filled}{"." * (width - filled)}] {100 * frac:3.0f}%'
+
+
+def write_json_atomic(path: str, data: Any) -> None:
+  """Writes JSON through a temporary file in the same directory and a rename: never a half-written file."""
+  directory = os.path.dirname(os.path.abspath(path))
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp_', suffix='.json')
+  with os.fdopen(fd, 'w') as f:
+    json.dump(data, f, indent=2, sort_keys=True)
+  os.replace(tmp, path)
+
+
+class Progress:
+  """Throughput and ETA over the steps of this run (not counting compile: the clock starts at `start`)."""
+
+  def __init__(self, total_steps: int, batch_size: int, first_step: int):
+    self.total, self.batch = total_steps, batch_size
+    self.t0, self.s0 = time.perf_counter(), first_step
+    self.last_t, self.last_s = self.t0, first_step
+
+  def line(self, step: int, what: str = 'train') -> tuple[str, float]:
+    """The log line for `step`, and the images/s since the previous line."""
+    now = time.perf_counter()
+    rate = (step - self.last_s) * self.batch / max(now - self.last_t, 1e-9)
+    per_step = (now - self.t0) / max(step - self.s0, 1)
+    eta = per_step * (self.total - step)
+    self.last_t, self.last_s = now, step
+    return (f'{what} {progress_bar(step, self.total)} {step}/{self.total} | {rate:7.1f} img/s | '
+            f'ETA {format_duration(eta)}'), rate
+
+
+class Writer:
+  """TensorBoard scalars + absl lines; a no-op on every process but 0."""
+
+  def __init__(self, logdir: str):
+    self.active = jax.process_index() == 0
+    self._tb = None
+    if self.active:
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self._tb = SummaryWriter(logdir)
+
+  def scalars(self, step: int, values: Mapping[str, float], prefix: str = '') -> None:
+    if not self.active:
+      return
+    for name, value in values.items():
+      self._tb.add_scalar(f'{prefix}{name}', float(value), step)
+    self._tb.flush()
+
+  def info(self, msg: str, *args) -> None:
+    if self.active:
+      logging.info(msg, *args)
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()

@@ -1,0 +1,257 @@
+"""Training and evaluation of the configured stages: the one place that reads the config.
+
+`train_and_evaluate(config, workdir)` runs `config.stages` in order (classification now; localization and
+detection append themselves to `TASKS`), each in `workdir/<stage>` with its own checkpoints and TensorBoard
+events; a later stage gets the earlier stage's final parameters. A stage that finished is not trained again
+(its checkpoint at the last step is restored), so rerunning a command resumes wherever it stopped.
+"""
+
+import dataclasses
+import os
+import signal
+import tempfile
+import time
+from typing import Any, Callable
+
+import jax
+import ml_collections
+import numpy as np
+from jax.experimental import multihost_utils
+
+from overfeat_jax.checkpoint import manager as ckpt
+from overfeat_jax.errors import InputError
+from overfeat_jax.parallel import mesh as mesh_lib
+from overfeat_jax.train import classification, evaluate, inputs, optim
+from overfeat_jax.train import state as state_lib
+from overfeat_jax.train import step as step_lib
+from overfeat_jax.train.logging import Progress, Writer, write_json_atomic
+from overfeat_jax.train.task import Task
+
+# The one registry of stages: name -> make_task(stage config, previous_params) -> Task.
+TASKS: dict[str, Callable[..., Task]] = {'classification': classification.make_task}
+
+
+class NonFiniteLossError(InputError):
+  """The loss or a gradient became NaN/inf (usually a learning rate too high for the batch)."""
+
+
+class Preemption:
+  """SIGTERM sets a flag; the loop saves at the next step boundary and returns (exit status 0)."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def __enter__(self) -> 'Preemption':
+    self._previous = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def __exit__(self, *exc) -> None:
+    signal.signal(signal.SIGTERM, self._previous)
+
+  def _handle(self, signum, frame) -> None:
+    del signum, frame
+    self.requested = True
+
+  def agreed(self, sync: bool) -> bool:
+    """The flag, OR-ed over processes when `sync` (all must stop at the same step)."""
+    if jax.process_count() == 1 or not sync:
+      return self.requested and jax.process_count() == 1
+    return bool(multihost_utils.process_allgather(np.int32(self.requested)).max())
+
+
+def check_workdir(workdir: str) -> None:
+  """Creates `workdir` and proves it writable, so a bad path fails in one line before any work."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with tempfile.TemporaryFile(dir=workdir):
+      pass
+  except OSError as e:
+    raise InputError(f'workdir {workdir!r} is not writable: {e.strerror or e}') from None
+
+
+def stage_config(config: ml_collections.ConfigDict, stage: str) -> ml_collections.ConfigDict:
+  """The top-level config with the stage's own section (`config.<stage>`, if any) merged over it."""
+  cfg = ml_collections.ConfigDict(config.to_dict())
+  if stage in cfg and isinstance(cfg[stage], ml_collections.ConfigDict):
+    cfg.update(cfg[stage])
+  cfg.lock()
+  return cfg
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Runs every stage of `config.stages`; returns (and writes to workdir/metrics.json) their metrics."""
+  check_workdir(workdir)
+  results, previous = {}, None
+  for stage in config.stages:
+    if stage not in TASKS:
+      raise InputError(f'unknown stage {stage!r} in config.stages; available: {sorted(TASKS)}')
+    cfg = stage_config(config, stage)
+    task = TASKS[stage](cfg, previous_params=previous)
+    results[stage], previous = run_stage(task, cfg, os.path.join(workdir, stage))
+    if results[stage].get('preempted'):
+      break
+  if jax.process_index() == 0:
+    write_json_atomic(os.path.join(workdir, 'metrics.json'), results)
+  return results
+
+
+@dataclasses.dataclass
+class Run:
+  """What one stage's training needs, built from the config (everything below takes values, not config)."""
+  cfg: ml_collections.ConfigDict
+  task: Task
+  mesh: Any
+  writer: Writer
+  manager: Any
+  train_fn: Callable
+  total_steps: int
+  schedule: Callable
+
+
+def steps_for(cfg: ml_collections.ConfigDict, num_records: int) -> tuple[int, int]:
+  """(steps per epoch, total steps): `num_train_steps` if positive, else `num_epochs` epochs."""
+  steps_per_epoch = num_records // cfg.batch_size
+  if steps_per_epoch < 1:
+    raise InputError(f'batch_size {cfg.batch_size} is larger than the {num_records} training records')
+  total = cfg.num_train_steps if cfg.num_train_steps > 0 else int(round(cfg.num_epochs * steps_per_epoch))
+  return steps_per_epoch, total
+
+
+def build_optimizer(cfg: ml_collections.ConfigDict, task: Task, steps_per_epoch: int, total_steps: int):
+  """(optax transformation, schedule) from `cfg.optimizer` and `cfg.schedule`."""
+  s = cfg.schedule
+  peak = optim.scaled_learning_rate(s.base_lr, cfg.batch_size, s.base_batch_size)
+  schedule = optim.make_schedule(s.kind, peak, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+                                 decay_epochs=tuple(s.decay_epochs), decay_factor=s.decay_factor,
+                                 warmup_steps=int(s.warmup_epochs * steps_per_epoch))
+  shapes = jax.eval_shape(task.init_params, jax.random.PRNGKey(0))
+  tx = optim.make_optimizer(cfg.optimizer.name, schedule, momentum=cfg.optimizer.momentum,
+                            weight_decay=cfg.optimizer.weight_decay, trainable_mask=task.trainable_mask(shapes))
+  return tx, schedule
+
+
+def run_stage(task: Task, cfg: ml_collections.ConfigDict, workdir: str) -> tuple[dict, Any]:
+  """Trains (or resumes) one stage to `total_steps`, evaluates it; returns (metrics, final params)."""
+  os.makedirs(workdir, exist_ok=True)
+  mesh = mesh_lib.make_mesh()
+  source = inputs.open_split(cfg, cfg.data.train_split)
+  steps_per_epoch, total = steps_for(cfg, len(source))
+  tx, schedule = build_optimizer(cfg, task, steps_per_epoch, total)
+  init_fn = lambda rng: state_lib.create(task.init_params(rng), tx, rng)
+  rng = jax.random.PRNGKey(cfg.seed)
+  manager = ckpt.make_manager(os.path.join(workdir, 'checkpoints'), max_to_keep=cfg.max_to_keep,
+                              best_metric=task.best_metric)
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=mesh_lib.replicated(mesh)),
+                          jax.eval_shape(init_fn, rng))
+  writer = Writer(workdir)
+  iterator = inputs.train_iterator(cfg, source)
+  restored = ckpt.restore_latest(manager, abstract)
+  if restored is None:
+    state, start = step_lib.jit_init_state(mesh, init_fn)(rng), 0
+  else:
+    start, state, meta = restored
+    iterator.set_state(meta['data'])
+    writer.info('Resumed %s from step %d (%s).', task.name, start, manager.directory)
+  train_fn = step_lib.jit_train_step(mesh, loss_fn=task.loss_fn, tx=tx, schedule=schedule,
+                                     skip_nonfinite=cfg.skip_nonfinite)
+  run = Run(cfg, task, mesh, writer, manager, train_fn, total, schedule)
+  try:
+    state, info = train(run, state, iterator, start)
+    if not info.get('preempted'):
+      info.update(final_evaluation(run, state, info))
+      info.pop('data_state', None)
+  finally:
+    manager.wait_until_finished()
+    manager.close()
+    writer.close()
+  return info, state.params
+
+
+def check_finite(run: Run, state: state_lib.TrainState) -> None:
+  """Raises (one line, naming the step) once a non-finite step froze the state; a scalar fetch, no more."""
+  first = int(jax.device_get(state.first_nonfinite))
+  if first >= 0 and not run.cfg.skip_nonfinite:
+    raise NonFiniteLossError(
+        f'{run.task.name}: the loss or a gradient became non-finite at step {first}; stopped, the last '
+        f'checkpoint before it is intact (lower the learning rate, or set config.skip_nonfinite=True)')
+
+
+def save_checkpoint(run: Run, state: state_lib.TrainState, iterator: Any,
+                    metrics: dict[str, float] | None = None) -> int:
+  """Saves state + iterator position at the state's step (never a state past a non-finite step)."""
+  check_finite(run, state)
+  step = int(jax.device_get(state.step))
+  ckpt.save(run.manager, step, state, {'data': iterator.get_state(), 'task': run.task.name}, metrics)
+  return step
+
+
+def log_train(run: Run, progress: Progress, step: int, metrics: dict, state: state_lib.TrainState) -> None:
+  """Fetches the step's metrics (the loop's only regular host sync), logs them, stops on non-finite."""
+  values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+  line, rate = progress.line(step)
+  values['images_per_second'] = rate
+  values['nonfinite_steps'] = float(jax.device_get(state.nonfinite_count))
+  run.writer.info('%s | loss %.4f | lr %.3g', line, values['loss'], values['lr'])
+  run.writer.scalars(step, values, prefix='train/')
+  check_finite(run, state)
+
+
+def train(run: Run, state: state_lib.TrainState, iterator: Any, start: int) -> tuple[Any, dict]:
+  """Steps from `start` to `run.total_steps`: logs, evaluates and checkpoints on schedule; SIGTERM-safe."""
+  from overfeat_jax.data.pipeline import Prefetcher  # pylint: disable=g-import-not-at-top
+  cfg, info = run.cfg, {'preempted': False, 'start_step': start, 'total_steps': run.total_steps}
+  if start >= run.total_steps:
+    return state, {**info, 'saved_at': start}
+  batches = Prefetcher(iterator, lambda b: mesh_lib.to_global(b, mesh_lib.batch_sharding(run.mesh)))
+  progress, t0, saved_at = Progress(run.total_steps, cfg.batch_size, start), time.perf_counter(), None
+  try:
+    with Preemption() as preemption:
+      for step in range(start + 1, run.total_steps + 1):
+        batch = next(batches)
+        with jax.transfer_guard('disallow'):
+          state, metrics = run.train_fn(state, batch)
+        log_now = step % cfg.log_every_steps == 0 or step == run.total_steps
+        if log_now:
+          log_train(run, progress, step, metrics, state)
+        if preemption.agreed(sync=log_now):
+          saved_at = save_checkpoint(run, state, batches)
+          run.writer.info('SIGTERM: saved step %d, stopping.', step)
+          return state, {**info, 'preempted': True, 'saved_at': saved_at}
+        if step == run.total_steps:
+          break
+        if cfg.eval.every_steps > 0 and step % cfg.eval.every_steps == 0:
+          check_finite(run, state)
+          eval_metrics = evaluate_all(run, state.params)
+          run.writer.scalars(step, eval_metrics, prefix='eval/')
+          saved_at = save_checkpoint(run, state, batches, eval_metrics)
+        elif step % cfg.checkpoint_every_steps == 0:
+          saved_at = save_checkpoint(run, state, batches)
+      info['data_state'] = batches.get_state()
+  finally:
+    batches.close()
+  info['train_seconds'] = time.perf_counter() - t0
+  return state, {**info, 'saved_at': saved_at}
+
+
+def evaluate_all(run: Run, params: Any) -> dict[str, float]:
+  """Every evaluation of the task on the eval split; logged and written to TensorBoard."""
+  cfg, results = run.cfg, {}
+  source = inputs.open_split(cfg, cfg.data.eval_split)
+  for evaluation in run.task.evaluations:
+    batches, num_batches, batch_size = inputs.eval_batches(cfg, source, evaluation.view, evaluation.size)
+    evaluator = evaluate.Evaluator(evaluation, run.mesh, run.writer, cfg.log_every_steps)
+    results.update(evaluator.run(params, batches, num_batches, batch_size))
+  run.writer.info('eval: %s', ', '.join(f'{k} {v:.4f}' for k, v in sorted(results.items())))
+  return results
+
+
+def final_evaluation(run: Run, state: state_lib.TrainState, info: dict) -> dict[str, Any]:
+  """Evaluates the final state and saves it (with its metrics) unless that step is already saved."""
+  metrics = evaluate_all(run, state.params)
+  step = int(jax.device_get(state.step))
+  run.writer.scalars(step, metrics, prefix='eval/')
+  if info.get('saved_at') != step:
+    check_finite(run, state)
+    ckpt.save(run.manager, step, state, {'data': info['data_state'], 'task': run.task.name}, metrics)
+  return {'final_step': step, 'nonfinite_steps': int(jax.device_get(state.nonfinite_count)), **metrics}
