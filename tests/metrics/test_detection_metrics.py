@@ -1,0 +1,110 @@
+"""Hand-worked tests of detection AP/mAP: interpolation, matching rules, small-box relaxation, exclusions."""
+
+import numpy as np
+import pytest
+
+from overfeat_jax.errors import InputError
+from overfeat_jax.metrics import detection
+
+
+def test_average_precision_by_hand():
+  # 3 gt; ranked TP, FP, TP. Recall 1/3, 1/3, 2/3; precision 1, 1/2, 2/3. Interpolated (max to the right):
+  # 1, 2/3, 2/3. Area: 1/3 * 1 + 1/3 * 2/3 + (last third: precision 0) = 5/9.
+  assert detection.average_precision([0.9, 0.8, 0.7], [True, False, True], 3) == pytest.approx(5 / 9)
+  # The input order does not matter, only the scores.
+  assert detection.average_precision([0.7, 0.9, 0.8], [True, True, False], 3) == pytest.approx(5 / 9)
+  assert detection.average_precision([], [], 2) == 0.0
+  assert detection.average_precision([0.5, 0.4], [True, True], 2) == 1.0
+  with pytest.raises(InputError):
+    detection.average_precision([0.5], [True], 0)
+
+
+def _dataset():
+  """Three images, four classes, worked by hand in `test_mean_ap_by_hand`."""
+  detections = [
+      # image A: class 0: exact hit (0.9), duplicate of the same gt (0.8, IoU 100/110); class 2: none.
+      (np.array([[0, 0, 10, 10], [0, 0, 10, 11]]), np.array([0.9, 0.8]), np.array([0, 0])),
+      # image B: class 0 (1,0,11,10) vs gt (0,0,10,10): IoU 90/110 = 0.82 -> TP (0.7); class 1: no gt at all.
+      (np.array([[1, 0, 11, 10], [5, 5, 9, 9]]), np.array([0.7, 0.6]), np.array([0, 1])),
+      # image C: no boxes at all.
+      (np.zeros((0, 4)), np.zeros(0), np.zeros(0, int)),
+  ]
+  ground_truth = [
+      (np.array([[0, 0, 10, 10], [20, 0, 30, 10], [0, 0, 4, 4]]), np.array([0, 0, 2])),
+      (np.array([[0, 0, 10, 10]]), np.array([0])),
+      (np.zeros((0, 4)), np.zeros(0, int)),
+  ]
+  return detections, ground_truth
+
+
+def test_mean_ap_by_hand():
+  # Class 0: 3 gt, ranked TP (0.9), FP (0.8, duplicate), TP (0.7) -> 5/9. Class 2: 1 gt, no detection -> 0.
+  # Class 1 (detections only) and class 3 (nothing) have no gt: excluded and listed. mAP = (5/9 + 0) / 2.
+  result = detection.mean_average_precision(*_dataset(), num_classes=4)
+  assert result.ap == pytest.approx({0: 5 / 9, 2: 0.0})
+  assert result.mean_ap == pytest.approx(5 / 18)
+  assert result.classes_without_gt == [1, 3]
+  assert result.num_gt == {0: 3, 2: 1}
+  assert result.num_images == 3
+  # Without num_classes only the classes seen are listed.
+  assert detection.mean_average_precision(*_dataset()).classes_without_gt == [1]
+
+
+def test_false_positive_on_an_image_without_boxes():
+  # Add a 0.95 class-0 detection to the empty image C: ranking FP, TP, FP, TP -> recall 0, 1/3, 1/3, 2/3,
+  # precision 0, 1/2, 1/3, 1/2 -> interpolated 1/2 at both recall steps: AP = 1/3 * 1/2 + 1/3 * 1/2 = 1/3.
+  dets, gts = _dataset()
+  dets[2] = (np.array([[0, 0, 10, 10]]), np.array([0.95]), np.array([0]))
+  assert detection.mean_average_precision(dets, gts).ap[0] == pytest.approx(1 / 3)
+
+
+def test_ilsvrc_and_voc_matching_differ_on_duplicates():
+  # gt1 (0,0,10,10), gt2 (4,0,14,10). det1 (2,0,12,10), 0.9: IoU 80/120 with both -> first (gt1), TP.
+  # det2 (1,0,11,10), 0.8: IoU 90/110 = 0.82 with gt1 (taken), 70/130 = 0.54 with gt2.
+  # VOC: best gt is gt1, already matched -> FP; AP = 1/2. ILSVRC: best FREE gt over threshold: gt2, TP; AP 1.
+  dets = [(np.array([[2, 0, 12, 10], [1, 0, 11, 10]]), np.array([0.9, 0.8]), np.array([0, 0]))]
+  gts = [(np.array([[0, 0, 10, 10], [4, 0, 14, 10]]), np.array([0, 0]))]
+  assert detection.mean_average_precision(dets, gts, matching='voc').mean_ap == pytest.approx(0.5)
+  assert detection.mean_average_precision(dets, gts, matching='ilsvrc').mean_ap == pytest.approx(1.0)
+
+
+def test_small_box_relaxation():
+  # gt 4 x 4: relaxed threshold min(0.5, 16 / (14 * 14)) = 0.0816. det (0,0,8,8): IoU 16/64 = 0.25.
+  dets = [(np.array([[0, 0, 8, 8]]), np.array([1.0]), np.array([0]))]
+  gts = [(np.array([[0, 0, 4, 4]]), np.array([0]))]
+  np.testing.assert_allclose(detection.iou_thresholds(gts[0][0].astype(float), 0.5, True), [16 / 196])
+  assert detection.mean_average_precision(dets, gts).mean_ap == 0.0
+  assert detection.mean_average_precision(dets, gts, small_box_relaxation=True).mean_ap == 1.0
+  # A big gt keeps 0.5: 100 x 100 -> 10000 / 12100 = 0.83 > 0.5.
+  np.testing.assert_allclose(detection.iou_thresholds(np.array([[0, 0, 100, 100.0]]), 0.5, True), [0.5])
+
+
+def test_zero_area_boxes_never_match_but_count():
+  # A zero-area gt (relaxed threshold 0) and an identical zero-area detection: intersection 0 -> FP; AP 0, and
+  # the class still enters the mean together with a perfect class 1 -> mAP 0.5.
+  dets = [(np.array([[5, 5, 5, 5], [0, 0, 2, 2]]), np.array([1.0, 1.0]), np.array([0, 1]))]
+  gts = [(np.array([[5, 5, 5, 5], [0, 0, 2, 2]]), np.array([0, 1]))]
+  result = detection.mean_average_precision(dets, gts, small_box_relaxation=True)
+  assert result.ap == {0: 0.0, 1: 1.0} and result.mean_ap == 0.5
+
+
+def test_no_ground_truth_at_all_gives_nan_mean_and_lists_classes():
+  dets, gts = [(np.array([[0, 0, 1, 1]]), [0.5], [2])], [(np.zeros((0, 4)), [])]
+  result = detection.mean_average_precision(dets, gts, 3)
+  assert np.isnan(result.mean_ap) and result.ap == {} and result.classes_without_gt == [0, 1, 2]
+
+
+@pytest.mark.parametrize('kwargs', [{'matching': 'coco'}, {'iou_threshold': 0.0}])
+def test_bad_options_raise(kwargs):
+  with pytest.raises(InputError):
+    detection.DetectionAccumulator(3, **kwargs)
+
+
+def test_bad_records_raise():
+  acc = detection.DetectionAccumulator(2)
+  with pytest.raises(InputError):
+    acc.add_image(np.zeros((1, 4)), [0.5], [2], np.zeros((0, 4)), [])  # class out of range
+  with pytest.raises(InputError):
+    acc.add_image(np.zeros((1, 4)), [np.nan], [0], np.zeros((0, 4)), [])
+  with pytest.raises(InputError):
+    acc.add_image(np.zeros((2, 4)), [0.5], [0], np.zeros((0, 4)), [])
