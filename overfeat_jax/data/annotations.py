@@ -1,14 +1,14 @@
 """Readers for ILSVRC annotation files, and the repair of their boxes into the project's box convention.
 
 Why: every ImageNet box source (VOC-style XML, the Kaggle `LOC_*_solution.csv`, the devkit's `meta.mat` and
-validation ground truth) must end up in ONE convention (docs/CONVENTIONS.md: continuous pixels, `x1 = xmin - 1,
-x2 = xmax`) and ONE label order (sorted WNIDs), with every repair counted. The release's outputs are in devkit
-ILSVRC2012_ID order, so the permutation between the two orders lives here too.
+validation ground truth) must end up in ONE convention (docs/CONVENTIONS.md: continuous pixels,
+`x1 = xmin - 1, x2 = xmax`) and ONE label order (sorted WNIDs), with every repair counted. The release's
+outputs are in devkit ILSVRC2012_ID order, so the permutation between the two orders lives here too.
 
 Box repair rules, in this order (each counted by `to_boxes`' returned reasons):
   1. unknown synset (not in the class list): the box is dropped (`box_unknown_synset_dropped`).
-  2. inverted (xmin > xmax or ymin > ymax): the two values are swapped (`box_inverted_swapped`); the annotator's
-     extent is still the best information we have.
+  2. inverted (xmin > xmax or ymin > ymax): the two values are swapped (`box_inverted_swapped`); the
+     annotator's extent is still the best information we have.
   3. the XML's `<size>` is missing or 0: the image's size is used (`size_missing_used_image`).
   4. the XML's `<size>` disagrees with the image: the image is trusted and boxes are rescaled per axis by
      image/annotated size (`size_mismatch_rescaled`): the file's size field describes the picture that was
@@ -115,7 +115,8 @@ def parse_prediction_string(text: str) -> tuple[RawObject, ...]:
   if len(tokens) % 5:
     raise InputError(f'prediction string has {len(tokens)} fields, not a multiple of 5: {text[:60]!r}')
   try:
-    return tuple(RawObject(tokens[i], *(float(t) for t in tokens[i + 1:i + 5])) for i in range(0, len(tokens), 5))
+    return tuple(RawObject(tokens[i], *(float(t) for t in tokens[i + 1:i + 5]))
+                 for i in range(0, len(tokens), 5))
   except ValueError:
     raise InputError(f'prediction string has a non-numeric coordinate: {text[:60]!r}') from None
 
@@ -187,7 +188,8 @@ def devkit_to_sorted(devkit_wnids: Sequence[str], sorted_wnids: Sequence[str]) -
   """Permutation p with p[devkit_id - 1] = sorted-WNID label: maps release outputs into our label order.
 
   `devkit_wnids[i]` is the WNID of ILSVRC2012_ID i + 1 (e.g. from `devkit_classes`). So, for release scores
-  `s_dev` [..., 1000], `s_sorted[..., p] = s_dev` (equivalently `s_sorted = s_dev[..., sorted_to_devkit(...)]`).
+  `s_dev` [..., 1000], `s_sorted[..., p] = s_dev`; equivalently
+  `s_sorted = s_dev[..., sorted_to_devkit(...)]`.
   """
   index = {w: i for i, w in enumerate(sorted_wnids)}
   missing = [w for w in devkit_wnids if w not in index]
@@ -197,7 +199,7 @@ def devkit_to_sorted(devkit_wnids: Sequence[str], sorted_wnids: Sequence[str]) -
 
 
 def sorted_to_devkit(devkit_wnids: Sequence[str], sorted_wnids: Sequence[str]) -> np.ndarray:
-  """Inverse permutation q with q[sorted_label] = devkit_id - 1 (both index spaces must have the same size)."""
+  """Inverse permutation q with q[sorted_label] = devkit_id - 1 (both index spaces of the same size)."""
   p = devkit_to_sorted(devkit_wnids, sorted_wnids)
   if len(p) != len(sorted_wnids):
     raise InputError(f'{len(p)} devkit classes vs {len(sorted_wnids)} sorted classes: no bijection')
@@ -216,8 +218,8 @@ def to_boxes(ann: RawAnnotation, image_size: tuple[int, int], class_index: Mappi
     class_index: WNID -> label.
 
   Returns:
-    boxes float32 [N, 4] (x1, y1, x2, y2) in the project convention, labels int64 [N], and one repair reason per
-    repair done (for the build report).
+    boxes float32 [N, 4] (x1, y1, x2, y2) in the project convention, labels int64 [N], and one repair reason
+    per repair done (for the build report).
   """
   width, height = image_size
   reasons = []

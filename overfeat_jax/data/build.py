@@ -2,7 +2,8 @@ r"""Builds one of the project's tfds datasets from local files (no network) and 
 
   python -m overfeat_jax.data.build --dataset=ilsvrc2012_cls_loc --manual_dir=/data/imagenet \
       --data_dir=/data/tfds --config=resized256
-  python -m overfeat_jax.data.build --dataset=ilsvrc2014_det --manual_dir=/data/ILSVRC2014 --data_dir=/data/tfds
+  python -m overfeat_jax.data.build --dataset=ilsvrc2014_det --manual_dir=/data/ILSVRC2014 \
+      --data_dir=/data/tfds
   python -m overfeat_jax.data.build --dataset=embedded --data_dir=/data/tfds --config=cls_loc
 
 Why a CLI of our own: `tfds build` would need the dataset module path and tries the network (GCS); this one
@@ -11,7 +12,7 @@ and shows what was skipped or repaired.
 """
 
 import os
-from typing import Any, Callable
+from typing import Callable
 
 from absl import flags
 import tensorflow_datasets as tfds
@@ -44,7 +45,8 @@ DATASETS: dict[str, tuple[Callable[[], type], bool, str | None]] = {
 }
 
 _DATASET = flags.DEFINE_enum('dataset', None, list(DATASETS), 'Which dataset to build.')
-_MANUAL_DIR = flags.DEFINE_string('manual_dir', None, 'Folder holding the ImageNet files (see docs/data_imagenet.md).')
+_MANUAL_DIR = flags.DEFINE_string('manual_dir', None,
+                                  'Folder holding the ImageNet files (see docs/data_imagenet.md).')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'tfds data_dir to write the dataset into.')
 _CONFIG = flags.DEFINE_string('config', None, 'Builder config: resized256 | original (ImageNet; default '
                               'resized256), or the embedded view. Default: the dataset\'s default.')

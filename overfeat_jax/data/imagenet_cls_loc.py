@@ -3,7 +3,8 @@
 Why a builder of our own (not tfds `imagenet2012`): records follow docs/CONVENTIONS.md (boxes in the project
 convention, every box, `image_id`), it reads both layouts users hold (the official archives and the extracted
 Kaggle layout, detected automatically), never extracts archives to disk, never needs TensorFlow
-(`file_format="array_record"`, images yielded as bytes) and counts every skip and repair in `build_report.json`.
+(`file_format="array_record"`, images yielded as bytes) and counts every skip and repair in
+`build_report.json`.
 See docs/data_imagenet.md for the exact files each layout needs.
 """
 
@@ -22,16 +23,19 @@ from overfeat_jax.data import images
 from overfeat_jax.data import report as report_lib
 from overfeat_jax.errors import InputError
 
-MIN_IMAGE_SIDE = 8  # Smaller images hold no recognisable object and would be upscaled > 30x: skipped (too_small).
+# Smaller images hold no recognisable object and would be upscaled > 30x: skipped (too_small).
+MIN_IMAGE_SIDE = 8
 _LABELS_FILE = 'datasets/imagenet2012/labels.txt'  # tfds' list of the 1000 CLS-LOC WNIDs, sorted.
 _VAL_NUMBER = re.compile(r'ILSVRC2012_val_(\d{8})')
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Put ONE of these layouts in `manual_dir` (nothing is downloaded):
   official archives: ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar, ILSVRC2012_devkit_t12.tar.gz
-    (needed for validation labels), and optionally ILSVRC2012_bbox_train_v2.tar.gz, ILSVRC2012_bbox_val_v3.tgz;
-  extracted (Kaggle) layout: ILSVRC/Data/CLS-LOC/{train/nXXXXXXXX/,val/}, ILSVRC/Annotations/CLS-LOC/{train,val}/,
-    LOC_synset_mapping.txt, LOC_val_solution.csv (validation labels), optionally LOC_train_solution.csv.
+    (needed for validation labels), and optionally ILSVRC2012_bbox_train_v2.tar.gz and
+    ILSVRC2012_bbox_val_v3.tgz;
+  extracted (Kaggle) layout: ILSVRC/Data/CLS-LOC/{train/nXXXXXXXX/,val/},
+    ILSVRC/Annotations/CLS-LOC/{train,val}/, LOC_synset_mapping.txt, LOC_val_solution.csv (validation
+    labels), optionally LOC_train_solution.csv.
 """
 
 
@@ -43,7 +47,7 @@ class ImageNetConfig(tfds.core.BuilderConfig):
 
 BUILDER_CONFIGS = [
     ImageNetConfig(name='resized256', smaller_side=256,
-                   description='Smaller side resized to 256 (the paper\'s training resolution), boxes scaled.'),
+                   description="Smaller side resized to 256 (the paper's training size), boxes scaled."),
     ImageNetConfig(name='original', smaller_side=None,
                    description='Original resolution; valid RGB JPEG bytes stored unchanged.'),
 ]
@@ -139,7 +143,8 @@ class OfficialLayout:
 
   @staticmethod
   def detect(root: str) -> bool:
-    return any(os.path.exists(os.path.join(root, f)) for f in ('ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar'))
+    names = ('ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar')
+    return any(os.path.exists(os.path.join(root, f)) for f in names)
 
   def splits(self) -> list[str]:
     out = [s for s in ('train', 'validation') if os.path.exists(self._paths[s])]
@@ -156,7 +161,8 @@ class OfficialLayout:
       elif member.endswith('data/ILSVRC2012_validation_ground_truth.txt'):
         truth = annotations.read_val_ground_truth(f.read())
     if meta is None or truth is None or scratch.skipped:
-      raise InputError(f'{self._paths["devkit"]} lacks data/meta.mat or data/ILSVRC2012_validation_ground_truth.txt')
+      raise InputError(f'{self._paths["devkit"]} lacks data/meta.mat or '
+                       'data/ILSVRC2012_validation_ground_truth.txt')
     return annotations.devkit_classes(meta), truth
 
   def devkit_wnids(self) -> list[str] | None:
@@ -171,9 +177,11 @@ class OfficialLayout:
     if not os.path.exists(path):
       report.note(f'{path} is absent: every {split} image is kept without boxes')
       return {}
-    return {_stem(m): _parse_or_error(f.read(), m) for m, f in iter_tar(path, report, path) if m.endswith('.xml')}
+    return {_stem(m): _parse_or_error(f.read(), m)
+            for m, f in iter_tar(path, report, path) if m.endswith('.xml')}
 
-  def images(self, split: str, report: report_lib.BuildReport) -> Iterator[tuple[str, str, bytes, str | None]]:
+  def images(self, split: str, report: report_lib.BuildReport
+             ) -> Iterator[tuple[str, str, bytes, str | None]]:
     """Yields (image_id, name, bytes, wnid) streaming the image archives."""
     if split == 'train':
       for inner_name, inner in iter_tar(self._paths['train'], report, self._paths['train']):
@@ -210,7 +218,8 @@ class ExtractedLayout:
     return os.path.isdir(os.path.join(root, 'ILSVRC', 'Data', 'CLS-LOC'))
 
   def splits(self) -> list[str]:
-    return [s for s, d in (('train', 'train'), ('validation', 'val')) if os.path.isdir(os.path.join(self._data, d))]
+    pairs = (('train', 'train'), ('validation', 'val'))
+    return [s for s, d in pairs if os.path.isdir(os.path.join(self._data, d))]
 
   def devkit_wnids(self) -> None:
     return None
@@ -308,7 +317,8 @@ class Ilsvrc2012ClsLoc(tfds.core.GeneratorBasedBuilder):
         report.skip('label_unknown' if wnid else 'label_missing', name)
         continue
       ann = boxes.get(image_id) if boxes is not None else layout.annotation(split, image_id, wnid)
-      example = make_example(image_id, source, name, ann, class_index, self.builder_config.smaller_side, report)
+      example = make_example(image_id, source, name, ann, class_index, self.builder_config.smaller_side,
+                             report)
       if example is not None:
         example['label'] = class_index[wnid]
         yield image_id, example

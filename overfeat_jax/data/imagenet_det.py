@@ -2,12 +2,13 @@
 
 Why: the paper's detection task (Section 5) trains on every object of an image and on images with no object at
 all (negatives), so those images are kept with an empty box array. The records follow docs/CONVENTIONS.md
-without `label` (detection has none); `box_labels` index the 200 DET classes in sorted-WNID order, listed in the
-dataset's `metadata.json` (`class_wnids`, `class_names`; read them with `det_classes`).
+without `label` (detection has none); `box_labels` index the 200 DET classes in sorted-WNID order, listed in
+the dataset's `metadata.json` (`class_wnids`, `class_names`; read them with `det_classes`).
 
-Class list, in order of preference (docs/data_imagenet.md): `map_det.txt` from the DET devkit (`WNID id name`),
-or `det_synsets.txt` (`WNID words`), found in `manual_dir` or `manual_dir/ILSVRC/devkit/data/`; without either,
-the WNIDs met in the train and val annotations (a warning, and a note in the build report).
+Class list, in order of preference (docs/data_imagenet.md): `map_det.txt` from the DET devkit
+(`WNID id name`), or `det_synsets.txt` (`WNID words`), found in `manual_dir` or
+`manual_dir/ILSVRC/devkit/data/`; without either, the WNIDs met in the train and val annotations (a
+warning, and a note in the build report).
 """
 
 import json
@@ -28,14 +29,15 @@ _WNID = re.compile(r'^n\d{8}$')
 NUM_DET_CLASSES = 200
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = """\
-Put the extracted ILSVRC DET data in `manual_dir`: ILSVRC/Data/DET/{train,val}/, ILSVRC/Annotations/DET/{train,val}/,
-ILSVRC/ImageSets/DET/{train_*.txt or train.txt, val.txt}, and preferably the devkit's map_det.txt (or a
-det_synsets.txt of `WNID words` lines) in manual_dir or manual_dir/ILSVRC/devkit/data/.
+Put the extracted ILSVRC DET data in `manual_dir`: ILSVRC/Data/DET/{train,val}/,
+ILSVRC/Annotations/DET/{train,val}/, ILSVRC/ImageSets/DET/{train_*.txt or train.txt, val.txt}, and
+preferably the devkit's map_det.txt (or a det_synsets.txt of `WNID words` lines) in manual_dir or
+manual_dir/ILSVRC/devkit/data/.
 """
 
 
 def read_class_list(path: str) -> list[tuple[str, str]]:
-  """Reads `map_det.txt` (`WNID id name`) or `det_synsets.txt` (`WNID words`) into [(wnid, name)] sorted by WNID."""
+  """Reads `map_det.txt` (`WNID id name`) or `det_synsets.txt` (`WNID words`): [(wnid, name)] by WNID."""
   out = {}
   with open(path) as f:
     for i, line in enumerate(f):
@@ -136,8 +138,8 @@ class Ilsvrc2014Det(tfds.core.GeneratorBasedBuilder):
     path = layout.class_list_file()
     if path:
       return read_class_list(path), path
-    logging.warning('no map_det.txt or det_synsets.txt in %s: the classes are the WNIDs met in the annotations',
-                    layout.root)
+    logging.warning('no map_det.txt or det_synsets.txt in %s: the classes are the WNIDs met in the '
+                    'annotations', layout.root)
     return layout.wnids_in_annotations(), 'WNIDs found in the annotations'
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Iterator]:

@@ -2,17 +2,18 @@
 
 Why its own module: ImageNet has a PNG stored as `.JPEG`, CMYK JPEGs, grayscale JPEGs and (in user data)
 palette/alpha PNGs; every reader of images must turn them into the same uint8 RGB array and must fail with one
-clear sentence (and a machine-readable reason the builders count) on missing, empty, truncated or corrupt files.
+clear sentence (and a machine-readable reason the builders count) on missing, empty, truncated or corrupt
+files.
 
 Colour rules (documented in docs/data_imagenet.md):
   * CMYK, YCbCr, LAB, bilevel and 8-bit grayscale: Pillow's conversion to RGB (Pillow undoes Adobe's inverted
     CMYK JPEGs itself); grayscale becomes three equal channels.
-  * 16-/32-bit grayscale (`I;16`, `I`, `F`): scaled to 0..255 by the range of its type, then grayscale as above.
+  * 16-/32-bit grayscale (`I;16`, `I`, `F`): scaled to 0..255 by the range of its type, then as grayscale.
   * Anything with transparency (RGBA, LA, PA, palette with a transparent index): composited over WHITE, not
     black: transparent pixels carry arbitrary colours, and a white page is what a viewer shows.
 tfds writes bytes and PIL images without TensorFlow but needs TF for ndarrays (ENV_NOTES section 6), so
-`encode_for_storage` always returns JPEG bytes: the file's own bytes when it already is a valid RGB JPEG and is
-stored unchanged, a re-encoding (quality 95) otherwise.
+`encode_for_storage` always returns JPEG bytes: the file's own bytes when it already is a valid RGB JPEG and
+is stored unchanged, a re-encoding (quality 95) otherwise.
 """
 
 import dataclasses
@@ -30,7 +31,10 @@ JPEG_QUALITY = 95  # For re-encoded (repaired or resized) images: visually lossl
 
 
 class ImageDecodeError(InputError):
-  """An unusable image; `reason` is one of missing, empty, not_an_image, truncated, corrupt, too_small, too_large."""
+  """An unusable image.
+
+  `reason` is one of missing, empty, not_an_image, truncated, corrupt, too_small, too_large.
+  """
 
   def __init__(self, reason: str, message: str):
     super().__init__(message)
@@ -132,8 +136,9 @@ def decode(source: Source, *, name: str | None = None, min_size: int | None = No
   data = _read(source, name)
   image = _open(data, name)
   if min_size is not None and min(image.size) < min_size:
-    raise ImageDecodeError('too_small', f'image {name} is {image.size[0]}x{image.size[1]} pixels, smaller than '
-                                        f'the minimum side of {min_size}')
+    w, h = image.size
+    raise ImageDecodeError('too_small', f'image {name} is {w}x{h} pixels, smaller than the minimum side of '
+                                        f'{min_size}')
   source_format, source_mode = image.format or 'unknown', image.mode
   rgb, repairs = _to_rgb(image)
   if source_format != 'JPEG' and name.lower().endswith(('.jpeg', '.jpg')):
@@ -149,8 +154,8 @@ def load_rgb(source: Source, *, min_size: int | None = None) -> np.ndarray:
 def resized_smaller_side(image: Image.Image, size: int) -> Image.Image:
   """Resizes so that the smaller side is exactly `size` (aspect kept, long side rounded); bicubic.
 
-  Up- and down-scaling alike: the paper trains on images whose smallest dimension is 256, and a fixed short side
-  makes every 231/221 training crop valid.
+  Up- and down-scaling alike: the paper trains on images whose smallest dimension is 256, and a fixed short
+  side makes every 231/221 training crop valid.
   """
   w, h = image.size
   if min(w, h) == size:

@@ -1,8 +1,8 @@
 """Counts every record a data builder skipped or repaired, by reason, so that nothing is dropped silently.
 
-Real ImageNet has a PNG named `.JPEG`, CMYK and grayscale JPEGs, boxes past the border and wrong size fields; a
-builder repairs what it can and skips the rest, and this report is how the user learns what happened (absl log
-lines at the end of the build and a `build_report.json` next to the dataset).
+Real ImageNet has a PNG named `.JPEG`, CMYK and grayscale JPEGs, boxes past the border and wrong size fields;
+a builder repairs what it can and skips the rest, and this report is how the user learns what happened (absl
+log lines at the end of the build and a `build_report.json` next to the dataset).
 """
 
 import collections
@@ -13,11 +13,11 @@ from typing import Any, Mapping
 from absl import logging
 
 REPORT_FILENAME = 'build_report.json'
-_MAX_EXAMPLES = 5  # Item names kept per reason: enough to find the files, small enough for a 1.2 M-image build.
+_MAX_EXAMPLES = 5  # Item names kept per reason: enough to find the files, small for a 1.2 M-image build.
 
 
 class BuildReport:
-  """Per-split counters: images kept, skipped (by reason) and repaired (by reason), with a few example items."""
+  """Per-split counters: images kept, skipped and repaired (by reason), with a few example items."""
 
   def __init__(self, split: str):
     self.split = split
@@ -67,10 +67,10 @@ class BuildReport:
     log = logging.warning if self.skipped else logging.info
     log('[%s] kept %d records, skipped %d, repairs %d', self.split, self.kept, sum(self.skipped.values()),
         sum(self.repaired.values()))
-    for reason, n in sorted(self.skipped.items()):
-      logging.info('[%s]   skipped %-32s %d  e.g. %s', self.split, reason, n, self.examples[f'skipped:{reason}'])
-    for reason, n in sorted(self.repaired.items()):
-      logging.info('[%s]   repaired %-31s %d  e.g. %s', self.split, reason, n, self.examples[f'repaired:{reason}'])
+    for kind, counts in (('skipped', self.skipped), ('repaired', self.repaired)):
+      for reason, n in sorted(counts.items()):
+        logging.info('[%s]   %s %-32s %d  e.g. %s', self.split, kind, reason, n,
+                     self.examples[f'{kind}:{reason}'])
 
 
 def write_reports(directory: os.PathLike | str, reports: Mapping[str, BuildReport], **extra: Any) -> str:

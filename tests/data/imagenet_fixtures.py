@@ -2,12 +2,11 @@
 
 Three real CLS-LOC classes, 40x30 images, and one file for each oddity of real ImageNet (CMYK, grayscale, PNG
 named .JPEG, palette PNG with transparency, truncated, empty, 1-pixel, not-an-image, boxes past the border,
-inverted boxes, wrong or missing size fields, unknown synsets, missing and malformed XML). `EXPECTED_*` hold the
-counts a correct builder must report.
+inverted boxes, wrong or missing size fields, unknown synsets, missing and malformed XML). `EXPECTED_*` hold
+the counts a correct builder must report.
 """
 
 import csv
-import gzip
 import io
 import os
 import tarfile
@@ -58,25 +57,27 @@ def palette_with_alpha(seed: int) -> bytes:
 
 def xml(stem: str, folder: str, objects: list[tuple], size: tuple[int, int] | None = (W, H)) -> bytes:
   """An annotation as ImageNet writes it (tabs, VOC fields); objects are (wnid, xmin, ymin, xmax, ymax)."""
-  size_xml = (f'\t<size>\n\t\t<width>{size[0]}</width>\n\t\t<height>{size[1]}</height>\n\t\t<depth>3</depth>\n'
-              '\t</size>\n') if size else ''
+  size_xml = (f'\t<size>\n\t\t<width>{size[0]}</width>\n\t\t<height>{size[1]}</height>\n'
+              '\t\t<depth>3</depth>\n\t</size>\n') if size else ''
   objs = ''.join(
       f'\t<object>\n\t\t<name>{w}</name>\n\t\t<pose>Unspecified</pose>\n\t\t<truncated>0</truncated>\n'
       f'\t\t<difficult>0</difficult>\n\t\t<bndbox>\n\t\t\t<xmin>{a}</xmin>\n\t\t\t<ymin>{b}</ymin>\n'
-      f'\t\t\t<xmax>{c}</xmax>\n\t\t\t<ymax>{d}</ymax>\n\t\t</bndbox>\n\t</object>\n' for w, a, b, c, d in objects)
+      f'\t\t\t<xmax>{c}</xmax>\n\t\t\t<ymax>{d}</ymax>\n\t\t</bndbox>\n\t</object>\n'
+      for w, a, b, c, d in objects)
   return (f'<annotation>\n\t<folder>{folder}</folder>\n\t<filename>{stem}</filename>\n\t<source>\n'
           f'\t\t<database>ILSVRC_2012</database>\n\t</source>\n{size_xml}\t<segmented>0</segmented>\n{objs}'
           '</annotation>\n').encode()
 
 
 def cls_loc_spec() -> dict:
-  """{split: [(stem, wnid, image bytes, xml bytes or None)]}: the one truth both CLS-LOC layouts are written from."""
+  """{split: [(stem, wnid, image bytes, xml bytes or None)]}: the one truth both CLS-LOC layouts come from."""
   tr = [
       ('n01440764_1', TENCH, encode(pattern(1)), xml('n01440764_1', TENCH, [(TENCH, 11, 6, 20, 25)])),
       ('n01440764_2', TENCH, encode(pattern(2)), None),  # a training image without boxes
       # unknown synset box, a box entirely right of the image (empty after clipping), no <size>
       ('n01440764_3', TENCH, encode(pattern(3)),
-       xml('n01440764_3', TENCH, [(TENCH, 1, 1, 40, 30), ('n99999999', 2, 2, 9, 9), (TENCH, 42, 3, 50, 9)], None)),
+       xml('n01440764_3', TENCH, [(TENCH, 1, 1, 40, 30), ('n99999999', 2, 2, 9, 9), (TENCH, 42, 3, 50, 9)],
+           None)),
       ('n01443537_1', GOLDFISH, encode(pattern(4), mode='CMYK'),
        xml('n01443537_1', GOLDFISH, [(GOLDFISH, 30, 0, 45, 12)])),                     # past the border
       ('n01443537_2', GOLDFISH, encode(pattern(5), mode='L'),
@@ -94,7 +95,7 @@ def cls_loc_spec() -> dict:
        xml('ILSVRC2012_val_00000001', 'val', [(GOLDFISH, 1, 1, 10, 10), (GOLDFISH, 21, 11, 40, 30)])),
       ('ILSVRC2012_val_00000002', TENCH, encode(pattern(10)),
        xml('ILSVRC2012_val_00000002', 'val', [(TENCH, 5, 5, 25, 20)])),
-      ('ILSVRC2012_val_00000003', SHARK, encode(pattern(11)), b'<annotation><size><width>40</wid'),  # malformed
+      ('ILSVRC2012_val_00000003', SHARK, encode(pattern(11)), b'<annotation><size><width>40</wi'),  # broken
       ('ILSVRC2012_val_00000004', SHARK, encode(pattern(12), mode='L'),
        xml('ILSVRC2012_val_00000004', 'val', [(SHARK, 3, 4, 30, 20)])),
   ]
@@ -154,7 +155,8 @@ def write_official(root: str, spec: dict | None = None) -> str:
   inner = {}
   for stem, wnid, data, _ in spec['train']:
     inner.setdefault(wnid, []).append((f'{stem}.JPEG', data))
-  _write(root, 'ILSVRC2012_img_train.tar', _tar_bytes([(f'{w}.tar', _tar_bytes(m)) for w, m in inner.items()]))
+  outer = [(f'{w}.tar', _tar_bytes(m)) for w, m in inner.items()]
+  _write(root, 'ILSVRC2012_img_train.tar', _tar_bytes(outer))
   _write(root, 'ILSVRC2012_img_val.tar', _tar_bytes([(f'{s}.JPEG', d) for s, _, d, _ in spec['validation']]))
   truth = ''.join(f'{DEVKIT_ORDER.index(w) + 1}\n' for _, w, _, _ in spec['validation'])
   _write(root, 'ILSVRC2012_devkit_t12.tar.gz', _tar_bytes([
@@ -216,8 +218,8 @@ ACCORDION, AIRPLANE, ANT = 'n02672831', 'n02691156', 'n02219486'  # sorted: ant 
 DET_MAP = [(ACCORDION, 1, 'accordion'), (AIRPLANE, 2, 'airplane'), (ANT, 3, 'ant')]
 EXPECTED_DET_SKIPPED = {'train': {'image_missing': 1, 'image_set_line_malformed': 1, 'truncated': 1},
                         'validation': {}}
-EXPECTED_DET_REPAIRED = {'train': {'annotation_missing_kept_without_boxes': 1, 'box_unknown_synset_dropped': 1,
-                                   'box_clipped': 1, 'cmyk_to_rgb': 1},
+EXPECTED_DET_REPAIRED = {'train': {'annotation_missing_kept_without_boxes': 1,
+                                   'box_unknown_synset_dropped': 1, 'box_clipped': 1, 'cmyk_to_rgb': 1},
                          'validation': {}}
 EXPECTED_DET_KEPT = {'train': 4, 'validation': 2}
 

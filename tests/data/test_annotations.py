@@ -20,7 +20,8 @@ def _raw(objects, size=(40, 30)):
 
 
 def test_parse_voc_xml_as_imagenet_writes_it():
-  parsed = ann.parse_voc_xml(fx.xml('n01440764_1', fx.TENCH, [(fx.TENCH, 11, 6, 20, 25), (fx.SHARK, 1, 2, 3, 4)]))
+  objects = [(fx.TENCH, 11, 6, 20, 25), (fx.SHARK, 1, 2, 3, 4)]
+  parsed = ann.parse_voc_xml(fx.xml('n01440764_1', fx.TENCH, objects))
   assert (parsed.filename, parsed.width, parsed.height) == ('n01440764_1', 40, 30)
   assert parsed.objects == (ann.RawObject(fx.TENCH, 11, 6, 20, 25), ann.RawObject(fx.SHARK, 1, 2, 3, 4))
 
@@ -39,7 +40,7 @@ def test_malformed_xml_raises_input_error(text):
 
 
 def test_box_convention_inclusive_one_based_to_continuous():
-  # XML columns 11..20 (1-based, inclusive) are 0-based pixels 10..19: x1 = 10, x2 = 20, width 10 = 20 - 11 + 1.
+  # XML columns 11..20 (1-based, inclusive) are 0-based pixels 10..19: x1 = 10, x2 = 20, width 20 - 11 + 1.
   boxes, labels, reasons = ann.to_boxes(_raw([(fx.TENCH, 11, 6, 20, 25)]), (40, 30), INDEX)
   np.testing.assert_array_equal(boxes, [[10, 5, 20, 25]])
   assert boxes.dtype == np.float32 and labels.tolist() == [0] and labels.dtype == np.int64 and reasons == []
@@ -71,7 +72,8 @@ def test_zero_area_after_clipping_is_dropped():
 
 
 def test_unknown_synset_box_is_dropped():
-  boxes, labels, reasons = ann.to_boxes(_raw([('n99999999', 1, 1, 5, 5), (fx.SHARK, 1, 1, 5, 5)]), (40, 30), INDEX)
+  raw = _raw([('n99999999', 1, 1, 5, 5), (fx.SHARK, 1, 1, 5, 5)])
+  boxes, labels, reasons = ann.to_boxes(raw, (40, 30), INDEX)
   np.testing.assert_array_equal(boxes, [[0, 0, 5, 5]])
   assert labels.tolist() == [2] and reasons == ['box_unknown_synset_dropped']
 

@@ -1,4 +1,4 @@
-"""The ImageNet builders on fixtures in the real layouts: exact records, exact skip/repair counts, both layouts."""
+"""ImageNet builders on fixtures in the real layouts: exact records and skip/repair counts, both layouts."""
 
 import io
 import os
@@ -12,7 +12,6 @@ from PIL import Image
 import pytest
 
 from overfeat_jax.data import build as build_lib
-from overfeat_jax.data import imagenet_cls_loc
 from overfeat_jax.data import imagenet_det
 from overfeat_jax.data import report as report_lib
 from overfeat_jax.errors import InputError
@@ -34,10 +33,12 @@ def _records(builder, split):
 def built(tmp_path_factory):
   """{(layout, config): builder} for both CLS-LOC layouts (original) and the official one resized to 256."""
   root = tmp_path_factory.mktemp('cls_loc')
-  manual = {'official': fx.write_official(str(root / 'official')), 'kaggle': fx.write_kaggle(str(root / 'kaggle'))}
+  manual = {'official': fx.write_official(str(root / 'official')),
+            'kaggle': fx.write_kaggle(str(root / 'kaggle'))}
   out = {}
   for layout, config in (('official', 'original'), ('kaggle', 'original'), ('official', 'resized256')):
-    out[layout, config] = build_lib.build('ilsvrc2012_cls_loc', str(root / f'tfds_{layout}'), manual[layout], config)
+    data_dir = str(root / f'tfds_{layout}')
+    out[layout, config] = build_lib.build('ilsvrc2012_cls_loc', data_dir, manual[layout], config)
   return out
 
 
@@ -164,14 +165,15 @@ def test_det_counts_and_negatives_kept(det_built):
     assert (r['kept'], r['skipped'], r['repaired']) == (
         fx.EXPECTED_DET_KEPT[split], fx.EXPECTED_DET_SKIPPED[split], fx.EXPECTED_DET_REPAIRED[split])
   train = _records(det_built, 'train')
-  assert sorted(train) == ['ILSVRC2014_train_00000001', 'ILSVRC2014_train_00000002', 'ILSVRC2014_train_00000004',
-                           'n02672831_1']
+  assert sorted(train) == ['ILSVRC2014_train_00000001', 'ILSVRC2014_train_00000002',
+                           'ILSVRC2014_train_00000004', 'n02672831_1']
   assert 'label' not in train['n02672831_1']
   for negative in ('ILSVRC2014_train_00000002', 'ILSVRC2014_train_00000004'):
     assert train[negative]['boxes'].shape == (0, 4) and train[negative]['box_labels'].shape == (0,)
   np.testing.assert_array_equal(train['n02672831_1']['boxes'], [[2, 3, 20, 25]])
   assert train['n02672831_1']['box_labels'].tolist() == [1]  # sorted WNIDs: ant 0, accordion 1, airplane 2
-  np.testing.assert_array_equal(train['ILSVRC2014_train_00000001']['boxes'], [[0, 0, 40, 15], [29, 19, 40, 30]])
+  np.testing.assert_array_equal(train['ILSVRC2014_train_00000001']['boxes'],
+                                [[0, 0, 40, 15], [29, 19, 40, 30]])
   assert train['ILSVRC2014_train_00000001']['box_labels'].tolist() == [2, 0]
   val = _records(det_built, 'validation')
   assert val['ILSVRC2013_val_00000002']['boxes'].shape == (0, 4)
@@ -197,8 +199,8 @@ def test_det_class_list_formats(tmp_path):
 
 def _cli(*args):
   env = dict(os.environ, PYTHONPATH=REPO)
-  return subprocess.run([sys.executable, '-m', 'overfeat_jax.data.build', *args], capture_output=True, text=True,
-                        cwd=REPO, env=env, timeout=120)
+  return subprocess.run([sys.executable, '-m', 'overfeat_jax.data.build', *args], capture_output=True,
+                        text=True, cwd=REPO, env=env, timeout=120)
 
 
 def test_cli_bad_path_is_one_line_exit_2(tmp_path):
@@ -214,3 +216,17 @@ def test_cli_builds_and_prints_report(tmp_path):
                 '--config=original')
   assert result.returncode == 0, result.stderr[-2000:]
   assert 'train: kept 4, skipped 3' in result.stdout and 'skipped  image_missing: 1' in result.stdout
+
+
+def test_rebuild_is_a_no_op_and_keeps_the_report(det_built, tmp_path):
+  data_dir = os.fspath(det_built.data_dir_root)
+  before = report_lib.read_report(det_built.data_dir)
+  (tmp_path / 'unrelated.txt').write_text('not a DET layout: never read, the dataset exists')
+  again = build_lib.build('ilsvrc2014_det', data_dir, str(tmp_path), 'original')
+  assert os.fspath(again.data_dir) == os.fspath(det_built.data_dir)
+  assert report_lib.read_report(again.data_dir) == before
+
+
+def test_embedded_dataset_routes_to_its_builder():
+  loader, needs_manual, _ = build_lib.DATASETS['embedded']
+  assert loader().__name__ == 'Embedded' and not needs_manual
