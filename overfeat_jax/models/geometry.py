@@ -95,11 +95,10 @@ class Geometry:
 
   def output_size(self, size: int, fine: bool = False) -> int:
     """Classifier map size along one axis: coarse (Δ = 0) or interleaved fine map (all offsets)."""
-    k = self.offset_pool
-    if not fine:
-      return max(self.pooled_size(size) - self.fc_kernel + 1, 0)
-    common = (self.unpooled_size(size) - (k - 1)) // k  # pooled size shared by every offset
-    return max(common - self.fc_kernel + 1, 0) * k
+    k, unpooled = self.offset_pool, self.unpooled_size(size)
+    offsets = range(k) if fine else (0,)
+    # offset d pools (unpooled - d) // k cells; the classifier's kernel covers fc_kernel of them
+    return sum(max((unpooled - d) // k - self.fc_kernel + 1, 0) for d in offsets)
 
   def min_input_size(self) -> int:
     """Smallest input that gives one output cell (the training size's value for the default geometries)."""

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from overfeat_jax.inference.dense import dense_scores, interleave, offset_pool
+from overfeat_jax.inference.dense import dense_scores, fine_length, interleave, offset_pool
 from overfeat_jax.models import ACCURATE, FAST, SMALL, OverFeat, init_params
 from overfeat_jax.models.overfeat import max_pool
 
@@ -40,7 +40,8 @@ def max_rel_err(a, b):
 def test_dense_map_equals_per_window_network(geometry, fine):
   model = OverFeat(geometry, num_classes=5, init_scheme='he')
   params = init_params(model, jax.random.key(1))
-  size, k = geometry.input_size, geometry.offset_pool
+  # the window a cell sees: the smallest input with one output (extra right/bottom pixels are never read)
+  size, k = geometry.min_input_size(), geometry.offset_pool
   stride = geometry.fine_stride if fine else geometry.coarse_stride
   # An image 2.x windows of the coarse stride larger than the training size, and not square.
   height, width = size + 2 * geometry.coarse_stride + 5, size + geometry.coarse_stride + 3
@@ -48,7 +49,7 @@ def test_dense_map_equals_per_window_network(geometry, fine):
   dense = dense_scores(model, params, images, fine=fine)  # [B, R, C, classes]
   rows, cols = dense.shape[1:3]
   assert (rows, cols) == (geometry.output_size(height, fine), geometry.output_size(width, fine))
-  assert rows >= (3 if not fine else 2 * k) and cols >= 2
+  assert rows >= 2 and cols >= 2  # these sizes leave offsets with unequal pooled maps (the ragged case)
   per_window = model.apply({'params': params}, windows(images, size, stride, rows, cols))  # [R*C*B,1,1,n]
   per_window = per_window.reshape(rows, cols, 2, -1).transpose(2, 0, 1, 3)
   assert max_rel_err(dense, per_window) < 1e-4
@@ -71,11 +72,12 @@ def test_offset_pool_equals_shifted_pooling():
   x = jax.random.normal(jax.random.key(0), (2, 20, 17, 3))
   for k in (2, 3):
     pooled = offset_pool(x, k)
-    h, w = (20 - (k - 1)) // k, (17 - (k - 1)) // k
+    assert pooled.shape == (k * k, 2, 20 // k, 17 // k, 3)
     for dy in range(k):
       for dx in range(k):
-        expected = max_pool(x[:, dy:dy + h * k, dx:dx + w * k], k)
-        np.testing.assert_array_equal(pooled[dy * k + dx], expected)
+        expected = max_pool(x[:, dy:, dx:], k)  # the real pooling regions of this offset
+        h, w = expected.shape[1:3]
+        np.testing.assert_array_equal(pooled[dy * k + dx][:, :h, :w], expected)
 
 
 def test_paper_fig3_twenty_pixels_give_six_pooled_cells_per_offset():
@@ -94,6 +96,16 @@ def test_interleave_places_offsets_at_fine_positions():
   for dy in range(k):
     for dx in range(k):
       np.testing.assert_array_equal(out[0, dy::k, dx::k, 0], maps[dy * k + dx, 0, :, :, 0])
+  np.testing.assert_array_equal(interleave(maps, k, (5, 10)), out[:, :5, :10])
+
+
+def test_fine_length_counts_the_windows_each_offset_really_has():
+  # fast at 245: 12 unpooled cells, k=2: offset 0 pools 6 cells (1 output of a 6-wide head), offset 1 pools 5 (none)
+  assert fine_length(12, per_offset=1, k=2) == 1
+  assert FAST.output_size(245, fine=True) == 1 and FAST.output_size(245) == 1
+  # accurate at 245: 17 cells, k=3: every offset pools 5 -> 1 output each -> 3 (Table 5)
+  assert fine_length(17, per_offset=1, k=3) == 3
+  assert fine_length(18, per_offset=2, k=3) == 2 + 1 + 1
 
 
 def test_coarse_dense_map_is_the_plain_forward_pass():
