@@ -86,18 +86,19 @@ def xla_train_flops(geometry, batch):
 
 
 def dense_inference_flops(geometry, scales=PAPER_SCALES, flips=2):
-  """GFLOP per image of six-scale, flipped, offset-pooled dense classification."""
-  k2 = geometry.offset_pool ** 2
-  heads = set(geometry.fc_names())
+  """GFLOP per image of six-scale, flipped, offset-pooled dense classification.
+
+  Layers 1-5 run once per scale and flip; the classifier runs once per cell of the interleaved fine map (the
+  k*k offsets together have exactly `output_size(h, fine) * output_size(w, fine)` cells).
+  """
+  heads = geometry.fc_names()
   total = 0.0
   for h, w in scales:
     macs = geometry.multiply_adds(h, w, 1000)
     features = sum(v for n, v in macs.items() if n not in heads)
-    # each offset's pooled map is about the coarse map's size: the head runs k^2 times
-    head = sum(v for n, v in macs.items() if n in heads)
-    fine_h, fine_w = geometry.output_size(h, True) // geometry.offset_pool, geometry.output_size(w, True) // geometry.offset_pool
-    coarse = max(geometry.output_size(h) * geometry.output_size(w), 1)
-    total += flips * 2 * (features + k2 * head * fine_h * fine_w / coarse)
+    per_cell = sum(geometry.multiply_adds(geometry.input_size, geometry.input_size, 1000)[n] for n in heads)
+    cells = geometry.output_size(h, fine=True) * geometry.output_size(w, fine=True)
+    total += flips * 2 * (features + cells * per_cell)
   return total / 1e9
 
 
