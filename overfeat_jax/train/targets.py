@@ -73,6 +73,7 @@ class Assignment(NamedTuple):
   index: jax.Array  # [..., P] int32: the assigned box (0 where not positive)
   boxes: jax.Array  # [..., P, 4] the assigned box (zeros where not positive)
   labels: jax.Array  # [..., P] int32: its label (-1 where not positive)
+  max_coverage: jax.Array  # [..., P] the largest fraction of any real box inside the window (0 if none)
 
 
 def assign(windows: jax.Array, boxes: jax.Array, labels: jax.Array) -> Assignment:
@@ -96,7 +97,8 @@ def assign(windows: jax.Array, boxes: jax.Array, labels: jax.Array) -> Assignmen
   index = jnp.where(positive, best, 0)
   chosen = jnp.where(positive[:, None], boxes[index], 0.0)
   chosen_labels = jnp.where(positive, labels[index], -1).astype(jnp.int32)
-  return Assignment(positive, index, chosen, chosen_labels)
+  max_cover = jnp.where((labels >= 0)[None, :], cover, 0.0).max(axis=1, initial=0.0)
+  return Assignment(positive, index, chosen, chosen_labels, max_cover)
 
 
 def encode(boxes: jax.Array, windows: jax.Array, window_size: float) -> jax.Array:
@@ -142,6 +144,7 @@ class DenseTargets(NamedTuple):
   positive: jax.Array  # [B, rows, cols] bool
   labels: jax.Array  # [B, rows, cols] int32, -1 where not positive
   deltas: jax.Array  # [B, rows, cols, 4] window-relative targets (zeros where not positive)
+  max_coverage: jax.Array  # [B, rows, cols] largest fraction of any box inside the window (detection negatives)
 
 
 def dense_targets(geometry: Geometry, size: tuple[int, int], boxes: jax.Array, labels: jax.Array,
@@ -163,4 +166,4 @@ def dense_targets(geometry: Geometry, size: tuple[int, int], boxes: jax.Array, l
   deltas = jnp.where(a.positive[..., None], deltas, 0.0)
   batch = boxes.shape[0]
   return DenseTargets(windows, a.positive.reshape(batch, rows, cols), a.labels.reshape(batch, rows, cols),
-                      deltas.reshape(batch, rows, cols, 4))
+                      deltas.reshape(batch, rows, cols, 4), a.max_coverage.reshape(batch, rows, cols))

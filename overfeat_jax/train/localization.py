@@ -1,0 +1,145 @@
+"""The localization task (paper section 4): a box regressor on the fixed layer-5 features of the classifier.
+
+Training: layers 1-5 and the classifier come from the classification stage and stay fixed (`trainable_mask`
+marks only the regressor, and the features are read through `stop_gradient`). Every step resizes the batch to
+each of `box.train_scales` (static sizes, so one compiled step serves them all), runs the regressor densely at
+the fine stride (every location and offset), and takes an L2 loss between predicted and true window-relative box
+edges (`train.targets`) at the windows whose input window contains more than half of a ground-truth box. The
+loss is the sum of squared edge errors averaged over those windows of all scales.
+
+Evaluation: the paper's procedure (`inference.localize`) on the `resize` view and the ILSVRC localization error
+(`metrics.localization`) of its top-5 (class, box) guesses.
+"""
+
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from overfeat_jax.errors import InputError
+from overfeat_jax.inference import localize as localize_lib
+from overfeat_jax.inference.dense import dense_apply
+from overfeat_jax.inference.multiscale import resize_images
+from overfeat_jax.metrics.localization import LocalizationCounts
+from overfeat_jax.models.geometry import get_geometry
+from overfeat_jax.models.heads import BoxRegressor
+from overfeat_jax.models.overfeat import OverFeat, init_params as init_overfeat
+from overfeat_jax.train import targets
+from overfeat_jax.train.task import Evaluation, Task
+
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+REGRESSION = ('single', 'per_class')
+
+
+def as_sizes(scales: Sequence[Any]) -> tuple[tuple[int, int], ...]:
+  """Config scales (ints or (h, w) pairs) -> a tuple of (h, w) int pairs."""
+  return tuple((int(s), int(s)) if np.ndim(s) == 0 else (int(s[0]), int(s[1])) for s in scales)
+
+
+def make_box_model(config: ml_collections.ConfigDict, num_outputs: int) -> localize_lib.BoxModel:
+  """The classifier (`num_outputs` classes) and the regressor (`config.box`: 'single' or 'per_class')."""
+  if config.box.regression not in REGRESSION:
+    raise InputError(f'box.regression must be one of {REGRESSION}, got {config.box.regression!r}.')
+  geometry = get_geometry(config.model.geometry, config.model.width_divisor)
+  dtype = DTYPES[config.dtype]
+  model = OverFeat(geometry, num_classes=num_outputs, dropout_rate=config.model.dropout_rate, dtype=dtype,
+                   init_scheme=config.model.init_scheme)
+  per_class = config.num_classes if config.box.regression == 'per_class' else 1
+  regressor = BoxRegressor(geometry, num_outputs=per_class, hidden=tuple(config.box.hidden), dtype=dtype,
+                           init_scheme=config.model.init_scheme)
+  return localize_lib.BoxModel(model, regressor)
+
+
+def init_regressor(box_model: localize_lib.BoxModel, rng: jax.Array) -> Any:
+  g = box_model.geometry
+  pooled = jnp.zeros((1, g.fc_kernel, g.fc_kernel, g.layer5_channels), jnp.float32)
+  return box_model.regressor.init(rng, pooled)['params']
+
+
+def select_boxes(pred: jax.Array, labels: jax.Array) -> jax.Array:
+  """[B, h, w, R, 4] regressor outputs -> [B, h, w, 4]: the only box (R = 1) or the labelled class's box."""
+  if pred.shape[-2] == 1:
+    return pred[..., 0, :]
+  idx = jnp.clip(labels, 0, pred.shape[-2] - 1)[..., None, None]
+  return jnp.take_along_axis(pred, idx, axis=-2)[..., 0, :]
+
+
+def masked_l2(pred: jax.Array, t: targets.DenseTargets) -> tuple[jax.Array, jax.Array]:
+  """(sum over positive windows of the squared edge error, number of positive windows) of one scale."""
+  err = jnp.sum(jnp.square(select_boxes(pred, t.labels) - t.deltas), axis=-1)  # [B, h, w]
+  pos = t.positive.astype(jnp.float32)
+  return jnp.sum(err * pos), jnp.sum(pos)
+
+
+def box_loss(box_model: localize_lib.BoxModel, params: Any, batch: dict, *, scales, fine: bool = True):
+  """Multi-scale regression loss of a batch (module docstring); layers 1-5 get no gradient."""
+  model, geometry = box_model.classifier, box_model.geometry
+  images, boxes, labels = batch['image'], batch['boxes'], batch['box_labels']
+  height, width = images.shape[1:3]
+  total, count = jnp.zeros(()), jnp.zeros(())
+  for size in scales:
+    scaled = resize_images(images, size)
+    unpooled = jax.lax.stop_gradient(model.apply({'params': params['backbone']}, scaled, method=model.unpooled))
+    head = lambda pooled: box_model.regressor.apply({'params': params['regressor']}, pooled)
+    pred = dense_apply(head, unpooled, geometry.offset_pool, fine)  # [B, h, w, R, 4]
+    scale = (size[1] / width, size[0] / height)
+    t = targets.dense_targets(geometry, size, targets.scale_boxes(boxes, scale), labels, fine)
+    s, n = masked_l2(pred, t)
+    total, count = total + s, count + n
+  return total / jnp.maximum(count, 1.0), count
+
+
+def eval_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The inference options of `config.box` for `inference.localize.localize`."""
+  b = config.box
+  return dict(scales=as_sizes(b.eval_scales), top_k=b.top_k, method=b.merge,
+              threshold=b.nms_iou if b.merge == 'nms' else b.threshold, fine=b.fine)
+
+
+def localization_errors(outputs: dict[str, np.ndarray]) -> dict[str, float]:
+  """ILSVRC localization and classification error of the top-5 guesses (images without boxes are skipped)."""
+  counts = LocalizationCounts().update_batch(outputs['classes'], outputs['boxes'], outputs['box_labels'],
+                                             outputs['gt_boxes'])
+  r = counts.result()
+  return {'loc_error': r.error, 'cls_error': r.classification_error, 'count': float(r.num_images),
+          'skipped': float(r.num_skipped)}
+
+
+def backbone_params(box_model: localize_lib.BoxModel, previous_params: Any, rng: jax.Array) -> Any:
+  """The classifier's parameters from the previous stage (a classification tree, or a localization tree)."""
+  if previous_params is None:
+    logging.warning('localization without a classification stage: layers 1-5 are random and fixed.')
+    return init_overfeat(box_model.classifier, rng)
+  return previous_params['backbone'] if 'backbone' in previous_params else previous_params
+
+
+def make_task(config: ml_collections.ConfigDict, previous_params: Any = None) -> Task:
+  """The localization stage of `config` (`config.box` section), on top of the classification stage's params."""
+  box_model = make_box_model(config, config.num_classes)
+  scales, fine = as_sizes(config.box.train_scales), config.box.fine
+
+  def init_params(rng):
+    r1, r2 = jax.random.split(rng)
+    return {'backbone': backbone_params(box_model, previous_params, r1),
+            'regressor': init_regressor(box_model, r2)}
+
+  def loss_fn(params, batch, rng, *, train):
+    del rng, train  # the regressor has no dropout
+    loss, count = box_loss(box_model, params, batch, scales=scales, fine=fine)
+    return loss, {'positive_windows': count / batch['image'].shape[0]}
+
+  options = eval_options(config)
+
+  def eval_step(params, batch):
+    out = localize_lib.localize(box_model, params, batch['image'], **options)
+    return {'classes': out['classes'], 'boxes': out['boxes'], 'box_labels': batch['box_labels'],
+            'gt_boxes': batch['boxes']}
+
+  trainable = lambda params: {'backbone': jax.tree.map(lambda _: False, params['backbone']),
+                              'regressor': jax.tree.map(lambda _: True, params['regressor'])}
+  evaluation = Evaluation('multiscale', 'resize', config.box.eval_size, eval_step, localization_errors)
+  return Task(name='localization', init_params=init_params, loss_fn=loss_fn, trainable_mask=trainable,
+              evaluations=(evaluation,), best_metric='multiscale/loc_error', model=box_model)

@@ -1,0 +1,95 @@
+"""The localization task: loss masks, frozen layers 1-5, a regressor that learns, and its evaluation."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from overfeat_jax.models.overfeat import init_params as init_overfeat
+from overfeat_jax.train import localization, optim, targets
+
+
+def tiny_config(regression='single'):
+  return ml_collections.ConfigDict(dict(
+      model=dict(geometry='small', width_divisor=16, dropout_rate=0.5, init_scheme='he'),
+      num_classes=3, dtype='float32',
+      box=dict(regression=regression, hidden=(16, 8), train_scales=((64, 64), (80, 80)), fine=True,
+               eval_scales=((64, 64), (80, 80)), top_k=2, merge='overlap', threshold=0.8, nms_iou=0.5,
+               eval_size=72)))
+
+
+def tiny_batch(batch=2, size=72):
+  rng = np.random.default_rng(0)
+  boxes = np.zeros((batch, 3, 4), np.float32)
+  labels = np.full((batch, 3), -1, np.int32)
+  boxes[:, 0] = [10, 12, 40, 50]
+  labels[:, 0] = [1, 2][:batch]
+  boxes[1, 1], labels[1, 1] = [30, 30, 70, 66], 2
+  return {'image': jnp.asarray(rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8)),
+          'boxes': jnp.asarray(boxes), 'box_labels': jnp.asarray(labels), 'label': jnp.asarray(labels[:, 0])}
+
+
+def test_no_gradient_outside_the_overlap_rule():
+  g = localization.get_geometry('small', 16)
+  boxes = jnp.asarray([[[10.0, 10.0, 30.0, 30.0]]])
+  t = targets.dense_targets(g, (80, 80), boxes, jnp.asarray([[0]]), fine=True)
+  pred = jax.random.normal(jax.random.PRNGKey(1), (1, 4, 4, 1, 4))
+  grad = jax.grad(lambda p: localization.masked_l2(p, t)[0])(pred)
+  moved = np.abs(np.asarray(grad)).sum(axis=(-1, -2))[0] > 0  # [4, 4]
+  np.testing.assert_array_equal(moved, np.asarray(t.positive[0]))
+  assert 0 < moved.sum() < moved.size
+
+
+def test_per_class_loss_uses_the_labelled_class_only():
+  g = localization.get_geometry('small', 16)
+  t = targets.dense_targets(g, (64, 64), jnp.asarray([[[5.0, 5.0, 50.0, 50.0]]]), jnp.asarray([[2]]))
+  pred = jnp.zeros((1, 2, 2, 3, 4))
+  grad = np.asarray(jax.grad(lambda p: localization.masked_l2(p, t)[0])(pred))
+  assert np.abs(grad[..., 2, :]).sum() > 0
+  assert np.abs(grad[..., :2, :]).sum() == 0
+
+
+@pytest.mark.parametrize('regression', ['single', 'per_class'])
+def test_frozen_backbone_unchanged_and_regressor_learns(regression):
+  config = tiny_config(regression)
+  box_model = localization.make_box_model(config, config.num_classes)
+  classifier_params = init_overfeat(box_model.classifier, jax.random.PRNGKey(0))
+  task = localization.make_task(config, previous_params=classifier_params)
+  params = task.init_params(jax.random.PRNGKey(1))
+  tx = optim.make_optimizer('adam', optax.constant_schedule(3e-3), weight_decay=1e-4,
+                            trainable_mask=task.trainable_mask(params))
+  opt_state = tx.init(params)
+  batch = tiny_batch()
+
+  @jax.jit
+  def step(params, opt_state):
+    (loss, aux), grads = jax.value_and_grad(task.loss_fn, has_aux=True)(params, batch, None, train=True)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss, aux, grads
+
+  losses = []
+  new = params
+  for _ in range(40):
+    new, opt_state, loss, aux, grads = step(new, opt_state)
+    losses.append(float(loss))
+  assert all(float(jnp.abs(x).max()) == 0.0 for x in jax.tree.leaves(grads['backbone']))
+  for a, b in zip(jax.tree.leaves(params['backbone']), jax.tree.leaves(new['backbone'])):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert float(aux['positive_windows']) > 0
+  assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_evaluation_step_and_summary():
+  config = tiny_config()
+  task = localization.make_task(config, previous_params=None)
+  params = task.init_params(jax.random.PRNGKey(0))
+  (evaluation,) = task.evaluations
+  assert evaluation.view == 'resize' and evaluation.size == 72
+  out = jax.jit(evaluation.eval_step)(params, tiny_batch())
+  assert out['classes'].shape == (2, 5) and out['boxes'].shape == (2, 5, 4)
+  boxes = np.asarray(out['boxes'])
+  assert (boxes >= 0).all() and (boxes <= 72).all()  # decoded boxes are clipped to the image
+  metrics = evaluation.summarize(jax.tree.map(np.asarray, out))
+  assert metrics['count'] == 2 and 0.0 <= metrics['loc_error'] <= 1.0
