@@ -1,16 +1,15 @@
 """Input pipelines: tfds array_record sources read with grain, per-host batches, global jax.Arrays, prefetch.
 
 Why grain and not tf.data: the project has no TensorFlow (tfds writes and reads array_record without it, see
-ENV_NOTES section 6); array_record gives random access, so a shuffled, sharded epoch is just a permutation of
-record indices; and grain's iterator state is a few hundred bytes of JSON (the last index each worker saw), so
-a run resumes on exactly the next batch instead of replaying or skipping data.
+ENV_NOTES section 6); array_record gives random access, so a shuffled, sharded epoch is just a permutation
+of record indices; and grain's iterator state is a few hundred bytes of JSON (the last index each worker
+saw), so a run resumes on exactly the next batch instead of replaying or skipping data.
 
 Sharding: each of `shard_count` hosts (default `jax.process_count()`) reads its own contiguous slice of the
-records, then shuffles it (grain's `IndexSampler` with `ShardOptions`), so hosts see disjoint data and together
-all of it (minus the remainder of `num_records / shard_count`, dropped so every host runs the same number of
-steps). Per-example randomness (crop, flip) comes from `(seed, epoch, record index)` (`preprocess.example_rng`),
-so it does not depend on batch size, host count or worker count.
-"""
+records, then shuffles it (grain's `IndexSampler` with `ShardOptions`), so hosts see disjoint data and
+together all of it (minus the remainder of `num_records / shard_count`, dropped so every host runs the same
+number of steps). Per-example randomness (crop, flip) comes from `(seed, epoch, record index)`
+(`preprocess.example_rng`), so it does not depend on batch size, host count or worker count."""
 
 import json
 import queue
@@ -35,7 +34,8 @@ def open_source(name: str, split: str, *, data_dir: str, decode_images: bool = F
 
   Args:
     name: 'embedded_cls_loc' / 'embedded_det' (built on demand, with `embedded_options`), or
-      'ilsvrc2012_cls_loc' / 'ilsvrc2014_det' (built beforehand by the user, see docs/data.md).
+      'ilsvrc2012_cls_loc' / 'ilsvrc2014_det', optionally with a config ('ilsvrc2012_cls_loc/resized256'),
+      built beforehand with `python -m overfeat_jax.data.build` (docs/data_imagenet.md).
     split: e.g. 'train', 'test', 'validation'.
     data_dir: the tfds data directory.
     decode_images: False (default) leaves `image` as encoded bytes, so the preprocessing can decode at
@@ -46,13 +46,14 @@ def open_source(name: str, split: str, *, data_dir: str, decode_images: bool = F
     from overfeat_jax.data import embedded  # pylint: disable=g-import-not-at-top
     builder = embedded.build_embedded(data_dir, EMBEDDED[name], **embedded_options)
     return _as_source(builder, split, decoders)
-  if name not in IMAGENET:
-    raise InputError(f'Unknown dataset {name!r}; expected one of {sorted(EMBEDDED) + list(IMAGENET)}.')
+  if name.split('/')[0] not in IMAGENET:
+    raise InputError(f'Unknown dataset {name!r}; expected one of {sorted(EMBEDDED) + list(IMAGENET)} '
+                     '(ImageNet names may carry a config, e.g. ilsvrc2012_cls_loc/resized256).')
   try:
     return tfds.data_source(name, split=split, data_dir=data_dir, decoders=decoders, download=False)
   except Exception as e:  # tfds raises several types for a missing build.
-    raise InputError(f'Cannot open {name!r} split {split!r} under {data_dir}: build it first '
-                     f'(docs/data.md). ({type(e).__name__}: {e})') from e
+    raise InputError(f'Cannot open {name!r} split {split!r} under {data_dir}: build it first with '
+                     f'python -m overfeat_jax.data.build ({type(e).__name__}: {e})') from e
 
 
 def _as_source(builder: tfds.core.DatasetBuilder, split: str, decoders: Any) -> Any:
@@ -64,8 +65,8 @@ def _as_source(builder: tfds.core.DatasetBuilder, split: str, decoders: Any) -> 
 class _EpochSampler:
   """Grain's `IndexSampler`, with the epoch folded into the record key (`epoch * num_records + index`).
 
-  Grain gives shard `s` of `S` the global indices s, s + S, ...; position `index // S` in the shard's stream is
-  in epoch `(index // S) // records_per_shard`. The key travels to `_KeyedSource`, which splits it again.
+  Grain gives shard `s` of `S` the global indices s, s + S, ...; position `index // S` in the shard's stream
+  is in epoch `(index // S) // records_per_shard`. The key travels to `_KeyedSource`, which splits it again.
   """
 
   def __init__(self, num_records: int, shard: grain.ShardOptions, shuffle: bool, num_epochs: int | None,
@@ -188,7 +189,7 @@ def train_iterator(source: Any, *, global_batch_size: int, crop_size: int, resiz
 
 
 def _mark_flags_parsed() -> None:
-  """grain's worker processes read absl flags; outside `absl.app.run` they are unparsed (ENV_NOTES section 6)."""
+  """grain's worker processes read absl flags, unparsed outside `absl.app.run` (ENV_NOTES section 6)."""
   from absl import flags  # pylint: disable=g-import-not-at-top
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()

@@ -1,4 +1,4 @@
-"""Tests of the input pipelines: determinism, exact resumption, host sharding, exact evaluation, global arrays."""
+"""Tests of the input pipelines: determinism, exact resumption, host sharding, exact eval, global arrays."""
 
 import json
 
@@ -124,12 +124,12 @@ def test_eval_iterator_sees_every_example_once_with_masks(shards):
 
 
 def test_eval_resize_view_and_padding_mask():
-  batches = list(pipeline.eval_iterator(ListSource(7), batch_size=4, view='resize', size=(12, 14), max_boxes=3,
-                                        shard_index=0, shard_count=1))
+  batches = list(pipeline.eval_iterator(ListSource(7), batch_size=4, view='resize', size=(12, 14),
+                                        max_boxes=3, shard_index=0, shard_count=1))
   assert [b['mask'].tolist() for b in batches] == [[1, 1, 1, 1], [1, 1, 1, 0]]
   assert batches[0]['image'].shape == (4, 12, 14, 3)
-  np.testing.assert_allclose(batches[0]['boxes'][0, 0], [2 * 14 / 24, 2 * 12 / 20, 12 * 14 / 24, 12 * 12 / 20],
-                             rtol=1e-6)
+  expected = [2 * 14 / 24, 2 * 12 / 20, 12 * 14 / 24, 12 * 12 / 20]  # (2, 2, 12, 12) in 20 x 24 -> 12 x 14.
+  np.testing.assert_allclose(batches[0]['boxes'][0, 0], expected, rtol=1e-6)
   assert batches[0]['box_labels'][0].tolist() == [0, -1, -1]
 
 

@@ -20,7 +20,7 @@ def _jpeg(image: np.ndarray, **kw) -> bytes:
 
 
 def test_box_follows_crop_and_flip_hand_worked():
-  box = np.array([[80, 20, 140, 60]], np.float32)  # -> scaled (40, 10, 70, 30) -> minus offset (10, 5, 40, 25).
+  box = np.array([[80, 20, 140, 60]], np.float32)  # Scaled (40, 10, 70, 30), minus offset: (10, 5, 40, 25).
   out, labels = pp.transform_boxes(box, np.array([7]), CROP)
   np.testing.assert_allclose(out, [[10, 5, 40, 25]])
   assert labels.tolist() == [7] and labels.dtype == np.int32
@@ -30,7 +30,7 @@ def test_box_follows_crop_and_flip_hand_worked():
 
 def test_drop_rule_keeps_boxes_with_at_least_30_percent_inside():
   boxes = np.array([
-      [40, 20, 80, 40],  # scaled (20, 10, 40, 20) -> (-10, 5, 10, 15): 50% inside -> kept, clipped (0, 5, 10, 15).
+      [40, 20, 80, 40],  # Scaled (20, 10, 40, 20) -> (-10, 5, 10, 15): 50% inside, kept as (0, 5, 10, 15).
       [34, 20, 74, 40],  # (-13, 5, 7, 15): 35% -> kept.
       [30, 20, 70, 40],  # (-15, 5, 5, 15): 25% -> dropped.
       [0, 0, 20, 8],     # entirely outside -> dropped.
@@ -114,7 +114,8 @@ def test_fused_jpeg_path_matches_decode_then_resize_then_crop():
     crop = pp.train_crop(np.random.default_rng(1), 300, 400, crop_size=size, resize_smaller=size * 9 // 8)
     fused, _ = pp.crop_image(data, lambda h, w, c=crop: c)
     plain, _ = pp.crop_image(decoded, lambda h, w, c=crop: c)
-    shifted, _ = pp.crop_image(decoded, lambda h, w, c=crop: pp.Crop(c.sx, c.sy, c.x0 + 1, c.y0, c.w, c.h, c.flip))
+    moved = pp.Crop(crop.sx, crop.sy, crop.x0 + 1, crop.y0, crop.w, crop.h, crop.flip)
+    shifted, _ = pp.crop_image(decoded, lambda h, w, c=moved: c)
     assert fused.shape == plain.shape == (size, size, 3)
     error = np.abs(fused.astype(int) - plain).mean()
     assert error < 1.5
