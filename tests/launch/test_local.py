@@ -117,17 +117,36 @@ def test_timeout_stops_everything():
   assert 'launch.local: timed out after 4 s; stopped all 2 processes' in err
 
 
+def _prebuild_embedded_smoke_data(config_path: pathlib.Path, data_dir: pathlib.Path) -> None:
+  """Builds the smoke config's dataset once: two trainer processes building it at once race in tfds."""
+  from overfeat_jax.train import inputs  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location('embedded_config_for_test', config_path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config('smoke')
+  config.data.data_dir = str(data_dir)
+  for split in (config.data.train_split, config.data.eval_split):
+    inputs.open_split(config, split)
+
+
 @pytest.mark.multiprocess
 @pytest.mark.slow
 def test_real_trainer_runs_on_two_processes(tmp_path):
+  """About 80 s on 2 busy cores: the real trainer (embedded smoke config) as 2 processes x 2 devices."""
   if importlib.util.find_spec('overfeat_jax.main') is None:
     pytest.skip('overfeat_jax.main does not exist yet (the trainer is built in parallel)')
-  config = REPO_ROOT / 'experiments' / 'configs' / 'smoke.py'
+  config = REPO_ROOT / 'experiments' / 'configs' / 'embedded.py'
   if not config.exists():
-    pytest.skip(f'{config} does not exist yet: the trainer test needs a smoke config on synthetic data')
-  launcher = _start_launcher('--num_processes=2', '--devices_per_process=2', '--', f'--config={config}',
-                             f'--workdir={tmp_path / "work"}', timeout_s=540)
+    pytest.skip(f'{config} does not exist yet: the trainer test needs the embedded smoke config')
+  _prebuild_embedded_smoke_data(config, tmp_path / 'data')
+  launcher = _start_launcher('--num_processes=2', '--devices_per_process=2', '--', f'--config={config}:smoke',
+                             f'--workdir={tmp_path / "work"}', f'--config.data.data_dir={tmp_path / "data"}',
+                             timeout_s=540)
   out, err = launcher.communicate(timeout=600)
   assert launcher.returncode == 0, out[-4000:] + err[-4000:]
-  assert 'jax.distributed ready: process 0 of 2, 2 local of 4 global devices.' in out
-  assert 'jax.distributed ready: process 1 of 2, 2 local of 4 global devices.' in out
+  for i in range(2):
+    assert f'[p{i}] ' in out
+    assert f'jax.distributed ready: process {i} of 2, 2 local of 4 global devices.' in out
+  assert '[p0] classification: center_crop/top1_error' in out  # only process 0 prints the results
+  assert '[p1] classification: center_crop/top1_error' not in out
+  assert err.strip().endswith('launch.local: all 2 processes finished')
