@@ -1,0 +1,175 @@
+"""The detection task (paper section 5): a background class, on-the-fly negatives, and the box regressor.
+
+The classifier gets C + 1 outputs (index C = background) and is trained densely on whole images at every
+scale of `box.train_scales`: every window (location and offset of the fine map) is labelled with the class of
+the ground-truth box it contains more than half of (`train.targets`, the same rule as localization), or
+background. The loss is softmax cross-entropy over
+  - every positive window,
+  - per image, the `mining.num_hard` most offending background windows (highest probability of any object
+    class) and `mining.num_random` other random background windows,
+chosen inside the jitted step with static shapes (top-k over masked scores; the paper's replacement for
+bootstrapping passes over a fixed negative set). Background candidates are windows that contain at most
+`mining.negative_max_coverage` of every box: windows holding a large part of an object without passing the >50%
+rule are neither positive nor negative. Added to it, `box.loss_weight` times the regressor's L2 loss at the
+positive windows (`localization.masked_l2`); the regressor reads layer 5 through `stop_gradient`, so only the
+classification loss trains layers 1-5 (all of which train in this stage, starting from the localization stage).
+"""
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+
+from overfeat_jax.inference import detect as detect_lib
+from overfeat_jax.inference import localize as localize_lib
+from overfeat_jax.inference.multiscale import resize_images
+from overfeat_jax.metrics.detection import DetectionAccumulator
+from overfeat_jax.models.overfeat import init_params as init_overfeat
+from overfeat_jax.train import localization, targets
+from overfeat_jax.train.task import Evaluation, Task, all_trainable
+
+
+def mine_negatives(offending: jax.Array, candidates: jax.Array, rng: jax.Array, *, num_hard: int,
+                   num_random: int) -> jax.Array:
+  """Per image, the `num_hard` highest-`offending` candidates and `num_random` random other candidates.
+
+  Args:
+    offending: [B, P] how much each window looks like an object (e.g. max object-class probability).
+    candidates: [B, P] bool, windows that may serve as negatives.
+    rng: key for the random negatives.
+
+  Returns:
+    [B, P] bool selection (fewer per image when there are fewer candidates).
+  """
+  batch, windows = candidates.shape
+  chosen = jnp.zeros_like(candidates)
+  rows = jnp.arange(batch)[:, None]
+  for count, score in ((num_hard, offending), (num_random, jax.random.uniform(rng, candidates.shape))):
+    k = min(count, windows)
+    if k <= 0:
+      continue
+    masked = jnp.where(candidates & ~chosen, jax.lax.stop_gradient(score), -jnp.inf)
+    top, idx = jax.lax.top_k(masked, k)  # [B, k]
+    chosen = chosen.at[rows, idx].max(jnp.isfinite(top))
+  return chosen
+
+
+def scale_terms(box_model, params, batch, size, rng, *, train: bool, fine: bool, negative_max_coverage: float):
+  """Per-window pieces of one scale, flattened to [B, P]: logits, labels, positive, candidates, box err."""
+  images, boxes, labels = batch['image'], batch['boxes'], batch['box_labels']
+  height, width = images.shape[1:3]
+  logits, pred = localize_lib.dense_outputs(box_model, params, resize_images(images, size), fine=fine,
+                                            train=train, rng=rng, regressor_stop_gradient=True)
+  scale = (size[1] / width, size[0] / height)
+  t = targets.dense_targets(box_model.geometry, size, targets.scale_boxes(boxes, scale), labels, fine)
+  background = logits.shape[-1] - 1
+  err = jnp.sum(jnp.square(localization.select_boxes(pred, t.labels) - t.deltas), axis=-1)
+  flat = lambda x: x.reshape(x.shape[0], -1, *x.shape[3:])
+  return (flat(logits), flat(jnp.where(t.positive, t.labels, background)), flat(t.positive),
+          flat(~t.positive & (t.max_coverage <= negative_max_coverage)), flat(err))
+
+
+def detection_loss(box_model, params, batch, rng, *, train: bool, scales, fine: bool, mining, box_weight: float):
+  """(loss, metrics) of a batch: mined cross-entropy + weighted box L2 (module docstring)."""
+  r_drop, r_mine = jax.random.split(rng)
+  parts = [scale_terms(box_model, params, batch, s, jax.random.fold_in(r_drop, i), train=train, fine=fine,
+                       negative_max_coverage=mining.negative_max_coverage) for i, s in enumerate(scales)]
+  logits, labels, positive, candidates, err = (jnp.concatenate(x, axis=1) for x in zip(*parts))
+  probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+  offending = probs[..., :-1].max(axis=-1)  # [B, P]
+  negatives = mine_negatives(offending, candidates, r_mine, num_hard=mining.num_hard, num_random=mining.num_random)
+  weight = (positive | negatives).astype(jnp.float32)
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+  cls_loss = jnp.sum(ce * weight) / jnp.maximum(weight.sum(), 1.0)
+  pos = positive.astype(jnp.float32)
+  reg_loss = jnp.sum(err * pos) / jnp.maximum(pos.sum(), 1.0)
+  correct = (logits.argmax(-1) == labels).astype(jnp.float32)
+  metrics = {'cls_loss': cls_loss, 'box_loss': reg_loss, 'positive_windows': pos.sum() / pos.shape[0],
+             'mined_error': jnp.sum((1 - correct) * weight) / jnp.maximum(weight.sum(), 1.0)}
+  return cls_loss + box_weight * reg_loss, metrics
+
+
+def transfer_backbone(fresh: Any, previous: Any, num_classes: int) -> Any:
+  """The previous stage's classifier with a background column added to its last layer (zeros).
+
+  Every layer is copied; the last layer's C class columns are copied and the background column starts at
+  zero weight and bias, so the detector starts as the classifier with a neutral background score.
+  """
+  out = jax.tree.map(lambda x: x, previous)
+  last = sorted(fresh['classifier'])[-1]  # fc names sort in layer order (fc6 < fc7 < fc8)
+  kernel, bias = previous['classifier'][last]['kernel'], previous['classifier'][last]['bias']
+  if kernel.shape[-1] != num_classes:
+    raise ValueError(f'previous classifier has {kernel.shape[-1]} outputs, expected {num_classes}.')
+  out['classifier'] = dict(previous['classifier'])
+  out['classifier'][last] = {'kernel': jnp.concatenate([kernel, jnp.zeros_like(kernel[..., :1])], axis=-1),
+                             'bias': jnp.concatenate([bias, jnp.zeros_like(bias[:1])])}
+  return out
+
+
+def init_from_previous(box_model, previous_params, rng, num_classes: int) -> Any:
+  """Detection params {'backbone', 'regressor'} from a localization (or classification) stage, or fresh."""
+  r1, r2 = jax.random.split(rng)
+  fresh = {'backbone': init_overfeat(box_model.classifier, r1),
+           'regressor': localization.init_regressor(box_model, r2)}
+  if previous_params is None:
+    logging.warning('detection without earlier stages: every layer starts from random initialisation.')
+    return fresh
+  backbone = previous_params.get('backbone', previous_params)
+  out = {'backbone': transfer_backbone(fresh['backbone'], backbone, num_classes), 'regressor': fresh['regressor']}
+  prev_reg = previous_params.get('regressor')
+  if prev_reg is not None and jax.tree.map(jnp.shape, prev_reg) == jax.tree.map(jnp.shape, fresh['regressor']):
+    out['regressor'] = prev_reg
+  return out
+
+
+def eval_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  b = config.box
+  return dict(scales=localization.as_sizes(b.eval_scales), score_threshold=b.score_threshold, method=b.merge,
+              threshold=b.nms_iou if b.merge == 'nms' else b.threshold, max_per_scale=b.max_per_scale,
+              max_detections=b.max_detections, fine=b.fine)
+
+
+def make_summarize(num_classes: int):
+  """Host reduction: mAP (`metrics.detection`) and 1 - mAP (lower is better, picks the best checkpoint).
+
+  Classes without any ground-truth box in the evaluated set are excluded from the mean, counted and logged.
+  """
+  def summarize(outputs: dict[str, np.ndarray]) -> dict[str, float]:
+    acc = DetectionAccumulator(num_classes)
+    for cls, box, score, gt_box, gt_label in zip(outputs['classes'], outputs['boxes'], outputs['scores'],
+                                                 outputs['gt_boxes'], outputs['box_labels']):
+      keep, real = cls >= 0, gt_label >= 0
+      acc.add_image(box[keep], score[keep], cls[keep], gt_box[real], gt_label[real])
+    r = acc.result()
+    if r.classes_without_gt:
+      logging.info('detection mAP excludes classes without ground truth: %s', r.classes_without_gt)
+    return {'mAP': r.mean_ap, 'map_error': 1.0 - r.mean_ap, 'count': float(r.num_images), 'classes_without_gt': float(len(r.classes_without_gt))}
+  return summarize
+
+
+def make_task(config: ml_collections.ConfigDict, previous_params: Any = None) -> Task:
+  """The detection stage of `config` (`config.box` and `config.mining`), after the localization stage."""
+  box_model = localization.make_box_model(config, config.num_classes + 1)
+  scales, fine = localization.as_sizes(config.box.train_scales), config.box.fine
+  mining, box_weight = config.mining, config.box.loss_weight
+
+  def loss_fn(params, batch, rng, *, train):
+    return detection_loss(box_model, params, batch, rng, train=train, scales=scales, fine=fine, mining=mining,
+                          box_weight=box_weight)
+
+  options = eval_options(config)
+
+  def eval_step(params, batch):
+    out = detect_lib.detect(box_model, params, batch['image'], **options)
+    return {'classes': out['classes'], 'boxes': out['boxes'], 'scores': out['scores'],
+            'box_labels': batch['box_labels'], 'gt_boxes': batch['boxes']}
+
+  evaluation = Evaluation('multiscale', 'resize', config.box.eval_size, eval_step, make_summarize(config.num_classes))
+  return Task(name='detection',
+              init_params=lambda rng: init_from_previous(box_model, previous_params, rng, config.num_classes),
+              loss_fn=loss_fn, trainable_mask=all_trainable, evaluations=(evaluation,),
+              best_metric='multiscale/map_error', model=box_model)

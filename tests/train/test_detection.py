@@ -1,0 +1,92 @@
+"""The detection task: on-the-fly hard negatives, background labels, init from localization, a step that learns."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from overfeat_jax.train import detection, localization
+
+
+def tiny_config():
+  return ml_collections.ConfigDict(dict(
+      model=dict(geometry='small', width_divisor=16, dropout_rate=0.0, init_scheme='he'),
+      num_classes=3, dtype='float32',
+      box=dict(regression='single', hidden=(16, 8), train_scales=((64, 64), (96, 96)), fine=True, loss_weight=1.0,
+               eval_scales=((64, 64), (96, 96)), score_threshold=0.2, merge='overlap', threshold=0.8, nms_iou=0.5,
+               max_per_scale=32, max_detections=8, eval_size=96, top_k=2),
+      mining=dict(num_hard=3, num_random=2, negative_max_coverage=0.25)))
+
+
+def test_hard_negatives_are_the_most_offending_candidates():
+  offending = jnp.asarray([[0.1, 0.9, 0.8, 0.95, 0.3, 0.7, 0.2, 0.05]])
+  candidates = jnp.asarray([[True, True, True, False, True, True, True, True]])  # 0.95 is a positive window
+  chosen = detection.mine_negatives(offending, candidates, jax.random.PRNGKey(0), num_hard=3, num_random=0)
+  np.testing.assert_array_equal(np.flatnonzero(np.asarray(chosen[0])), [1, 2, 5])
+  both = np.asarray(detection.mine_negatives(offending, candidates, jax.random.PRNGKey(0), num_hard=3,
+                                             num_random=2)[0])
+  assert both[[1, 2, 5]].all() and both.sum() == 5 and not both[3]  # random ones come from the other candidates
+
+
+def test_mining_with_too_few_candidates():
+  offending = jnp.asarray([[0.5, 0.4, 0.3], [0.1, 0.2, 0.3]])
+  candidates = jnp.asarray([[True, False, False], [False, False, False]])
+  chosen = np.asarray(detection.mine_negatives(offending, candidates, jax.random.PRNGKey(0), num_hard=2,
+                                               num_random=2))
+  np.testing.assert_array_equal(chosen, [[True, False, False], [False, False, False]])
+
+
+def det_batch():
+  rng = np.random.default_rng(0)
+  boxes = np.zeros((2, 4, 4), np.float32)
+  labels = np.full((2, 4), -1, np.int32)
+  boxes[0, :2], labels[0, :2] = [[4, 6, 40, 44], [50, 40, 80, 76]], [0, 2]  # image 1 has no objects
+  return {'image': jnp.asarray(rng.integers(0, 256, (2, 96, 96, 3), dtype=np.uint8)), 'boxes': jnp.asarray(boxes),
+          'box_labels': jnp.asarray(labels), 'label': jnp.asarray([-1, -1])}
+
+
+def test_init_from_localization_adds_a_neutral_background_column():
+  config = tiny_config()
+  loc_task = localization.make_task(config, previous_params=None)
+  loc_params = jax.jit(loc_task.init_params)(jax.random.PRNGKey(0))
+  task = detection.make_task(config, previous_params=loc_params)
+  params = jax.jit(task.init_params)(jax.random.PRNGKey(1))
+  fc8 = params['backbone']['classifier']['fc8']
+  assert fc8['kernel'].shape[-1] == 4
+  np.testing.assert_array_equal(np.asarray(fc8['kernel'][..., :3]),
+                                np.asarray(loc_params['backbone']['classifier']['fc8']['kernel']))
+  assert float(jnp.abs(fc8['kernel'][..., 3]).max()) == 0.0
+  np.testing.assert_array_equal(np.asarray(params['backbone']['features']['conv1']['kernel']),
+                                np.asarray(loc_params['backbone']['features']['conv1']['kernel']))
+  assert jax.tree.all(jax.tree.map(lambda a, b: bool((a == b).all()), params['regressor'], loc_params['regressor']))
+
+
+@pytest.mark.slow
+def test_detection_step_learns_and_evaluates():
+  config = tiny_config()
+  task = detection.make_task(config)
+  params = task.init_params(jax.random.PRNGKey(0))
+  tx = optax.adam(2e-3)
+  opt_state = tx.init(params)
+  batch = det_batch()
+
+  @jax.jit
+  def step(params, opt_state, rng):
+    (loss, aux), grads = jax.value_and_grad(task.loss_fn, has_aux=True)(params, batch, rng, train=True)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss, aux
+
+  losses = []
+  for i in range(30):
+    params, opt_state, loss, aux = step(params, opt_state, jax.random.PRNGKey(i))
+    losses.append(float(loss))
+  assert np.isfinite(losses).all() and losses[-1] < 0.5 * losses[0], losses
+  assert float(aux['positive_windows']) > 0
+  (evaluation,) = task.evaluations
+  out = jax.tree.map(np.asarray, jax.jit(evaluation.eval_step)(params, batch))
+  assert out['classes'].shape == (2, 8)
+  metrics = evaluation.summarize(out)
+  assert metrics['count'] == 2 and metrics['classes_without_gt'] == 1  # class 1 has no ground truth
+  assert 0.0 <= metrics['mAP'] <= 1.0 and abs(metrics['map_error'] - (1 - metrics['mAP'])) < 1e-9
