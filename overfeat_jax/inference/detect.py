@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from overfeat_jax.inference.localize import BoxModel, Candidates, concat, decode_dense, dense_outputs
-from overfeat_jax.inference.localize import merge_candidates, top_guesses
+from overfeat_jax.inference.localize import check_method, merge_candidates, top_guesses
 from overfeat_jax.inference.multiscale import resize_images
 
 
@@ -46,6 +46,7 @@ def detect(box_model: BoxModel, params: Any, images: jax.Array, *, scales: Seque
     {'classes': [B, D] int32 (-1 = empty slot), 'boxes': [B, D, 4] original-image pixels, 'scores': [B, D],
      'valid': [B, D] bool}, best first.
   """
+  check_method(method)
   parts = [scale_detections(box_model, params, images, tuple(s), score_threshold=score_threshold,
                             max_per_scale=max_per_scale, fine=fine) for s in scales]
   merged = merge_candidates(concat(parts), method=method, threshold=threshold)

@@ -118,10 +118,14 @@ def concat(parts: Sequence[Candidates]) -> Candidates:
   return Candidates(*(jnp.concatenate(field, axis=1) for field in zip(*parts)))
 
 
-def merge_candidates(c: Candidates, *, method: str, threshold: float) -> Candidates:
-  """Step (d) per image: greedy merge (scores summed) or per-class NMS (scores kept). Returns survivors as valid."""
+def check_method(method: str) -> None:
   if method not in MERGE_CHOICES:
     raise InputError(f'merge method must be one of {MERGE_CHOICES}, got {method!r}.')
+
+
+def merge_candidates(c: Candidates, *, method: str, threshold: float) -> Candidates:
+  """Step (d) per image: greedy merge (scores summed) or per-class NMS (scores kept). Returns survivors as valid."""
+  check_method(method)
   if method == 'nms':
     keep = jax.vmap(lambda b, s, k, v: nms_lib.nms(b, s, k, v, iou_threshold=threshold))(*c)
     return c._replace(valid=keep)
@@ -157,6 +161,7 @@ def localize(box_model: BoxModel, params: Any, images: jax.Array, *, scales: Seq
   Returns:
     {'classes': [B, G] int32 (-1 = no guess), 'boxes': [B, G, 4] original-image pixels, 'scores': [B, G]}.
   """
+  check_method(method)
   parts = [scale_candidates(box_model, params, images, tuple(s), top_k=top_k, fine=fine) for s in scales]
   merged = merge_candidates(concat(parts), method=method, threshold=threshold)
   classes, boxes, scores = top_guesses(merged, num_guesses)

@@ -1,0 +1,41 @@
+"""Detection inference on a synthetic case: thresholded classes, merged boxes, background never reported."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from overfeat_jax.inference import detect, localize
+from overfeat_jax.models.geometry import get_geometry
+from tests.inference._fake_models import FakeClassifier, FakeRegressor, TARGET
+
+G = get_geometry('small', 16)
+PARAMS = {'backbone': {}, 'regressor': {}}
+SCALES = ((64, 64), (96, 96))
+
+
+def run(logits, **options):
+  model = localize.BoxModel(FakeClassifier(G, logits), FakeRegressor(G))
+  fn = detect.make_detector(model, scales=SCALES, max_per_scale=64, max_detections=6, **options)
+  return jax.tree.map(np.asarray, fn(PARAMS, jnp.zeros((2, 72, 72, 3))))
+
+
+def test_one_object_class_above_threshold_gives_one_merged_box():
+  # Classes 0, 1, 2 and background (3): only class 1's probability (~0.84) exceeds 0.5.
+  out = run((0.0, 3.0, 1.0, 0.5), score_threshold=0.5, method='overlap', threshold=0.5)
+  assert out['valid'].sum(axis=1).tolist() == [1, 1]
+  assert (out['classes'][:, 0] == 1).all()
+  np.testing.assert_allclose(out['boxes'][:, 0], np.stack([TARGET, TARGET]), atol=1e-3)
+  windows = sum(G.output_size(s[0], True) ** 2 for s in SCALES)
+  p = float(jax.nn.softmax(jnp.asarray([0.0, 3.0, 1.0, 0.5]))[1])
+  np.testing.assert_allclose(out['scores'][:, 0], windows * p, rtol=1e-4)
+
+
+def test_background_dominant_gives_no_detection():
+  out = run((0.0, 0.5, 0.2, 4.0), score_threshold=0.3, method='nms', threshold=0.5)
+  assert not out['valid'].any() and (out['classes'] == -1).all()
+
+
+def test_two_classes_nms():
+  out = run((2.0, 2.0, -5.0, -5.0), score_threshold=0.3, method='nms', threshold=0.5)
+  assert out['valid'].sum(axis=1).tolist() == [2, 2]
+  assert sorted(out['classes'][0, :2].tolist()) == [0, 1]

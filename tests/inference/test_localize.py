@@ -1,0 +1,51 @@
+"""Localization inference on a synthetic case: every window's box points at one known box."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from overfeat_jax.inference import localize
+from overfeat_jax.models.geometry import get_geometry
+from tests.inference._fake_models import FakeClassifier, FakeRegressor, TARGET
+
+G = get_geometry('small', 16)
+PARAMS = {'backbone': {}, 'regressor': {}}
+SCALES = ((64, 64), (80, 96), (112, 112))
+
+
+def box_model(logits=(0.0, 3.0, 1.0)):
+  return localize.BoxModel(FakeClassifier(G, logits), FakeRegressor(G))
+
+
+@pytest.mark.parametrize('fine', [True, False])
+def test_decoded_boxes_hit_the_target_at_every_window_and_scale(fine):
+  images = jnp.zeros((2, 72, 72, 3))
+  for size in SCALES:
+    c = localize.scale_candidates(box_model(), PARAMS, images, size, top_k=2, fine=fine)
+    rows, cols = G.output_size(size[0], fine), G.output_size(size[1], fine)
+    assert c.boxes.shape == (2, rows * cols * 2, 4)
+    np.testing.assert_allclose(np.asarray(c.boxes), np.broadcast_to(TARGET, c.boxes.shape), atol=1e-4)
+    assert set(np.unique(np.asarray(c.classes))) == {1, 2}  # the top-2 classes
+
+
+@pytest.mark.parametrize('method,threshold', [('overlap', 0.5), ('literal', 1e9), ('nms', 0.5)])
+def test_merged_result_is_the_target(method, threshold):
+  fn = localize.make_localizer(box_model(), scales=SCALES, top_k=2, method=method, threshold=threshold)
+  out = jax.tree.map(np.asarray, fn(PARAMS, jnp.zeros((1, 72, 72, 3))))
+  assert out['classes'][0, 0] == 1 and out['classes'][0, 1] == 2
+  np.testing.assert_allclose(out['boxes'][0, :2], np.stack([TARGET, TARGET]), atol=1e-3)
+  probs = np.asarray(jax.nn.softmax(jnp.asarray([0.0, 3.0, 1.0])))
+  windows = sum(G.output_size(h, True) * G.output_size(w, True) for h, w in SCALES)
+  if method == 'nms':  # one kept box per class, its own window's score
+    np.testing.assert_allclose(out['scores'][0, :2], probs[[1, 2]], rtol=1e-5)
+    assert (out['classes'][0, 2:] == -1).all()
+  else:  # every window of a class merged into one box whose score is the sum of their outputs
+    np.testing.assert_allclose(out['scores'][0, :2], windows * probs[[1, 2]], rtol=1e-4)
+    assert (out['classes'][0, 2:] == -1).all()
+
+
+def test_unknown_merge_method():
+  from overfeat_jax.errors import InputError
+  with pytest.raises(InputError):
+    localize.localize(box_model(), PARAMS, jnp.zeros((1, 72, 72, 3)), scales=SCALES, method='mean')
