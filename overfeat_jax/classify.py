@@ -1,0 +1,377 @@
+r"""Classify images, or extract features, with OverFeat and the release's weight files (the release tool's job).
+
+  python -m overfeat_jax.classify --model=fast --weights=net_weight_0 cat.jpg dog.jpg          # top 5
+  python -m overfeat_jax.classify --model=fast --weights=net_weight_0 --features --output=f.npy cat.jpg
+  python -m overfeat_jax.classify --model=accurate --weights=net_weight_1 --multiscale cat.jpg
+
+Top-N mode reproduces the release: smaller side resized to 231, central square, one 1x1 output, softmax.
+Feature mode (`--features`, `--layer=L`) runs the whole unresized image densely and returns layer L (release
+numbering) as (C, H, W) float32. `--multiscale` uses the paper's six scales, flips and offset pooling instead.
+Without `--weights` the network gets random N(0, 0.01) weights and a warning (to try the tool). Documentation:
+docs/classify.md. Why it is fast: docs/classify.md "Where the time goes".
+"""
+
+import time
+
+_T0 = time.perf_counter()  # before the heavy imports, so that --timing can show what they cost
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import dataclasses
+import json
+import os
+import sys
+from typing import Any, Callable, Iterator, Sequence
+
+from absl import flags, logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from overfeat_jax import cli
+from overfeat_jax.data import class_names as class_names_lib
+from overfeat_jax.data.images import load_rgb
+from overfeat_jax.errors import InputError
+from overfeat_jax.inference import classify_views as views
+from overfeat_jax.inference.multiscale import PAPER_SCALES, multiscale_class_scores
+from overfeat_jax.models import geometry as geometry_lib
+from overfeat_jax.models import release_weights
+from overfeat_jax.models.overfeat import OverFeat, layer_outputs
+
+_T_IMPORTED = time.perf_counter()
+
+_MODEL = flags.DEFINE_enum('model', 'fast', sorted(geometry_lib.GEOMETRIES), 'Network: fast (net_weight_0), '
+                           'accurate (net_weight_1), or small (64-pixel networks trained here).')
+_WEIGHTS = flags.DEFINE_string('weights', None, 'Weight file in the release layout. Absent: random weights.')
+_TOP = flags.DEFINE_integer('top', 5, 'Number of best classes printed per image.', lower_bound=1)
+_FEATURES = flags.DEFINE_bool('features', False, 'Feature mode: the default feature layer (fast 19 = fc7, '
+                              'accurate 22 = fc8), densely on the whole image.')
+_LAYER = flags.DEFINE_integer('layer', None, 'Feature mode with this layer (release numbering, 0 = input).')
+_OUTPUT = flags.DEFINE_string('output', None, 'Feature mode: save (C, H, W) float32 to this .npy file; with '
+                              'several images one file per image, FILE_<image stem>.npy.')
+_MULTISCALE = flags.DEFINE_bool('multiscale', False, "The paper's procedure: six scales, flips, offset pooling, "
+                                'spatial max, mean.')
+_FLIPS = flags.DEFINE_bool('flips', True, 'Multiscale: also evaluate the horizontal mirror at each scale.')
+_DEVKIT = flags.DEFINE_string('devkit', None, 'ILSVRC2012 devkit folder or its meta.mat: print class names.')
+_SYNSET_WORDS = flags.DEFINE_string('synset_words', None, 'Text file of class names in output (devkit) order.')
+_JSON = flags.DEFINE_bool('json', False, 'One JSON object per image and line instead of text.')
+_BATCH_SIZE = flags.DEFINE_integer('batch_size', 8, 'Images per network call (same-size images only).',
+                                   lower_bound=1)
+_NUM_CLASSES = flags.DEFINE_integer('num_classes', 1000, 'Outputs of the last layer.', lower_bound=1)
+_WIDTH_DIVISOR = flags.DEFINE_integer('width_divisor', 1, 'Network widths divided by this (for networks trained '
+                                      'here at small widths and saved in the release layout).', lower_bound=1)
+_SEED = flags.DEFINE_integer('seed', 0, 'Seed of the random weights used without --weights.')
+_CACHE = flags.DEFINE_string('compilation_cache', None, 'Folder for JAX\'s persistent compilation cache.')
+_TIMING = flags.DEFINE_bool('timing', False, 'Print where the time went (stderr).')
+
+
+# --- timing -----------------------------------------------------------------------------------------------
+class Timer:
+  """Wall time per phase, in the order the phases first ran; `add` accumulates a phase across calls."""
+
+  def __init__(self):
+    self.phases: dict[str, float] = {}
+
+  def add(self, name: str, seconds: float) -> None:
+    self.phases[name] = self.phases.get(name, 0.0) + seconds
+
+  def time(self, name: str, fn: Callable[..., Any], *args, **kwargs) -> Any:
+    start = time.perf_counter()
+    out = fn(*args, **kwargs)
+    self.add(name, time.perf_counter() - start)
+    return out
+
+
+def _process_age() -> float | None:
+  """Seconds since this process started (Linux /proc), so the breakdown includes interpreter start-up."""
+  try:
+    with open('/proc/self/stat') as f:
+      start_ticks = int(f.read().rsplit(')', 1)[1].split()[19])
+    with open('/proc/uptime') as f:
+      uptime = float(f.read().split()[0])
+    return uptime - start_ticks / os.sysconf('SC_CLK_TCK')
+  except (OSError, ValueError, IndexError):
+    return None
+
+
+# --- the network ------------------------------------------------------------------------------------------
+def random_params(geometry: geometry_lib.Geometry, num_classes: int, seed: int) -> dict[str, Any]:
+  """N(0, 0.01) kernels (the paper's initialisation) and zero biases, drawn with NumPy (faster than threefry)."""
+  rng = np.random.default_rng(seed)
+  params: dict[str, Any] = {'features': {}, 'classifier': {}}
+  for scope, name, (out, inp, kh, kw) in release_weights.release_layers(geometry, num_classes):
+    kernel = rng.standard_normal((kh, kw, inp, out), dtype=np.float32)
+    kernel *= 0.01
+    params[scope][name] = {'kernel': kernel, 'bias': np.zeros((out,), np.float32)}
+  return params
+
+
+def load_params(path: str | None, geometry: geometry_lib.Geometry, num_classes: int, seed: int = 0) -> Any:
+  """The network's parameters on the default device, in the Flax layout.
+
+  A release file is memory-mapped, handed to the device in its own layout and transposed there by one jitted
+  program (see `release_weights.read_release_arrays`). Without a file: random weights and a warning.
+  """
+  if path is None:
+    logging.warning('no --weights given: using RANDOM weights (seed %d); the classes printed are meaningless. '
+                    'Pass the release file (net_weight_0 for fast, net_weight_1 for accurate).', seed)
+    return jax.device_put(random_params(geometry, num_classes, seed))
+  arrays = release_weights.read_release_arrays(path, geometry, num_classes)
+  return jax.block_until_ready(jax.jit(release_weights.to_flax_layout)(jax.device_put(arrays)))
+
+
+def make_network(model_name: str, num_classes: int, width_divisor: int = 1) -> OverFeat:
+  geometry = geometry_lib.get_geometry(model_name, width_divisor)
+  return OverFeat(geometry, num_classes=num_classes)
+
+
+def top_fn(model: OverFeat) -> Callable:
+  """jitted (params, uint8 [B, S, S, 3]) -> softmax probabilities [B, C] of the single (1x1) output."""
+  def probabilities(params, images):
+    logits = model.apply({'params': params}, images)  # [B, 1, 1, C]
+    return jax.nn.softmax(logits[:, 0, 0].astype(jnp.float32), axis=-1)
+  return jax.jit(probabilities)
+
+
+def layer_fn(model: OverFeat, layers: Sequence[str]) -> Callable:
+  """jitted (params, uint8 [B, H, W, 3]) -> tuple of the named layers [B, h, w, C], densely (release `-f -L`)."""
+  def outputs(params, images):
+    found = layer_outputs(model, {'params': params}, images, layers)
+    return tuple(found[name] for name in layers)
+  return jax.jit(outputs)
+
+
+def scale_fn(model: OverFeat, flips: bool) -> Callable:
+  """jitted (params, images already at one scale) -> [B, C]: offset pooling, spatial max of softmax, flip mean."""
+  def scores(params, images):
+    size = tuple(images.shape[1:3])
+    return multiscale_class_scores(model, params, images, scales=[size], flips=flips, fine=True)
+  return jax.jit(scores)
+
+
+@dataclasses.dataclass
+class Runner:
+  """Runs one jitted function over batches, compiling once per input shape (counted in the timer)."""
+  fn: Callable
+  params: Any
+  timer: Timer
+  compiled: dict = dataclasses.field(default_factory=dict)
+
+  def __call__(self, images: np.ndarray) -> jax.Array:
+    key = images.shape
+    if key not in self.compiled:
+      spec = jax.ShapeDtypeStruct(images.shape, images.dtype)
+      self.compiled[key] = self.timer.time('compile', lambda: self.fn.lower(self.params, spec).compile())
+    return self.compiled[key](self.params, images)  # asynchronous: returns before the network has finished
+
+
+def run_batches(runner: Runner, batches: Iterator[views.Batch]) -> dict[int, Any]:
+  """Dispatches every batch (the next one is prepared while the device computes), then collects the rows.
+
+  A row is a NumPy array, or a tuple of them when the function returns a tuple (several layers).
+  """
+  pending = [(batch.indices, runner(batch.images)) for batch in batches]
+  start = time.perf_counter()
+  out = {}
+  for indices, result in pending:
+    if isinstance(result, tuple):
+      arrays = [np.asarray(r) for r in result]
+      out.update({index: tuple(a[row] for a in arrays) for row, index in enumerate(indices)})
+    else:
+      rows = np.asarray(result)
+      out.update({index: rows[row] for row, index in enumerate(indices)})
+  runner.timer.add('network (waiting for results)', time.perf_counter() - start)
+  return out
+
+
+def _decoded(paths: Sequence[str], prepare: Callable[[np.ndarray, str], np.ndarray],
+             timer: Timer) -> Iterator[tuple[int, np.ndarray]]:
+  for index, path in enumerate(paths):
+    start = time.perf_counter()
+    image = prepare(load_rgb(path), path)
+    timer.add('decode + resize (host)', time.perf_counter() - start)
+    yield index, image
+
+
+def classify_top(model: OverFeat, params: Any, paths: Sequence[str], batch_size: int,
+                 timer: Timer | None = None) -> np.ndarray:
+  """The release's classification of each image: probabilities [N, C] of the 231 central square's output."""
+  timer = timer or Timer()
+  size = views.view_size(model.geometry)
+  items = _decoded(paths, lambda image, _: views.release_view(image, size), timer)
+  rows = run_batches(Runner(top_fn(model), params, timer), views.batches_by_size(items, batch_size))
+  return np.stack([rows[i] for i in range(len(paths))])
+
+
+def check_layer(geometry: geometry_lib.Geometry, layer: int) -> None:
+  """Raises `InputError` unless `layer` is an index of the release numbering of `geometry`."""
+  names = geometry.layer_names()
+  if not 0 <= layer < len(names):
+    raise InputError(f'layer {layer} does not exist: the {geometry.name} network has layers 0..{len(names) - 1} '
+                     f'({names[0]} .. {names[-1]})')
+
+
+def extract_layers(model: OverFeat, params: Any, paths: Sequence[str], layers: Sequence[int], batch_size: int,
+                   timer: Timer | None = None) -> list[dict[int, np.ndarray]]:
+  """Layers (release numbering) of each whole, unresized image: per image {layer: (C, H, W) float32}."""
+  timer = timer or Timer()
+  names = model.geometry.layer_names()
+  for layer in layers:
+    check_layer(model.geometry, layer)
+
+  def prepare(image, path):
+    views.check_feature_size(image, model.geometry, path)
+    return image
+
+  items = _decoded(paths, prepare, timer)
+  runner = Runner(layer_fn(model, [names[layer] for layer in layers]), params, timer)
+  rows = run_batches(runner, views.batches_by_size(items, batch_size))
+  return [{layer: np.ascontiguousarray(rows[i][j].transpose(2, 0, 1), dtype=np.float32)
+           for j, layer in enumerate(layers)} for i in range(len(paths))]
+
+
+def extract_features(model: OverFeat, params: Any, paths: Sequence[str], layer: int, batch_size: int,
+                     timer: Timer | None = None) -> list[np.ndarray]:
+  """Layer `layer` (release numbering) of each whole, unresized image, as (C, H, W) float32 arrays."""
+  return [out[layer] for out in extract_layers(model, params, paths, [layer], batch_size, timer)]
+
+
+def classify_multiscale(model: OverFeat, params: Any, paths: Sequence[str], batch_size: int,
+                        scales: Sequence[tuple[int, int]] = PAPER_SCALES, flips: bool = True,
+                        timer: Timer | None = None) -> np.ndarray:
+  """The paper's classification: mean over scales (and flips) of the per-class spatial max of softmax. [N, C]."""
+  timer = timer or Timer()
+  runner = Runner(scale_fn(model, flips), params, timer)
+  total = np.zeros((len(paths), model.num_classes), np.float64)
+  for first in range(0, len(paths), batch_size):
+    chunk = list(_decoded(paths[first:first + batch_size], lambda image, _: image, timer))
+    for height, width in scales:
+      start = time.perf_counter()
+      items = [(first + i, views.resize_exact(image, height, width)) for i, image in chunk]
+      timer.add('decode + resize (host)', time.perf_counter() - start)
+      for index, row in run_batches(runner, views.batches_by_size(items, batch_size)).items():
+        total[index] += row
+  return (total / len(scales)).astype(np.float32)
+
+
+# --- output -----------------------------------------------------------------------------------------------
+def top_classes(scores: np.ndarray, n: int) -> list[tuple[int, float]]:
+  """The n best (output index, score) pairs, best first (ties: lower index first)."""
+  order = np.argsort(-scores, kind='stable')[:n]
+  return [(int(i), float(scores[i])) for i in order]
+
+
+def format_top(path: str, best: list[tuple[int, float]], names: list[str] | None, as_json: bool,
+               header: bool) -> str:
+  """Release-style lines `class_name probability` (index when no names), or one JSON object."""
+  if as_json:
+    top = [{'index': i, 'ilsvrc2012_id': i + 1, 'name': names[i] if names else None, 'probability': p}
+           for i, p in best]
+    return json.dumps({'image': path, 'top': top})
+  lines = [f'{path}:'] if header else []
+  lines += [f'{names[i] if names else i} {p:.6f}' for i, p in best]
+  return '\n'.join(lines)
+
+
+def feature_paths(output: str, paths: Sequence[str]) -> list[str]:
+  """`FILE.npy` for one image; `FILE_<stem>.npy` per image for several (distinct stems required)."""
+  root = output[:-4] if output.endswith('.npy') else output
+  if len(paths) == 1:
+    return [root + '.npy']
+  stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
+  duplicates = sorted({s for s in stems if stems.count(s) > 1})
+  if duplicates:
+    raise InputError(f'several images share the file stem {duplicates[0]!r}, so their feature files '
+                     f'{root}_<stem>.npy would collide: rename them or run them separately')
+  return [f'{root}_{stem}.npy' for stem in stems]
+
+
+def write_features(path: str, layer: int, name: str, features: np.ndarray, output: str | None,
+                   as_json: bool) -> str:
+  """Saves the (C, H, W) map (no pickle) and describes it, or prints it like the release (`C H W`, values)."""
+  shape = list(features.shape)
+  if output:
+    np.save(output, features, allow_pickle=False)
+    if as_json:
+      return json.dumps({'image': path, 'layer': layer, 'layer_name': name, 'shape': shape, 'file': output})
+    return f'{path}: layer {layer} ({name}) {shape[0]}x{shape[1]}x{shape[2]} -> {output}'
+  if as_json:
+    return json.dumps({'image': path, 'layer': layer, 'layer_name': name, 'shape': shape,
+                       'values': features.ravel().tolist()})
+  return f'{shape[0]} {shape[1]} {shape[2]}\n' + ' '.join(f'{v:.6g}' for v in features.ravel())
+
+
+# --- the command ------------------------------------------------------------------------------------------
+def _check_inputs(paths: Sequence[str]) -> None:
+  """Flag combinations, image paths and the weight file's size: checked before any slow work starts."""
+  if not paths:
+    raise InputError('give at least one image file')
+  for path in paths:
+    if not os.path.isfile(path):
+      raise InputError(f'image {path} does not exist or is not a file')
+  geometry = geometry_lib.get_geometry(_MODEL.value, _WIDTH_DIVISOR.value)
+  if _LAYER.value is not None:
+    check_layer(geometry, _LAYER.value)
+  if _WEIGHTS.value is not None:
+    release_weights.check_file_size(_WEIGHTS.value, geometry, _NUM_CLASSES.value)
+  feature_mode = _FEATURES.value or _LAYER.value is not None
+  if feature_mode and _MULTISCALE.value:
+    raise InputError('--multiscale classifies; it cannot be combined with --features/--layer')
+  if _OUTPUT.value and not feature_mode:
+    raise InputError('--output saves features: use it with --features or --layer')
+
+
+def _run(paths: Sequence[str], timer: Timer) -> list[str]:
+  """Loads the network, runs the chosen mode and returns the output lines."""
+  model = timer.time('build model', make_network, _MODEL.value, _NUM_CLASSES.value, _WIDTH_DIVISOR.value)
+  names = timer.time('class names', class_names_lib.class_names, devkit=_DEVKIT.value,
+                     synset_words=_SYNSET_WORDS.value, num_classes=_NUM_CLASSES.value)
+  params = timer.time('weights (read, to device, layout)', load_params, _WEIGHTS.value, model.geometry,
+                      _NUM_CLASSES.value, _SEED.value)
+  if _FEATURES.value or _LAYER.value is not None:
+    layer_names = model.geometry.layer_names()
+    default = layer_names.index(model.geometry.fc_names()[-2])  # the last hidden fc layer: fast 19, accurate 22
+    layer = _LAYER.value if _LAYER.value is not None else default
+    outputs = feature_paths(_OUTPUT.value, paths) if _OUTPUT.value else [None] * len(paths)
+    features = extract_features(model, params, paths, layer, _BATCH_SIZE.value, timer)
+    start = time.perf_counter()
+    lines = [write_features(p, layer, layer_names[layer], f, o, _JSON.value)
+             for p, f, o in zip(paths, features, outputs)]
+    timer.add('output', time.perf_counter() - start)
+    return lines
+  if _MULTISCALE.value:
+    scores = classify_multiscale(model, params, paths, _BATCH_SIZE.value, PAPER_SCALES, _FLIPS.value, timer)
+  else:
+    scores = classify_top(model, params, paths, _BATCH_SIZE.value, timer)
+  start = time.perf_counter()
+  lines = [format_top(p, top_classes(s, _TOP.value), names, _JSON.value, header=len(paths) > 1)
+           for p, s in zip(paths, scores)]
+  timer.add('output', time.perf_counter() - start)
+  return lines
+
+
+def _print_timing(timer: Timer) -> None:
+  """The breakdown on stderr: start-up, imports, each phase, what no phase accounts for, and the total."""
+  age, now = _process_age(), time.perf_counter()
+  total = age if age is not None else now - _T0
+  rows = [('python start-up (before imports)', age - (now - _T0))] if age is not None else []
+  rows += [('imports (jax, flax, numpy, Pillow)', _T_IMPORTED - _T0)] + list(timer.phases.items())
+  rows.append(('other (flags, dispatch, unaccounted)', total - sum(seconds for _, seconds in rows)))
+  for name, seconds in rows + [('total', total)]:
+    print(f'timing: {name:<38} {seconds:8.3f} s', file=sys.stderr)
+
+
+def main(argv: Sequence[str]) -> None:
+  paths = list(argv[1:])
+  _check_inputs(paths)
+  if _CACHE.value:
+    jax.config.update('jax_compilation_cache_dir', _CACHE.value)
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+  timer = Timer()
+  lines = _run(paths, timer)
+  print('\n'.join(lines), flush=True)
+  if _TIMING.value:
+    _print_timing(timer)
+
+
+if __name__ == '__main__':
+  cli.run(main)
