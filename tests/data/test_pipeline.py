@@ -189,3 +189,10 @@ def test_bad_arguments():
 def test_missing_imagenet_build_is_an_input_error(tmp_path):
   with pytest.raises(InputError):
     pipeline.open_source('ilsvrc2012_cls_loc', 'validation', data_dir=str(tmp_path))
+
+
+def test_unshuffled_order_and_per_host_slices():
+  it = pipeline.train_iterator(ListSource(10), global_batch_size=4, seed=0, shuffle=False, num_epochs=2,
+                               shard_index=1, shard_count=2, **TRAIN)
+  labels = np.concatenate([b['label'] for b in it]).tolist()
+  assert labels == [5, 6, 7, 8, 9, 5, 6, 7]  # Host 1 reads records 5..9, two epochs, the last partial batch dropped.
