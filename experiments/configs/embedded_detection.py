@@ -1,0 +1,53 @@
+"""The embedded demo's detection stage (paper section 5): the `det` view (128x128, 0..4 objects of any class).
+
+`section(arg)` is the `config.detection` section; `get_config(arg)` is the whole demo: classification ->
+localization -> detection. The classifier gets a background class; each step trains at 3 scales on whole
+images with every positive window, the 4 most offending and 4 random background windows per image, and the box
+loss. Inference: 3 scales, windows with an object probability > 0.3, greedy merge ('overlap', t = 0.8).
+
+  python -m overfeat_jax.main --config=experiments/configs/embedded_detection.py --workdir=/tmp/det
+"""
+
+import importlib.util
+import os
+
+import ml_collections
+
+
+def _load(name: str):
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f'{name}.py')
+  spec = importlib.util.spec_from_file_location(f'overfeat_configs_{name}', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def section(arg: str = '') -> ml_collections.ConfigDict:
+  s = ml_collections.ConfigDict()
+  s.data = ml_collections.ConfigDict({'name': 'embedded_det'})
+  s.crop_size, s.resize_smaller, s.max_boxes = 128, 0, 4
+  s.num_epochs = 4.0
+  s.batch_size = 32
+  box = _load('embedded_localization').box_section(arg)
+  box.train_scales = (96, 128, 160)
+  box.eval_size = 128
+  box.eval_scales = (96, 128, 160)
+  box.score_threshold = 0.3
+  box.max_per_scale = 256
+  box.max_detections = 32
+  if arg == 'smoke':
+    box.train_scales, box.eval_scales = (96, 128), (96, 128)
+  s.box = box
+  s.mining = ml_collections.ConfigDict({'num_hard': 4, 'num_random': 4, 'negative_max_coverage': 0.25})
+  s.schedule = ml_collections.ConfigDict({'kind': 'cosine', 'base_lr': 1e-3, 'base_batch_size': 64,
+                                          'decay_epochs': (), 'decay_factor': 0.5, 'warmup_epochs': 0.2})
+  if arg == 'smoke':
+    s.num_train_steps, s.batch_size = 6, 8
+  return s
+
+
+def get_config(arg: str = '') -> ml_collections.ConfigDict:
+  c = _load('embedded_localization').get_config(arg)
+  c.stages = ('classification', 'localization', 'detection')
+  c.detection = section(arg)
+  return c

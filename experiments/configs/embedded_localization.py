@@ -1,0 +1,62 @@
+"""The embedded demo's localization stage (paper section 4) on top of its classification stage.
+
+`section(arg)` is the `config.localization` section (merged over the top-level config for that stage by
+`train.loop.stage_config`); `get_config(arg)` is the embedded demo with stages classification -> localization.
+Regressor: single-class (the paper's competition choice), hidden widths divided like the network's (4096/8,
+1024/8). Training: whole 72x72 images (no crop, random flips), resized on the device to 4 scales every step.
+Inference: 4 scales, top-2 classes per scale, greedy merge with the 'overlap' score at t = 0.8 (chosen by the
+measurement in experiments/benchmarks/results/localization_detection.md).
+
+  python -m overfeat_jax.main --config=experiments/configs/embedded_localization.py --workdir=/tmp/loc
+"""
+
+import importlib.util
+import os
+
+import ml_collections
+
+
+def _load(name: str):
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f'{name}.py')
+  spec = importlib.util.spec_from_file_location(f'overfeat_configs_{name}', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def box_section(arg: str = '') -> ml_collections.ConfigDict:
+  """Regressor, training scales and localization inference options (`config.box` of the stage)."""
+  b = ml_collections.ConfigDict()
+  b.regression = 'single'  # 'single' (4 outputs) or 'per_class' (C x 4)
+  b.hidden = (512, 128)
+  b.fine = True  # train and infer at every offset of the offset pooling
+  b.train_scales = (64, 80, 96, 112)
+  b.eval_size = 72  # the `resize` eval view
+  b.eval_scales = (64, 80, 96, 112)
+  b.top_k = 2
+  b.merge = 'overlap'  # 'overlap', 'literal' or 'nms'
+  b.threshold = 0.8  # merge threshold t
+  b.nms_iou = 0.5  # when merge == 'nms'
+  b.loss_weight = 1.0
+  if arg == 'smoke':
+    b.hidden, b.train_scales, b.eval_scales = (32, 16), (64, 80), (64, 80)
+  return b
+
+
+def section(arg: str = '') -> ml_collections.ConfigDict:
+  s = ml_collections.ConfigDict()
+  s.crop_size, s.resize_smaller = 72, 0  # whole images; flips only
+  s.num_epochs = 3.0
+  s.box = box_section(arg)
+  s.schedule = ml_collections.ConfigDict({'kind': 'cosine', 'base_lr': 1e-3, 'base_batch_size': 64,
+                                          'decay_epochs': (), 'decay_factor': 0.5, 'warmup_epochs': 0.2})
+  if arg == 'smoke':
+    s.num_train_steps = 6
+  return s
+
+
+def get_config(arg: str = '') -> ml_collections.ConfigDict:
+  c = _load('embedded').get_config(arg)
+  c.stages = ('classification', 'localization')
+  c.localization = section(arg)
+  return c
