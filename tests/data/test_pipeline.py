@@ -192,7 +192,8 @@ def test_missing_imagenet_build_is_an_input_error(tmp_path):
 
 
 def test_unshuffled_order_and_per_host_slices():
-  it = pipeline.train_iterator(ListSource(10), global_batch_size=4, seed=0, shuffle=False, num_epochs=2,
+  it = pipeline.train_iterator(ListSource(10), global_batch_size=6, seed=0, shuffle=False, num_epochs=2,
                                shard_index=1, shard_count=2, **TRAIN)
   labels = np.concatenate([b['label'] for b in it]).tolist()
-  assert labels == [5, 6, 7, 8, 9, 5, 6, 7]  # Host 1 reads records 5..9, two epochs, the last partial batch dropped.
+  # Host 1 reads records 5..9 for two epochs, in batches of 3; the last partial batch is dropped.
+  assert labels == [5, 6, 7, 8, 9, 5, 6, 7, 8]
