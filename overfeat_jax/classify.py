@@ -94,17 +94,6 @@ def _process_age() -> float | None:
 
 
 # --- the network ------------------------------------------------------------------------------------------
-def random_params(geometry: geometry_lib.Geometry, num_classes: int, seed: int) -> dict[str, Any]:
-  """N(0, 0.01) kernels (the paper's initialisation) and zero biases, drawn with NumPy (faster than threefry)."""
-  rng = np.random.default_rng(seed)
-  params: dict[str, Any] = {'features': {}, 'classifier': {}}
-  for scope, name, (out, inp, kh, kw) in release_weights.release_layers(geometry, num_classes):
-    kernel = rng.standard_normal((kh, kw, inp, out), dtype=np.float32)
-    kernel *= 0.01
-    params[scope][name] = {'kernel': kernel, 'bias': np.zeros((out,), np.float32)}
-  return params
-
-
 def load_params(path: str | None, geometry: geometry_lib.Geometry, num_classes: int, seed: int = 0) -> Any:
   """The network's parameters on the default device, in the Flax layout.
 
@@ -114,7 +103,7 @@ def load_params(path: str | None, geometry: geometry_lib.Geometry, num_classes: 
   if path is None:
     logging.warning('no --weights given: using RANDOM weights (seed %d); the classes printed are meaningless. '
                     'Pass the release file (net_weight_0 for fast, net_weight_1 for accurate).', seed)
-    return jax.device_put(random_params(geometry, num_classes, seed))
+    return jax.device_put(release_weights.random_params(geometry, num_classes, seed))
   arrays = release_weights.read_release_arrays(path, geometry, num_classes)
   return jax.block_until_ready(jax.jit(release_weights.to_flax_layout)(jax.device_put(arrays)))
 

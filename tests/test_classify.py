@@ -233,3 +233,33 @@ def test_cli_without_weights_warns_and_prints_release_lines(files):
   assert 'RANDOM weights' in result.stderr
   lines = result.stdout.splitlines()
   assert len(lines) == 2 and all(len(line.split()) == 2 and 0 <= float(line.split()[1]) <= 1 for line in lines)
+
+
+# --- class names -----------------------------------------------------------------------------------------
+def test_synset_words_in_devkit_order_and_the_sorted_order_refused(tmp_path):
+  from overfeat_jax.data import class_names  # pylint: disable=g-import-not-at-top
+  (tmp_path / 'devkit_order.txt').write_text('n02119789 kit fox, Vulpes macrotis\nn02100735 English setter\n'
+                                             'n02110185 Siberian husky\n')
+  assert class_names.class_names(synset_words=str(tmp_path / 'devkit_order.txt'), num_classes=3) == [
+      'kit fox, Vulpes macrotis', 'English setter', 'Siberian husky']
+  (tmp_path / 'sorted.txt').write_text('n01440764 tench\nn01443537 goldfish\nn01484850 great white shark\n')
+  with pytest.raises(classify.InputError, match='sorted WordNet-ID order'):
+    class_names.class_names(synset_words=str(tmp_path / 'sorted.txt'), num_classes=3)
+  with pytest.raises(classify.InputError, match='has 3 non-empty lines'):
+    class_names.class_names(synset_words=str(tmp_path / 'devkit_order.txt'), num_classes=1000)
+  assert class_names.class_names(num_classes=3) is None
+
+
+def test_devkit_meta_mat_gives_the_leaves_in_id_order(tmp_path):
+  import scipy.io  # pylint: disable=g-import-not-at-top
+  from overfeat_jax.data import class_names  # pylint: disable=g-import-not-at-top
+  dtype = [('ILSVRC2012_ID', 'O'), ('WNID', 'O'), ('words', 'O'), ('num_children', 'O')]
+  rows = [(3, 'n02110185', 'Siberian husky', 0), (1, 'n02119789', 'kit fox', 0), (4, 'n00001740', 'entity', 5),
+          (2, 'n02100735', 'English setter', 0)]
+  synsets = np.array(rows, dtype=dtype)
+  (tmp_path / 'data').mkdir()
+  scipy.io.savemat(tmp_path / 'data' / 'meta.mat', {'synsets': synsets})
+  assert class_names.class_names(devkit=str(tmp_path), num_classes=3) == ['kit fox', 'English setter',
+                                                                         'Siberian husky']
+  with pytest.raises(classify.InputError, match='lists 3 classification classes'):
+    class_names.class_names(devkit=str(tmp_path / 'data' / 'meta.mat'), num_classes=4)

@@ -104,6 +104,21 @@ def load_release_weights(path: str | os.PathLike, geometry: Geometry,
                   for name, layer in layers.items()} for scope, layers in views.items()}
 
 
+def random_params(geometry: Geometry, num_classes: int = RELEASE_CLASSES, seed: int = 0) -> dict[str, Any]:
+  """Params of the release's shapes with N(0, 0.01) kernels (the paper's initialisation) and zero biases.
+
+  For trying the tools and timing them without the release's files; drawn with NumPy, which is much faster on
+  a CPU than JAX's threefry for the fast network's 146 M values.
+  """
+  rng = np.random.default_rng(seed)
+  params: dict[str, Any] = {'features': {}, 'classifier': {}}
+  for scope, name, (out, inp, kh, kw) in release_layers(geometry, num_classes):
+    kernel = rng.standard_normal((kh, kw, inp, out), dtype=np.float32)
+    kernel *= 0.01
+    params[scope][name] = {'kernel': kernel, 'bias': np.zeros((out,), np.float32)}
+  return params
+
+
 def _layer_arrays(params: Any, geometry: Geometry, num_classes: int) -> Iterator[np.ndarray]:
   """The arrays of `params` in file order and layout, after checking every shape against the geometry."""
   for scope, name, shape in release_layers(geometry, num_classes):

@@ -116,3 +116,13 @@ def test_save_refuses_params_of_another_network(tmp_path):
   with pytest.raises(InputError, match='do not match'):
     rw.save_release_weights(params, FAST.scaled(8), tmp_path / 'w')
   assert os.listdir(tmp_path) == []  # neither the file nor a temporary one
+
+
+def test_random_params_have_the_flax_tree_and_the_papers_scale():
+  geometry = FAST.scaled(16)
+  params = rw.random_params(geometry, 10, seed=3)
+  shapes = jax.eval_shape(lambda: init_params(OverFeat(geometry, num_classes=10), jax.random.PRNGKey(0)))
+  assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(shapes)
+  jax.tree_util.tree_map(lambda p, s: (p.shape, p.dtype) == (s.shape, s.dtype) or pytest.fail(str(s)), params, shapes)
+  assert abs(float(params['classifier']['fc6']['kernel'].std()) - 0.01) < 5e-4
+  jax.tree_util.tree_map(np.testing.assert_array_equal, params, rw.random_params(geometry, 10, seed=3))
