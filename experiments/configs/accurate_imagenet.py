@@ -5,9 +5,22 @@
       --config.batch_size=256 --workdir=/tmp/accurate_bf16   # lr scales to 1e-1 with the batch
 """
 
+import importlib.util
+import os
+
 import ml_collections
 
-from experiments.configs import common
+
+def _load_common():
+  """common.py next to this file (config files are loaded by path, not as a package)."""
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'common.py')
+  spec = importlib.util.spec_from_file_location('overfeat_configs_common', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+common = _load_common()
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:

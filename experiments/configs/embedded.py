@@ -12,9 +12,22 @@ scales from 72 to 120 px, flips).
   python -m overfeat_jax.main --config=experiments/configs/embedded.py:smoke --workdir=/tmp/smoke
 """
 
+import importlib.util
+import os
+
 import ml_collections
 
-from experiments.configs import common
+
+def _load_common():
+  """common.py next to this file (config files are loaded by path, not as a package)."""
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'common.py')
+  spec = importlib.util.spec_from_file_location('overfeat_configs_common', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+common = _load_common()
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
@@ -30,7 +43,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.model.init_scheme, c.model.dropout_rate = 'he', 0.3
 
   c.optimizer.name, c.optimizer.weight_decay = 'adam', 1e-4
-  c.schedule.kind, c.schedule.base_lr, c.schedule.base_batch_size = 'cosine', 2e-3, 64
+  c.schedule.kind, c.schedule.base_lr, c.schedule.base_batch_size = 'cosine', 5e-4, 64
   c.schedule.decay_epochs, c.schedule.warmup_epochs = (), 0.5
 
   c.eval.every_steps, c.eval.batch_size = 0, 200

@@ -7,9 +7,22 @@ SGD momentum 0.6, coupled L2 weight decay 1e-5, lr 5e-2 at batch 128 halved afte
   python -m overfeat_jax.main --config=experiments/configs/fast_imagenet.py:smoke --workdir=/tmp/fast_smoke
 """
 
+import importlib.util
+import os
+
 import ml_collections
 
-from experiments.configs import common
+
+def _load_common():
+  """common.py next to this file (config files are loaded by path, not as a package)."""
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'common.py')
+  spec = importlib.util.spec_from_file_location('overfeat_configs_common', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+common = _load_common()
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
