@@ -1,10 +1,12 @@
 """The embedded procedural dataset: a tfds builder (array_record, no TF) with `cls_loc` and `det` views.
 
 Why: the demo, the tests and the ablations need data that costs nothing to get and is the same everywhere
-for a seed, yet rewards what OverFeat adds: objects from 14 to 56 px (4x scale range: small objects are hard at the
-base scale, so multi-scale helps), anywhere in the image (fine stride helps), sometimes several (box merging),
-partly occluded, over cluttered textured backgrounds with distractor strokes. See `draw.py` for what a picture
-looks like; look at some with `python -m overfeat_jax.data.embedded --view=det --out=/tmp/embedded`.
+for a seed, yet rewards what OverFeat adds: objects from 14 to 56 px (4x scale range: small objects are hard
+at the base scale, so multi-scale helps), anywhere in the image (fine stride helps), sometimes several (box
+merging), partly occluded, over cluttered textured backgrounds with distractor strokes. See `draw.py` for
+what a picture looks like; look at some with:
+
+  python -m overfeat_jax.data.embedded --view=det --out=/tmp/embedded
 
 Views (tfds BuilderConfigs of the builder `embedded`):
   cls_loc: 72x72 images, one labelled main object (`label` = its class); with probability 0.15 a second

@@ -66,16 +66,18 @@ def _as_source(builder: tfds.core.DatasetBuilder, split: str, decoders: Any) -> 
 class _EpochSampler:
   """Which record comes at each step of this host's stream, with the epoch folded into the record key.
 
-  The grain `DataLoader` asks shard `s` of `S` for the global indices s, s + S, ...; position `index // S` of
-  the shard's stream reads its `records_per_shard` records (a contiguous slice) in a permutation drawn for each
-  epoch from `(seed, epoch, shard)`. The key is `epoch * num_records + record`, split again by `_KeyedSource`.
-  Why not grain's `IndexSampler`: it computes each position with `index_shuffle` and builds a Philox generator
-  per record; on 341x256 JPEGs that cost as much as decoding them (measured), a cached permutation costs ~0.
+  The grain `DataLoader` asks shard `s` of `S` for the global indices s, s + S, ...; position `index // S`
+  of the shard's stream reads its `records_per_shard` records (a contiguous slice) in a permutation drawn
+  for each epoch from `(seed, epoch, shard)`. The key is `epoch * num_records + record`, split again by
+  `_KeyedSource`. Why not grain's `IndexSampler`: it computes each position with `index_shuffle` and builds
+  a Philox generator per record; on 341x256 JPEGs that cost as much as decoding them (measured), a cached
+  permutation costs ~0.
   """
 
   def __init__(self, num_records: int, shard: grain.ShardOptions, shuffle: bool, num_epochs: int | None,
                seed: int):
-    self._num_records, self._shard_count, self._shard_index = num_records, shard.shard_count, shard.shard_index
+    self._num_records, self._shard_count = num_records, shard.shard_count
+    self._shard_index = shard.shard_index
     self._per_shard = num_records // shard.shard_count  # drop_remainder: every shard has this many.
     self._start = shard.shard_index * self._per_shard
     self._shuffle, self._seed = shuffle, seed
