@@ -23,6 +23,7 @@ the config, whatever the order of generation.
 """
 
 import dataclasses
+import fcntl
 import io
 import os
 from typing import Any, Iterator
@@ -169,9 +170,17 @@ def build_embedded(data_dir: str, view: str, **options: Any) -> Embedded:
   config = make_config(view, **options)
   # tfds refuses a config object that reuses a registered name: pass the name for the registered ones.
   registered = config.name in VIEWS
-  builder = Embedded(data_dir=data_dir, config=config.name if registered else config,
-                     file_format='array_record')
-  builder.download_and_prepare()
+  os.makedirs(data_dir, exist_ok=True)
+  # Several processes of one multi-process run may start on a fresh data_dir at once: one builds, the others
+  # wait on the lock and then find the finished build (tfds' own rename would otherwise collide).
+  with open(os.path.join(data_dir, f'.embedded_{config.name}.lock'), 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+      builder = Embedded(data_dir=data_dir, config=config.name if registered else config,
+                         file_format='array_record')
+      builder.download_and_prepare()
+    finally:
+      fcntl.flock(lock, fcntl.LOCK_UN)
   return builder
 
 

@@ -104,3 +104,17 @@ def test_config_names_and_bad_options():
 def test_sample_grid_size():
   grid = embedded.sample_grid('cls_loc', count=4, columns=2, zoom=2)
   assert grid.size == (2 * (144 + 4), 2 * (144 + 4))
+
+
+def _build_and_count(data_dir):
+  from overfeat_jax.data import embedded as embedded_module  # pylint: disable=g-import-not-at-top
+  builder = embedded_module.build_embedded(data_dir, 'det', train_size=24, test_size=6, seed=11)
+  return len(builder.as_data_source(split='train'))
+
+
+@pytest.mark.multiprocess
+def test_processes_building_the_same_fresh_dataset_at_once_do_not_collide(tmp_path):
+  """A multi-process run starts every process on the same fresh data_dir: one builds, the others wait."""
+  import multiprocessing  # pylint: disable=g-import-not-at-top
+  with multiprocessing.get_context('spawn').Pool(3) as pool:
+    assert pool.map(_build_and_count, [str(tmp_path)] * 3) == [24, 24, 24]
