@@ -1,0 +1,78 @@
+"""Every speed benchmark runs end to end at tiny sizes on CPU and prints the fields its results table needs.
+
+Why: the benchmarks are meant for a GPU that this machine does not have; these runs prove that each one works
+(flags, compilation, timing, the printed table) so that `run_all_gpu.sh` can be run there as is. No speed is
+asserted. Each script runs as a subprocess exactly as a user runs it, on one CPU device.
+"""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BENCH = os.path.join(ROOT, 'experiments', 'benchmarks')
+TINY = ['--geometry=small', '--width_divisor=32', '--num_classes=4']
+
+
+def run(script: str, *args: str, timeout: int = 300) -> str:
+  """Runs a benchmark script on one CPU device; returns its stdout (fails the test with stderr on error)."""
+  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_force_host_platform_device_count=1',
+             PYTHONPATH=ROOT)
+  proc = subprocess.run([sys.executable, os.path.join(BENCH, script), *args], capture_output=True, text=True,
+                        env=env, cwd=ROOT, timeout=timeout)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return proc.stdout
+
+
+def table_rows(text: str, columns: int) -> list[list[str]]:
+  """Markdown data rows with `columns` cells (header and separator excluded)."""
+  rows = [[c.strip() for c in line.strip().strip('|').split('|')] for line in text.splitlines()
+          if line.startswith('|') and not line.startswith('|---')]
+  return [r for r in rows[1:] if len(r) == columns]
+
+
+@pytest.mark.slow  # ~10 compilations (two variants, the batch search, localization): 30-60 s on 2 busy cores
+def test_dense_inference_prints_rates_memory_and_merge_share():
+  out = run('dense_inference.py', *TINY, '--input_size=64', '--scales=64x64,80x80', '--batch=2', '--steps=1',
+            '--dtypes=float32', '--variants=vmap,fold', '--find_max_batch', '--memory_limit_gb=0.01',
+            '--max_batch_cap=8', '--localize', '--localize_batch=2')
+  assert 'device: cpu' in out and 'GFLOP/img' in out
+  rows = table_rows(out, 8)
+  assert [r[0] for r in rows] == ['vmap', 'fold']
+  for r in rows:
+    assert r[1] == 'float32' and r[2] == '2' and float(r[5]) > 0  # img/s measured
+  for variant in ('vmap', 'fold'):
+    m = re.search(rf'max batch \({variant}, float32\): predicted (\d+), ran (\d+) at ([\d.]+) img/s.*'
+                  r'memory per image ([\d.]+) MiB', out)
+    assert m, out
+    assert 1 <= int(m.group(2)) <= int(m.group(1)) <= 8 and float(m.group(4)) > 0
+  m = re.search(r'localization \(float32.*merge share ([\d.]+)% \(alone\)', out)
+  assert m and 0 <= float(m.group(1)) <= 100
+
+
+def test_dense_inference_rejects_bad_scales():
+  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
+  proc = subprocess.run([sys.executable, os.path.join(BENCH, 'dense_inference.py'), '--scales=big'],
+                        capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+  assert proc.returncode == 2 and 'error' in proc.stderr and '--scales' in proc.stderr
+
+
+@pytest.mark.slow  # four programs compiled: ~25 CPU-seconds
+def test_hlo_report_summarises_train_and_dense_programs(tmp_path):
+  out = run('hlo_report.py', *TINY, '--train_batch=4', '--batch=1', '--input_size=64', '--scales=64x64',
+            '--noflips', f'--out_dir={tmp_path}')
+  for name in ('train_float32', 'train_bfloat16', 'dense_vmap', 'dense_fold'):
+    assert f'### {name}' in out
+    assert (tmp_path / f'{name}.hlo.txt').stat().st_size > 0
+    assert (tmp_path / f'{name}.stablehlo.mlir').stat().st_size > 0
+  # The model hands XLA NHWC convolutions in the compute dtype; the train step donates its whole state.
+  sections = dict(re.findall(r'### (\w+)\n((?:- .*\n?)+)', out))
+  assert 'operand dtypes bf16/bf16: 23' in sections['train_bfloat16']
+  assert 'operand dtypes f32/f32: 23' in sections['train_float32']
+  assert '[b, 0, 1, f]x[0, 1, i, o]->[b, 0, 1, f]' in sections['dense_fold']
+  assert re.search(r'donated \(aliased\) inputs: [1-9]', sections['train_bfloat16'])
+  assert 'host transfers/callbacks: -' in sections['train_bfloat16']
+  assert re.search(r'0 gathers', sections['dense_fold'])
