@@ -6,6 +6,7 @@
 """
 
 import os
+import sys
 
 from absl import flags, logging
 from ml_collections import config_flags
@@ -37,5 +38,26 @@ def main(argv: list[str]) -> None:
       print(f'{stage}: {shown}' if shown else f'{stage}: stopped early ({metrics})', flush=True)
 
 
+def check_flags(argv: list[str]) -> list[str]:
+  """Parses the flags once up front: a bad `--config.FIELD` (unknown, wrong type) becomes one line, exit 2.
+
+  ml_collections raises AttributeError/TypeError/ValueError from inside absl's flag parsing (a traceback), and
+  wraps a config file's own errors in a flags error whose message is a traceback.
+  """
+  try:
+    remaining = flags.FLAGS(argv)
+  except flags.Error as e:  # config-file errors arrive with a traceback inside the message: keep its last line
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    print(f'{os.path.basename(argv[0])}: error: {lines[-1] if lines else e}', file=sys.stderr)
+    sys.exit(2)
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    print(f'{os.path.basename(argv[0])}: error: bad --config: {type(e).__name__}: {e}', file=sys.stderr)
+    sys.exit(2)
+  # The parsed values stay; `cli.run` (absl) then parses only the leftover arguments, because parsing
+  # `--config.FIELD` twice would define its override flag twice.
+  return remaining
+
+
 if __name__ == '__main__':
+  sys.argv = check_flags(sys.argv)
   cli.run(main)
