@@ -1,33 +1,98 @@
 """Runs an absl `main` so that bad input ends in one line on stderr and exit status 2, never a traceback."""
 
+import errno
+import os
 import sys
-from typing import Callable
+import traceback
+from typing import Callable, NoReturn
 
-from absl import app
+from absl import app, flags
 
 from overfeat_jax.errors import InputError
 
 # Errors that mean "the user gave us something we cannot use". Anything else is a bug and keeps its traceback.
-USER_ERRORS = (InputError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+USER_ERRORS = (InputError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError,
+               FileExistsError)
+# OSErrors about the paths or the disk the user chose (a full disk, a read-only mount, a file in the way).
+USER_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENOTDIR, errno.EEXIST, errno.EACCES,
+                         errno.EPERM, errno.ENAMETOOLONG, errno.EFBIG})
+
+
+def _program() -> str:
+  return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else 'overfeat_jax'
+
+
+def _fail(message: str, label: str = 'error') -> NoReturn:
+  """Prints `prog: label: message` as ONE line on stderr and exits 2."""
+  text = ' '.join(str(message).split())  # multi-line messages (absl, ml_collections) become one line
+  print(f'{_program()}: {label}: {text}', file=sys.stderr, flush=True)
+  sys.exit(2)
+
+
+def is_user_error(e: BaseException) -> bool:
+  return isinstance(e, USER_ERRORS) or (isinstance(e, OSError) and e.errno in USER_ERRNOS)
+
+
+def _describe(e: BaseException) -> str:
+  """`Type: message`, with the innermost frame of a config file (user code) when there is one."""
+  if isinstance(e, flags.Error):
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    if any(line.startswith('Traceback') for line in lines):  # a config file that raised while loading
+      return f'{lines[0]} {lines[-1]}'
+    return ' '.join(lines)
+  if isinstance(e, InputError):
+    return str(e)
+  where = ''
+  frames = [f for f in traceback.extract_tb(e.__traceback__)
+            if 'site-packages' not in f.filename and os.path.abspath(f.filename) != os.path.abspath(__file__)]
+  if frames and not isinstance(e, SyntaxError):
+    where = f' (at {frames[-1].filename}:{frames[-1].lineno})'
+  hint = ''
+  if isinstance(e, (AttributeError, KeyError)) and any(a.startswith('--config.') for a in sys.argv[1:]):
+    hint = ': a --config.FIELD override names a field the config does not have'
+  return f'{type(e).__name__}: {e}{where}{hint}'
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with every failure (an unknown or ill-typed flag, a config file that does not load
+  or raises: the config file is the user's code) reported as one line and exit status 2."""
+  try:
+    rest = flags.FLAGS(argv)
+    _check_config_files()
+  except Exception as e:  # pylint: disable=broad-except  (nothing here is a bug of ours: it is the input)
+    _fail(_describe(e))
+  return rest
+
+
+def _check_config_files() -> None:
+  """ml_collections defers "config file not found" until the config is first used: surface it now."""
+  from ml_collections.config_flags import config_flags  # pylint: disable=g-import-not-at-top
+  for name in list(flags.FLAGS):
+    flag = flags.FLAGS[name]
+    if isinstance(flag.parser, config_flags.ConfigFileFlagParser) and flag.present:
+      try:
+        getattr(flag.value, 'keys')
+      except OSError as e:
+        raise InputError(f'--{flag.name}: {e}') from None
 
 
 def _exit_on_user_error(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
   def wrapped(argv: list[str]) -> None:
     try:
       main(argv)
-    except USER_ERRORS as e:
-      name = 'error' if isinstance(e, InputError) else type(e).__name__
-      print(f'{sys.argv[0].split("/")[-1]}: {name}: {e}', file=sys.stderr)
-      sys.exit(2)
+    except Exception as e:  # pylint: disable=broad-except
+      if not is_user_error(e):
+        raise
+      _fail(str(e), 'error' if isinstance(e, InputError) else type(e).__name__)
   return wrapped
 
 
 def run(main: Callable[[list[str]], None]) -> None:
-  """`absl.app.run(main)`, with user errors (and absl flag errors, which absl already maps to 1 line) -> exit 2."""
+  """`absl.app.run(main)`: user errors (bad files, flags, config values, a full disk) -> one line, exit 2."""
   try:
-    app.run(_exit_on_user_error(main))
+    app.run(_exit_on_user_error(main), flags_parser=parse_flags)
   except SystemExit as e:
-    # absl exits with 1 on a bad flag after printing usage; the project promises 2 for every bad input.
+    # absl exits with 1 on some usage errors; the project promises 2 for every bad input.
     if e.code == 1:
       sys.exit(2)
     raise
