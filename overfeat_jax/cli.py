@@ -42,15 +42,20 @@ def _describe(e: BaseException) -> str:
     return ' '.join(lines)
   if isinstance(e, InputError):
     return str(e)
+  if isinstance(e, (AttributeError, KeyError)) and any(a.startswith('--config.') for a in sys.argv[1:]):
+    return f'{type(e).__name__}: {e}: a --config.FIELD override names a field the config does not have'
   where = ''
   frames = [f for f in traceback.extract_tb(e.__traceback__)
             if 'site-packages' not in f.filename and os.path.abspath(f.filename) != os.path.abspath(__file__)]
   if frames and not isinstance(e, SyntaxError):
     where = f' (at {frames[-1].filename}:{frames[-1].lineno})'
-  hint = ''
-  if isinstance(e, (AttributeError, KeyError)) and any(a.startswith('--config.') for a in sys.argv[1:]):
-    hint = ': a --config.FIELD override names a field the config does not have'
-  return f'{type(e).__name__}: {e}{where}{hint}'
+  return f'{type(e).__name__}: {e}{where}'
+
+
+def bad_flags(e: Exception) -> NoReturn:
+  """One line and exit 2 for a flag error raised outside `parse_flags`: a config flag with a default file
+  reads the `--config.FIELD` overrides of `sys.argv` when it is *defined*, i.e. when the module is imported."""
+  _fail(_describe(e))
 
 
 def parse_flags(argv: list[str]) -> list[str]:

@@ -15,8 +15,11 @@ from overfeat_jax import cli
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                'experiments', 'configs', 'embedded.py')
-_CONFIG = config_flags.DEFINE_config_file('config', _DEFAULT_CONFIG, 'Training config file[:arg].',
-                                          lock_config=True)
+try:  # with a default file, the config is loaded (and --config.FIELD applied) right here, at import
+  _CONFIG = config_flags.DEFINE_config_file('config', _DEFAULT_CONFIG, 'Training config file[:arg].',
+                                            lock_config=True)
+except Exception as e:  # pylint: disable=broad-except  (a bad override or config file: user input)
+  cli.bad_flags(e)
 _WORKDIR = flags.DEFINE_string('workdir', './workdir/demo', 'Checkpoints, TensorBoard events, metrics.json.')
 _COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'HOST:PORT of process 0 (multi-process runs).')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Number of processes (multi-process runs).')
@@ -39,23 +42,13 @@ def main(argv: list[str]) -> None:
 
 
 def check_flags(argv: list[str]) -> list[str]:
-  """Parses the flags once up front: a bad `--config.FIELD` (unknown, wrong type) becomes one line, exit 2.
+  """Parses the flags once up front: a bad `--config.FIELD` (unknown, wrong type) or a config file that does
+  not load or raises becomes one line, exit 2 (`cli.parse_flags`).
 
-  ml_collections raises AttributeError/TypeError/ValueError from inside absl's flag parsing (a traceback), and
-  wraps a config file's own errors in a flags error whose message is a traceback.
+  The parsed values stay; `cli.run` (absl) then parses only the leftover arguments, because parsing
+  `--config.FIELD` twice would define its override flag twice.
   """
-  try:
-    remaining = flags.FLAGS(argv)
-  except flags.Error as e:  # config-file errors arrive with a traceback inside the message: keep its last line
-    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    print(f'{os.path.basename(argv[0])}: error: {lines[-1] if lines else e}', file=sys.stderr)
-    sys.exit(2)
-  except (AttributeError, KeyError, TypeError, ValueError) as e:
-    print(f'{os.path.basename(argv[0])}: error: bad --config: {type(e).__name__}: {e}', file=sys.stderr)
-    sys.exit(2)
-  # The parsed values stay; `cli.run` (absl) then parses only the leftover arguments, because parsing
-  # `--config.FIELD` twice would define its override flag twice.
-  return remaining
+  return cli.parse_flags(argv)
 
 
 if __name__ == '__main__':
