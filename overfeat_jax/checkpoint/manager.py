@@ -9,7 +9,8 @@ without metrics (between evaluations) compete only for the latest-K slots.
 Writes are atomic: orbax writes `<step>.orbax-checkpoint-tmp-*` and renames it to `<step>` once complete, so a
 run killed mid-save leaves a tmp directory that is never listed as a step (and is cleaned up on the next
 start). A finished checkpoint damaged afterwards (a truncated or deleted file) fails to restore: `restore_latest`
-warns with its path and falls back to the previous step.
+warns with its path, moves it aside to `<step>.corrupt` (kept for inspection, no longer a step, so the resumed
+run can save that step again) and falls back to the previous step.
 """
 
 import os
@@ -18,6 +19,8 @@ from typing import Any, Callable
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
+from etils import epath
+from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers as ocm
 
 
@@ -66,10 +69,26 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any,
     except Exception as e:  # pylint: disable=broad-except  (orbax/tensorstore raise many types)
       path = os.path.join(str(manager.directory), str(step))
       warn(f'checkpoint {path} is incomplete or corrupt ({type(e).__name__}: {str(e)[:200]}); '
-           'falling back to the previous one')
+           f'moved to {quarantine(manager, step)}, falling back to the previous one')
       continue
     return step, restored.state, restored.meta
   return None
+
+
+def quarantine(manager: ocp.CheckpointManager, step: int) -> str:
+  """Renames checkpoint `step` to `<step>.corrupt[-N]` (process 0; all processes wait), so that it is no longer
+  listed and a resumed run can write that step again; returns the new path."""
+  src = epath.Path(manager.directory) / str(step)
+  dst, n = src.with_name(f'{step}.corrupt'), 0
+  while dst.exists():
+    n += 1
+    dst = src.with_name(f'{step}.corrupt-{n}')
+  if jax.process_index() == 0:
+    src.rename(dst)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(f'quarantine_checkpoint_{step}')
+  manager.reload()
+  return str(dst)
 
 
 def restore_params(directory: str, step: int | None = None) -> tuple[int, Any]:
