@@ -76,3 +76,62 @@ def test_hlo_report_summarises_train_and_dense_programs(tmp_path):
   assert re.search(r'donated \(aliased\) inputs: [1-9]', sections['train_bfloat16'])
   assert 'host transfers/callbacks: -' in sections['train_bfloat16']
   assert re.search(r'0 gathers', sections['dense_fold'])
+
+
+@pytest.mark.slow  # builds a tfds dataset from JPEGs and compiles a train step: ~20-40 s on 2 busy cores
+def test_train_from_pipeline_reports_input_compute_and_wait(tmp_path):
+  out = run('train_from_pipeline.py', *TINY[:2], '--batch=4', '--num_images=12', '--num_synsets=3',
+            '--image_size=96x72', '--resize_smaller=72', '--steps=2', '--warmup=1', f'--workdir={tmp_path}')
+  assert re.search(r'data: 12 JPEGs 96x72', out), out
+  rows = {r[0]: r for r in table_rows(out, 6)}
+  assert set(rows) == {'input only', 'compute only', 'end to end'}
+  for r in rows.values():
+    assert float(r[1]) > 0 and float(r[2]) > 0  # ms/step and img/s
+  assert 0 <= float(rows['end to end'][3]) <= 100 and 0 < float(rows['end to end'][5]) <= 100
+  assert out.count('verdict: the accelerator') == 1
+  # The JPEGs went through the project's ImageNet builder (Kaggle layout, config `original`).
+  assert list(tmp_path.glob('tfds_*/ilsvrc2012_cls_loc/original/1.0.0'))
+
+
+@pytest.mark.slow  # builds a tiny embedded dataset and compiles two train steps
+def test_bf16_vs_f32_writes_both_curves_and_gaps(tmp_path):
+  png = tmp_path / 'curves.png'
+  out = run('bf16_vs_f32.py', '--steps=3', '--batch=8', '--width_divisor=32', '--train_size=32', '--smooth=2',
+            f'--data_dir={tmp_path / "tfds"}', f'--out={png}')
+  rows = {r[0]: r for r in table_rows(out, 5)}
+  assert set(rows) == {'float32', 'bfloat16'}
+  # Same init, data and dropout keys: the first losses agree to bf16 precision, yet are computed separately.
+  first32, first16 = float(rows['float32'][1]), float(rows['bfloat16'][1])
+  assert abs(first32 - first16) / first32 < 0.05
+  gaps = dict(re.findall(r'(\w+_gap\w*)=([\d.]+)', out))
+  assert set(gaps) == {'max_rel_gap', 'mean_rel_gap', 'max_rel_gap_smoothed', 'mean_rel_gap_smoothed'}
+  assert float(gaps['max_rel_gap']) >= float(gaps['mean_rel_gap']) >= 0
+  assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+def _defined_flags(script: str) -> set[str]:
+  with open(os.path.join(BENCH, script)) as f:
+    text = f.read()
+  names = set(re.findall(r"DEFINE_\w+\(\s*'(\w+)'", text))
+  for imported in re.findall(r'^import (\w+)', text, re.M):  # flags of a sibling benchmark it imports
+    if os.path.exists(os.path.join(BENCH, imported + '.py')):
+      names |= _defined_flags(imported + '.py')
+  return names
+
+
+def test_run_all_gpu_names_existing_scripts_and_flags():
+  env = dict(os.environ, DRY_RUN='1', PY='python')
+  proc = subprocess.run(['bash', os.path.join(BENCH, 'run_all_gpu.sh')], capture_output=True, text=True,
+                        env=env, cwd=ROOT, timeout=60)
+  assert proc.returncode == 0, proc.stderr
+  commands = [line.split() for line in proc.stdout.splitlines() if line.startswith('python ')]
+  scripts = {os.path.basename(c[1]) for c in commands}
+  assert {'dense_inference.py', 'hlo_report.py', 'train_from_pipeline.py', 'bf16_vs_f32.py',
+          'flop_accounting.py'} <= scripts
+  for command in commands:
+    script = os.path.basename(command[1])
+    known = _defined_flags(script)
+    for arg in command[2:]:
+      name = arg.lstrip('-').split('=')[0]
+      name = name[2:] if name.startswith('no') and name[2:] in known else name
+      assert name in known, f'{script} has no flag --{name}'
