@@ -1,0 +1,291 @@
+"""Self-contained, versioned artifacts of trained networks: what other JAX projects load (no training code).
+
+Why a separate format from the training checkpoints: a training checkpoint holds the optimizer state, the
+input pipeline position and no description of the network (the config that built it lives elsewhere), and
+reading it needs orbax. An artifact is a directory of two files that need only numpy and flax to use:
+
+  config.json   {"format": "overfeat_jax.pretrained", "format_version": 1, "network": {...}, "regressor": ...,
+                 "stage", "class_names", "preprocessing", "source", "params": {"file", "sha256", "count"}}
+  params.npz    every parameter as a float32 array named by its tree path ('features/conv1/kernel', ...),
+                read with `np.load(..., allow_pickle=False)`: loading executes no code.
+
+The artifact is written into a temporary sibling directory and renamed into place, so a reader never sees a
+half-written one. `read_artifact` checks the format name, the version, the parameter file's SHA-256 and every
+array's shape against the network the config describes, and raises `InputError` (one sentence) on any mismatch.
+
+This module imports only numpy, jax, flax.linen and `overfeat_jax.models` (no optax, no orbax, no TensorFlow).
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from overfeat_jax.errors import InputError
+from overfeat_jax.models.geometry import GEOMETRIES, get_geometry
+from overfeat_jax.models.heads import BoxRegressor
+from overfeat_jax.models.overfeat import OverFeat
+
+FORMAT_NAME = 'overfeat_jax.pretrained'
+FORMAT_VERSION = 1
+CONFIG_FILE, PARAMS_FILE = 'config.json', 'params.npz'
+STAGES = ('classification', 'localization', 'detection')
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkSpec:
+  """What builds the modules of a trained network (everything else in the artifact is description).
+
+  Attributes:
+    geometry: registered geometry name ('fast', 'accurate', 'small').
+    width_divisor: every width divided by this (1 = the paper's widths).
+    num_classes: classifier outputs (detection: object classes + 1, the background being the last).
+    dtype: compute dtype of the modules ('float32' or 'bfloat16'); parameters are float32 either way.
+    regressor_outputs: box regressor outputs (1 single-class, C per-class), 0 when there is no regressor.
+    regressor_hidden: the regressor's hidden widths.
+  """
+  geometry: str
+  width_divisor: int
+  num_classes: int
+  dtype: str = 'float32'
+  regressor_outputs: int = 0
+  regressor_hidden: tuple[int, ...] = ()
+
+  def classifier(self) -> OverFeat:
+    if self.geometry not in GEOMETRIES or self.dtype not in DTYPES:
+      raise InputError(f'unknown network {self.geometry!r} or dtype {self.dtype!r} in the artifact config.')
+    return OverFeat(get_geometry(self.geometry, self.width_divisor), num_classes=self.num_classes,
+                    dtype=DTYPES[self.dtype])
+
+  def regressor(self) -> BoxRegressor | None:
+    if not self.regressor_outputs:
+      return None
+    return BoxRegressor(get_geometry(self.geometry, self.width_divisor), num_outputs=self.regressor_outputs,
+                        hidden=tuple(self.regressor_hidden), dtype=DTYPES[self.dtype])
+
+
+def abstract_params(spec: NetworkSpec) -> dict[str, Any]:
+  """Shapes of the params the spec's modules expect: {'backbone': ..., 'regressor': ...} or the classifier's."""
+  model = spec.classifier()
+  size = model.geometry.input_size
+  images = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+  backbone = jax.eval_shape(lambda x: model.init(jax.random.key(0), x)['params'], images)
+  regressor = spec.regressor()
+  if regressor is None:
+    return backbone
+  k, c5 = model.geometry.fc_kernel, model.geometry.layer5_channels
+  pooled = jax.ShapeDtypeStruct((1, k, k, c5), jnp.float32)
+  head = jax.eval_shape(lambda x: regressor.init(jax.random.key(0), x)['params'], pooled)
+  return {'backbone': backbone, 'regressor': head}
+
+
+def _shape(tree: Any, *path: str) -> tuple[int, ...]:
+  for key in path:
+    tree = tree[key]
+  return tuple(np.shape(tree))
+
+
+def infer_network(params: Any, dtype: str = 'float32') -> NetworkSpec:
+  """The network a parameter tree belongs to, from its shapes alone (training checkpoints store no config).
+
+  Accepts a classifier tree {'features', 'classifier'} or a localization/detection tree {'backbone',
+  'regressor'}. Every registered geometry and width divisor whose first layer matches is built abstractly and
+  compared leaf by leaf; exactly one must match.
+  """
+  try:
+    backbone = params['backbone'] if 'backbone' in params else params
+    conv1 = _shape(backbone, 'features', 'conv1', 'kernel')
+    fcs = sorted(backbone['classifier'], key=lambda n: int(n[2:]))
+    num_classes = _shape(backbone, 'classifier', fcs[-1], 'bias')[0]
+    reg = params.get('regressor') if 'backbone' in params else None
+    reg_names = sorted(reg, key=lambda n: int(n[3:])) if reg else []
+    reg_hidden = tuple(_shape(reg, n, 'bias')[0] for n in reg_names[:-1])
+    reg_outputs = _shape(reg, reg_names[-1], 'bias')[0] // 4 if reg else 0
+  except (KeyError, TypeError, IndexError, ValueError, AttributeError):
+    raise InputError('the parameters are not an OverFeat tree ({features, classifier} or {backbone, '
+                     'regressor}).') from None
+  want = jax.tree.map(np.shape, params)
+  for name, base in GEOMETRIES.items():
+    if base.stages[0].kernel != conv1[0] or conv1[-1] < 1 or base.stages[0].features % conv1[-1]:
+      continue
+    spec = NetworkSpec(name, base.stages[0].features // conv1[-1], int(num_classes), dtype, int(reg_outputs),
+                       reg_hidden)
+    got = jax.tree.map(lambda s: tuple(s.shape), abstract_params(spec))
+    if got == want:
+      return spec
+  raise InputError(f'no registered network ({sorted(GEOMETRIES)} at any width) has these parameter shapes.')
+
+
+def flatten(params: Any) -> dict[str, np.ndarray]:
+  """{'features/conv1/kernel': float32 array, ...}: the tree as named arrays (npz keys)."""
+  flat = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    flat['/'.join(p.key for p in path)] = np.asarray(jax.device_get(leaf), dtype=np.float32)
+  return flat
+
+
+def unflatten(flat: dict[str, np.ndarray]) -> dict[str, Any]:
+  tree: dict[str, Any] = {}
+  for name, value in flat.items():
+    *scopes, leaf = name.split('/')
+    node = tree
+    for s in scopes:
+      node = node.setdefault(s, {})
+    node[leaf] = value
+  return tree
+
+
+def _sha256(path: str) -> str:
+  digest = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for block in iter(lambda: f.read(1 << 20), b''):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def build_config(spec: NetworkSpec, *, stage: str, class_names: list[str] | None = None,
+                 preprocessing: dict | None = None, source: dict | None = None) -> dict[str, Any]:
+  """The config.json content (without the params entry, which `write_artifact` adds)."""
+  if stage not in STAGES:
+    raise InputError(f'stage must be one of {STAGES}, got {stage!r}.')
+  object_classes = spec.num_classes - 1 if stage == 'detection' else spec.num_classes
+  if class_names is not None and len(class_names) != object_classes:
+    raise InputError(f'{len(class_names)} class names for a network with {object_classes} object classes.')
+  geometry = get_geometry(spec.geometry, spec.width_divisor)
+  network = {'geometry': spec.geometry, 'width_divisor': spec.width_divisor, 'num_classes': spec.num_classes,
+             'dtype': spec.dtype, 'input_size': geometry.input_size, 'coarse_stride': geometry.coarse_stride,
+             'fine_stride': geometry.fine_stride,
+             'background_class': spec.num_classes - 1 if stage == 'detection' else None}
+  regressor = ({'num_outputs': spec.regressor_outputs, 'hidden': list(spec.regressor_hidden),
+                'encoding': 'window-relative box edges (overfeat_jax.train.targets)'}
+               if spec.regressor_outputs else None)
+  pre = {'input': 'RGB, NHWC, pixel values 0..255 (uint8 or float); the model normalises inside',
+         'train_size': geometry.input_size, **(preprocessing or {})}
+  return {'format': FORMAT_NAME, 'format_version': FORMAT_VERSION, 'stage': stage, 'network': network,
+          'regressor': regressor, 'class_names': class_names, 'preprocessing': pre, 'source': source or {}}
+
+
+def write_artifact(path: str, params: Any, config: dict[str, Any]) -> str:
+  """Writes params + config as an artifact directory at `path`, atomically. Returns the absolute path.
+
+  An existing artifact at `path` is replaced; any other existing file or directory is refused.
+  """
+  path = os.path.abspath(path)
+  if os.path.lexists(path) and not os.path.isfile(os.path.join(path, CONFIG_FILE)):
+    raise InputError(f'{path} exists and is not an overfeat_jax artifact; choose a new --output.')
+  parent = os.path.dirname(path)
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=f'.{os.path.basename(path)}.tmp-', dir=parent)
+  try:
+    flat = flatten(params)
+    np.savez(os.path.join(tmp, PARAMS_FILE), **flat)
+    config = {**config, 'params': {'file': PARAMS_FILE, 'sha256': _sha256(os.path.join(tmp, PARAMS_FILE)),
+                                   'count': int(sum(v.size for v in flat.values()))}}
+    with open(os.path.join(tmp, CONFIG_FILE), 'w') as f:
+      json.dump(config, f, indent=2, sort_keys=True)
+    os.chmod(tmp, 0o755)
+    old = None
+    if os.path.lexists(path):
+      old = tempfile.mkdtemp(prefix=f'.{os.path.basename(path)}.old-', dir=parent)
+      os.replace(path, os.path.join(old, 'a'))
+    os.replace(tmp, path)
+    if old:
+      shutil.rmtree(old, ignore_errors=True)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return path
+
+
+def read_config(path: str) -> dict[str, Any]:
+  """The artifact's config.json, after checking the format name and version."""
+  file = os.path.join(path, CONFIG_FILE)
+  if not os.path.isfile(file):
+    raise InputError(f'{path} is not an overfeat_jax artifact (no {CONFIG_FILE}).')
+  try:
+    with open(file) as f:
+      config = json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise InputError(f'{file} is not valid JSON ({e}); the artifact is corrupt.') from None
+  if not isinstance(config, dict) or config.get('format') != FORMAT_NAME:
+    raise InputError(f'{file} is not an overfeat_jax artifact config (format is not {FORMAT_NAME!r}).')
+  version = config.get('format_version')
+  if version != FORMAT_VERSION:
+    raise InputError(f'{path} has artifact format version {version!r}; this overfeat_jax reads version '
+                     f'{FORMAT_VERSION} only (export it again, or use a matching overfeat_jax).')
+  return config
+
+
+def spec_of(config: dict[str, Any]) -> NetworkSpec:
+  try:
+    net, reg = config['network'], config.get('regressor') or {}
+    return NetworkSpec(str(net['geometry']), int(net['width_divisor']), int(net['num_classes']),
+                       str(net.get('dtype', 'float32')), int(reg.get('num_outputs', 0)),
+                       tuple(int(h) for h in reg.get('hidden', ())))
+  except (KeyError, TypeError, ValueError) as e:
+    raise InputError(f'the artifact config has no valid network description ({e}).') from None
+
+
+def _load_arrays(path: str, config: dict[str, Any]) -> dict[str, np.ndarray]:
+  entry = config.get('params') or {}
+  file = os.path.join(path, str(entry.get('file', PARAMS_FILE)))
+  if not os.path.isfile(file):
+    raise InputError(f'{file} is missing; the artifact is incomplete.')
+  if _sha256(file) != entry.get('sha256'):
+    raise InputError(f'{file} does not match the checksum in {CONFIG_FILE}; the artifact is corrupt.')
+  try:
+    with np.load(file, allow_pickle=False) as data:
+      return {name: data[name] for name in data.files}
+  except (zipfile.BadZipFile, ValueError, OSError) as e:
+    raise InputError(f'{file} cannot be read ({e}); the artifact is corrupt.') from None
+
+
+def read_artifact(path: str) -> tuple[dict[str, Any], NetworkSpec, dict[str, Any]]:
+  """(config, network spec, params as numpy arrays) of an artifact directory, every shape checked."""
+  config = read_config(path)
+  spec = spec_of(config)
+  params = unflatten(_load_arrays(path, config))
+  want = jax.tree.map(lambda s: tuple(s.shape), abstract_params(spec))
+  got = jax.tree.map(np.shape, params)
+  if got != want:
+    raise InputError(f'{path}: the parameters do not match the network in {CONFIG_FILE}; the artifact is '
+                     'corrupt or was edited.')
+  return config, spec, params
+
+
+def checkpoint_dir(workdir: str, stage: str) -> str:
+  """The orbax checkpoint directory of `stage` in a training workdir (or of a stage directory itself)."""
+  for candidate in (os.path.join(workdir, stage, 'checkpoints'), os.path.join(workdir, 'checkpoints'), workdir):
+    if os.path.isdir(candidate) and any(n.isdigit() for n in os.listdir(candidate)):
+      return candidate
+  raise InputError(f'no {stage} checkpoint in {workdir} (looked for {os.path.join(workdir, stage, "checkpoints")}'
+                   '/<step>); train it first or pass the right --workdir/--stage.')
+
+
+def load_trained(workdir: str, stage: str, step: int | None = None) -> tuple[int, Any]:
+  """(step, params as numpy) of a training run's checkpoint of `stage`: the latest, or `step`.
+
+  Imports orbax (through the checkpoint manager) only here, so reading artifacts never needs it.
+  """
+  from overfeat_jax.checkpoint import manager  # pylint: disable=g-import-not-at-top
+  directory = checkpoint_dir(workdir, stage)
+  steps = sorted(int(n) for n in os.listdir(directory) if n.isdigit())
+  if step is not None and step not in steps:
+    raise InputError(f'{directory} has no checkpoint at step {step}; it has steps {steps}.')
+  try:
+    step, params = manager.restore_params(directory, step)
+  except InputError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except  (orbax/tensorstore raise many types)
+    raise InputError(f'checkpoint {directory}/{step if step is not None else max(steps)} cannot be restored '
+                     f'({type(e).__name__}: {str(e)[:160]}).') from None
+  return step, jax.tree.map(lambda x: np.asarray(jax.device_get(x)), params)

@@ -1,0 +1,170 @@
+"""Export: trained checkpoint -> artifact -> `load_pretrained` in a fresh process, bit for bit; bad artifacts fail."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import overfeat_jax
+from overfeat_jax import export as export_cli
+from overfeat_jax.checkpoint import export as export_lib
+from overfeat_jax.errors import InputError
+from overfeat_jax.models.geometry import get_geometry
+from overfeat_jax.models.overfeat import OverFeat
+from tests.sweeps import checkpoints
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Runs in a new interpreter: imports only overfeat_jax, jax and numpy, and checks what else got imported.
+_FRESH = textwrap.dedent('''
+    import sys
+    import numpy as np
+    import jax
+    import overfeat_jax
+    model, params = overfeat_jax.load_pretrained(sys.argv[1])
+    data = np.load(sys.argv[2], allow_pickle=False)
+    out = np.asarray(model.apply({'params': params}, data['images']))
+    assert out.dtype == data['expected'].dtype and out.shape == data['expected'].shape, (out.shape, out.dtype)
+    assert np.array_equal(out, data['expected']), float(np.abs(out - data['expected']).max())
+    loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'optax', 'orbax')
+                    or m.startswith('overfeat_jax.train'))
+    assert not loaded, loaded
+    print('OK', out.shape)
+''')
+
+
+def _run(args, **kwargs):
+  env = {**os.environ, 'PYTHONPATH': REPO}
+  return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, cwd=REPO,
+                        timeout=120, **kwargs)
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+  """A classification workdir with one checkpoint (full TrainState), and the params in it."""
+  workdir = str(tmp_path_factory.mktemp('run'))
+  params = checkpoints.make_params(seed=3)
+  checkpoints.write_checkpoint(workdir, 'classification', params, step=7)
+  return workdir, params
+
+
+def test_export_then_fresh_process_gives_identical_score_maps(trained, tmp_path):
+  workdir, params = trained
+  out = str(tmp_path / 'artifact')
+  line = export_cli.export(workdir, 'classification', out, 'artifact', None)
+  assert 'small/32' in line and 'step 7' in line
+  assert sorted(os.listdir(out)) == ['config.json', 'params.npz']
+  model = OverFeat(get_geometry('small', 32), num_classes=10)
+  images = np.random.default_rng(0).integers(0, 256, (2, 80, 104, 3), dtype=np.uint8)  # not the training size
+  expected = np.asarray(model.apply({'params': params}, images))
+  assert expected.shape == (2, 2, 4, 10)  # a dense score map, as the original on a larger image
+  np.savez(tmp_path / 'io.npz', images=images, expected=expected)
+  result = _run(['-c', _FRESH, out, str(tmp_path / 'io.npz')])
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert 'OK (2, 2, 4, 10)' in result.stdout
+
+
+def test_artifact_has_no_optimizer_state_and_describes_the_network(trained, tmp_path):
+  workdir, params = trained
+  out = export_lib.write_artifact(
+      str(tmp_path / 'a'), params, export_lib.build_config(export_lib.infer_network(params), stage='classification',
+                                                           class_names=[f'c{i}' for i in range(10)]))
+  config, spec, loaded = export_lib.read_artifact(out)
+  assert spec == export_lib.NetworkSpec('small', 32, 10)
+  assert config['network']['fine_stride'] == 8 and config['class_names'][3] == 'c3'
+  with np.load(os.path.join(out, 'params.npz'), allow_pickle=False) as data:
+    assert all(name.split('/')[0] in ('features', 'classifier') for name in data.files)  # no 'opt_state'
+    assert sum(data[n].size for n in data.files) == config['params']['count']
+
+
+def test_localization_export_keeps_the_regressor(tmp_path):
+  params = checkpoints.make_params(seed=1, regressor_outputs=10)
+  workdir = checkpoints.write_checkpoint(str(tmp_path / 'run'), 'localization', params)
+  out = str(tmp_path / 'loc')
+  export_cli.export(workdir, 'localization', out, 'artifact', 5)
+  model, backbone, regressor, reg_params = overfeat_jax.load_pretrained(out, with_regressor=True)
+  images = np.random.default_rng(1).integers(0, 256, (1, 72, 72, 3), dtype=np.uint8)
+  pooled = model.apply({'params': backbone}, images, method=model.pooled)
+  boxes = regressor.apply({'params': reg_params}, pooled)
+  assert boxes.shape == (1, 2, 2, 10, 4)
+  np.testing.assert_array_equal(boxes, regressor.apply({'params': params['regressor']}, pooled))
+  cls = export_lib.write_artifact(str(tmp_path / 'cls'), params['backbone'], export_lib.build_config(
+      export_lib.infer_network(params['backbone']), stage='classification'))
+  with pytest.raises(InputError, match='without a box regressor'):
+    overfeat_jax.load_pretrained(cls, with_regressor=True)
+
+
+@pytest.mark.parametrize('damage, message', [
+    ('flip_byte', 'checksum'), ('version', 'format version 99'), ('format', 'not an overfeat_jax artifact'),
+    ('json', 'not valid JSON'), ('missing', 'missing'), ('shape', 'do not match the network')])
+def test_damaged_artifacts_fail_with_one_clear_error(trained, tmp_path, damage, message):
+  _, params = trained
+  out = export_lib.write_artifact(str(tmp_path / 'a'), params, export_lib.build_config(
+      export_lib.infer_network(params), stage='classification'))
+  cfg_path, npz = os.path.join(out, 'config.json'), os.path.join(out, 'params.npz')
+  with open(cfg_path) as f:
+    cfg = json.load(f)
+  if damage == 'flip_byte':
+    data = bytearray(open(npz, 'rb').read())
+    data[len(data) // 2] ^= 0xFF
+    open(npz, 'wb').write(bytes(data))
+  elif damage == 'missing':
+    os.remove(npz)
+  elif damage == 'json':
+    open(cfg_path, 'w').write('{"format": ')
+  else:
+    if damage == 'version':
+      cfg['format_version'] = 99
+    elif damage == 'format':
+      cfg['format'] = 'something.else'
+    else:  # the config claims another width: the arrays no longer fit
+      cfg['network']['width_divisor'] = 16
+    json.dump(cfg, open(cfg_path, 'w'))
+  with pytest.raises(InputError, match=message):
+    overfeat_jax.load_pretrained(out)
+
+
+def test_cli_bad_inputs_exit_2_with_one_line(trained, tmp_path):
+  workdir, _ = trained
+  (tmp_path / 'occupied').mkdir()
+  (tmp_path / 'occupied' / 'file.txt').write_text('x')
+  cases = [
+      (['--workdir', str(tmp_path / 'nothing'), '--output', str(tmp_path / 'o')], 'no classification checkpoint'),
+      (['--workdir', workdir, '--output', str(tmp_path / 'o'), '--format', 'release'], 'needs the fast or accurate'),
+      (['--workdir', workdir, '--output', str(tmp_path / 'occupied')], 'not an overfeat_jax artifact'),
+      (['--workdir', workdir, '--output', str(tmp_path / 'o'), '--step', '3'], 'no checkpoint at step 3'),
+  ]
+  for args, message in cases:
+    result = _run(['-m', 'overfeat_jax.export', *args])
+    assert result.returncode == 2, (args, result.stderr[-1000:])
+    errors = [line for line in result.stderr.splitlines() if 'error' in line]
+    assert len(errors) == 1 and message in errors[0], result.stderr[-1000:]
+  assert not os.path.exists(tmp_path / 'o')
+
+
+def test_rewrite_replaces_atomically_and_leaves_no_temporaries(trained, tmp_path):
+  _, params = trained
+  cfg = export_lib.build_config(export_lib.infer_network(params), stage='classification')
+  out = str(tmp_path / 'a')
+  export_lib.write_artifact(out, params, cfg)
+  bumped = {k: {n: {p: v + 1 for p, v in layer.items()} for n, layer in scope.items()} for k, scope in params.items()}
+  export_lib.write_artifact(out, bumped, cfg)
+  _, loaded = overfeat_jax.load_pretrained(out)
+  np.testing.assert_array_equal(loaded['features']['conv1']['bias'], np.asarray(bumped['features']['conv1']['bias']))
+  assert os.listdir(tmp_path) == ['a']
+
+
+def test_infer_network_recognises_every_geometry_and_refuses_others():
+  for seed, divisor in ((0, 16), (1, 32)):
+    params = checkpoints.make_params(seed, divisor=divisor, num_classes=7)
+    assert export_lib.infer_network(params) == export_lib.NetworkSpec('small', divisor, 7)
+  with pytest.raises(InputError, match='not an OverFeat tree'):
+    export_lib.infer_network({'weights': np.zeros(3)})
+  params = checkpoints.make_params(0)
+  params['classifier']['fc7']['kernel'] = np.zeros((1, 1, 5, 5))
+  with pytest.raises(InputError, match='no registered network'):
+    export_lib.infer_network(params)
