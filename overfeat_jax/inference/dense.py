@@ -3,7 +3,8 @@
 The network's layers 1-5 run once over the whole image. The last k x k pooling is then applied at every offset
 (Δy, Δx) in {0..k-1}^2 of the unpooled layer-5 map, each pooled map goes through the head (the classifier, or
 the box regressor), and the k^2 output maps are interleaved into one map whose stride is the coarse stride / k
-(fast 32 -> 16, accurate 36 -> 12). The offsets are a `jax.vmap`, not a Python loop.
+(fast 32 -> 16, accurate 36 -> 12). The k*k pooled maps are cut with static slices and the head is
+`jax.vmap`-ed over them, which XLA folds into the batch axis (one head call on [k*k*B, ...]).
 
 Offset Δ pools the cells Δ, Δ+1, ... of the unpooled map, so it has `(H5 - Δ) // k` pooled cells (Fig. 3: a
 20-pixel map gives 6 at each of Δ = 0, 1, 2; the fast network's 12-pixel map at 245 x 245 gives 6 at Δ = 0 but 5
@@ -32,14 +33,10 @@ def offset_pool(unpooled: jax.Array, k: int) -> jax.Array:
   if h < 1 or w < 1:
     raise ValueError(f'layer-5 map {height}x{width} is too small for {k}x{k} pooling.')
   unpooled = jnp.pad(unpooled, ((0, 0), (0, k - 1), (0, k - 1), (0, 0)))
-  dy, dx = jnp.divmod(jnp.arange(k * k), k)
-
-  def pool_at(oy, ox):
-    window = jax.lax.dynamic_slice_in_dim(unpooled, oy, h * k, axis=1)
-    window = jax.lax.dynamic_slice_in_dim(window, ox, w * k, axis=2)
-    return max_pool(window, k)
-
-  return jax.vmap(pool_at)(dy, dx)
+  # Static slices, one per offset: a vmap over traced offsets would become two gathers that copy the whole
+  # padded map k*k times (experiments/benchmarks/hlo_report.py); slices fuse into the pooling instead.
+  return jnp.stack([max_pool(unpooled[:, dy:dy + h * k, dx:dx + w * k], k)
+                    for dy in range(k) for dx in range(k)])
 
 
 def fine_length(unpooled_size: int, per_offset: int, k: int) -> int:
