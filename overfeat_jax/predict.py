@@ -1,0 +1,163 @@
+"""Classify, localize or detect objects in image files with a trained workdir; print JSON, draw PNGs.
+
+  python -m overfeat_jax.predict --workdir=workdir/demo --task=detection img1.png img2.jpg --draw=/tmp/out
+  python -m overfeat_jax.predict --workdir=workdir/demo --task=localization --json img.png
+
+The stage's parameters come from `<workdir>/<task>/checkpoints` (latest step; `--checkpoint` names another
+checkpoint directory) and its settings from `--config` (the training config, default the embedded demo's), so
+the network, scales and merge options are those the stage was evaluated with. Each image is resized to the
+stage's evaluation view (a square of `eval.resize` / `box.eval_size` pixels), and boxes are mapped back to the
+original image's pixels (project convention: `x1, y1, x2, y2`, continuous, `x2` exclusive).
+"""
+
+import json
+import os
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+from absl import flags
+from ml_collections import config_flags
+from PIL import Image
+
+from overfeat_jax import cli
+from overfeat_jax.data import images as image_lib
+from overfeat_jax.errors import InputError
+from overfeat_jax.inference import detect as detect_lib
+from overfeat_jax.inference import draw as draw_lib
+from overfeat_jax.inference import localize as localize_lib
+from overfeat_jax.inference.multiscale import make_multiscale_classifier
+
+TASKS = ('classification', 'localization', 'detection')
+_DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'experiments',
+                               'configs', 'embedded_detection.py')
+
+
+def stage_settings(config, task: str):
+  """The config of one stage (its section merged over the top level), as the trainer builds it."""
+  from overfeat_jax.train.loop import stage_config  # pylint: disable=g-import-not-at-top
+  if task != 'classification' and task not in config:
+    raise InputError(f'the config has no {task!r} section; pass the config the workdir was trained with.')
+  return stage_config(config, task)
+
+
+def load_params(workdir: str, task: str, checkpoint: str | None) -> Any:
+  from overfeat_jax.checkpoint.manager import restore_params  # pylint: disable=g-import-not-at-top
+  directory = checkpoint or os.path.join(workdir, task, 'checkpoints')
+  if not os.path.isdir(directory):
+    raise InputError(f'no checkpoint directory {directory}; train the {task} stage first or pass --checkpoint.')
+  return restore_params(directory)[1]
+
+
+def class_names(cfg) -> list[str]:
+  if cfg.data.name.startswith('embedded'):
+    from overfeat_jax.data.draw import CLASS_NAMES  # pylint: disable=g-import-not-at-top
+    return list(CLASS_NAMES[:cfg.num_classes])
+  return [str(i) for i in range(cfg.num_classes)]
+
+
+def make_predictor(task: str, cfg) -> tuple[Any, int]:
+  """(jitted fn(params, images [1, S, S, 3]) -> outputs, view size S) of a stage."""
+  from overfeat_jax.train import classification, detection, localization  # pylint: disable=g-import-not-at-top
+  if task == 'classification':
+    model = classification.make_model(cfg)
+    scales = localization.as_sizes(cfg.eval.scales)
+    return make_multiscale_classifier(model, scales=scales, flips=cfg.eval.flips, fine=cfg.eval.fine), cfg.eval.resize
+  if task == 'localization':
+    box_model = localization.make_box_model(cfg, cfg.num_classes)
+    return localize_lib.make_localizer(box_model, **localization.eval_options(cfg)), cfg.box.eval_size
+  box_model = localization.make_box_model(cfg, cfg.num_classes + 1)
+  return detect_lib.make_detector(box_model, **detection.eval_options(cfg)), cfg.box.eval_size
+
+
+def predict_one(task: str, fn, params, image: np.ndarray, size: int, top: int) -> list[dict[str, Any]]:
+  """Predictions for one RGB uint8 image [H, W, 3]: classes, scores and (not for classification) boxes."""
+  height, width = image.shape[:2]
+  view = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))  # the `resize` eval view
+  out = jax.tree.map(np.asarray, fn(params, view[None]))
+  if task == 'classification':
+    scores = out[0]
+    best = np.argsort(-scores, kind='stable')[:top]
+    return [{'class': int(c), 'score': float(scores[c])} for c in best]
+  sx, sy = width / size, height / size
+  preds = []
+  for cls, box, score in zip(out['classes'][0], out['boxes'][0], out['scores'][0]):
+    if cls < 0:
+      continue
+    b = (np.asarray(box, np.float64) * [sx, sy, sx, sy]).clip(0, [width, height, width, height])
+    preds.append({'class': int(cls), 'box': [round(float(v), 2) for v in b], 'score': float(score)})
+  return preds[:top] if task == 'localization' else preds
+
+
+def predict_files(paths: Sequence[str], *, task: str, config, workdir: str, checkpoint: str | None = None,
+                  top: int = 5) -> list[dict[str, Any]]:
+  """Runs the stage on every image file; one record per image (`image`, `task`, `predictions`)."""
+  if task not in TASKS:
+    raise InputError(f'task must be one of {TASKS}, got {task!r}.')
+  cfg = stage_settings(config, task)
+  params = load_params(workdir, task, checkpoint)
+  fn, size = make_predictor(task, cfg)
+  names = class_names(cfg)
+  records = []
+  for path in paths:
+    image = image_lib.load_rgb(path)
+    preds = predict_one(task, fn, params, image, size, top)
+    for p in preds:
+      p['name'] = names[p['class']] if p['class'] < len(names) else str(p['class'])
+    records.append({'image': path, 'task': task, 'height': int(image.shape[0]), 'width': int(image.shape[1]),
+                    'predictions': preds})
+  return records
+
+
+def draw_records(records: list[dict[str, Any]], out_dir: str) -> list[str]:
+  """Saves each image with its predictions drawn as `<out_dir>/<stem>_<task>.png`; returns the paths."""
+  os.makedirs(out_dir, exist_ok=True)
+  written = []
+  for r in records:
+    preds = [p for p in r['predictions'] if 'box' in p]
+    image = image_lib.load_rgb(r['image'])
+    title = None if preds else ', '.join(f"{p['name']} {p['score']:.2f}" for p in r['predictions'][:3])
+    table = {p['class']: p['name'] for p in r['predictions']}
+    names = [table.get(i, str(i)) for i in range(max(table, default=-1) + 1)]
+    im = draw_lib.draw_predictions(image, [p['box'] for p in preds], [p['class'] for p in preds],
+                                   [p['score'] for p in preds], names, title=title)
+    stem = os.path.splitext(os.path.basename(r['image']))[0]
+    path = os.path.join(out_dir, f"{stem}_{r['task']}.png")
+    im.save(path)
+    written.append(path)
+  return written
+
+
+_CONFIG = config_flags.DEFINE_config_file('config', _DEFAULT_CONFIG, 'The training config of the workdir.',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir (holds <task>/checkpoints).')
+_CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'A checkpoint directory instead of <workdir>/<task>/checkpoints.')
+_TASK = flags.DEFINE_enum('task', 'detection', list(TASKS), 'Which stage to run.')
+_DRAW = flags.DEFINE_string('draw', None, 'Directory for PNGs with the predictions drawn.')
+_JSON = flags.DEFINE_bool('json', False, 'Print one JSON object per image (else one text line per prediction).')
+_TOP = flags.DEFINE_integer('top', 5, 'Guesses per image for classification and localization.')
+
+
+def main(argv: list[str]) -> None:
+  paths = argv[1:]
+  if not paths:
+    raise InputError('give at least one image file.')
+  if not _WORKDIR.value and not _CHECKPOINT.value:
+    raise InputError('give --workdir (or --checkpoint).')
+  records = predict_files(paths, task=_TASK.value, config=_CONFIG.value, workdir=_WORKDIR.value or '',
+                          checkpoint=_CHECKPOINT.value, top=_TOP.value)
+  for r in records:
+    if _JSON.value:
+      print(json.dumps(r))
+    else:
+      for p in r['predictions']:
+        box = ' '.join(f'{v:.1f}' for v in p.get('box', []))
+        print(f"{r['image']}\t{p['name']}\t{p['score']:.4f}\t{box}".rstrip())
+  if _DRAW.value:
+    written = draw_records(records, _DRAW.value)
+    if not _JSON.value:
+      print('\n'.join(f'drew {path}' for path in written))
+
+
+if __name__ == '__main__':
+  cli.run(main)

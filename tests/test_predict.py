@@ -1,0 +1,73 @@
+"""The predict CLI end to end: a real orbax checkpoint, JSON output, drawn PNGs, and one-line errors (exit 2)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from overfeat_jax.checkpoint import manager as ckpt
+from overfeat_jax.train import detection
+from overfeat_jax.train.loop import stage_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(ROOT, 'experiments', 'configs', 'embedded_detection.py')
+
+
+def load_config():
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location('det_config', CONFIG)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config('smoke')
+
+
+def run_cli(*args):
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  return subprocess.run([sys.executable, '-m', 'overfeat_jax.predict', f'--config={CONFIG}:smoke', *args],
+                        capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+
+
+@pytest.fixture(scope='module')
+def workdir(tmp_path_factory):
+  root = tmp_path_factory.mktemp('work')
+  cfg = stage_config(load_config(), 'detection')
+  params = jax.jit(detection.make_task(cfg).init_params)(jax.random.PRNGKey(0))
+  manager = ckpt.make_manager(str(root / 'detection' / 'checkpoints'), enable_async=False)
+  ckpt.save(manager, 1, {'params': params}, {'task': 'detection'})
+  manager.close()
+  image = np.random.default_rng(0).integers(0, 256, (100, 140, 3), dtype=np.uint8)
+  Image.fromarray(image).save(root / 'scene.png')
+  return root
+
+
+@pytest.mark.slow
+def test_json_and_drawing(workdir):
+  out_dir = workdir / 'drawn'
+  r = run_cli(f'--workdir={workdir}', '--task=detection', '--json', f'--draw={out_dir}', str(workdir / 'scene.png'))
+  assert r.returncode == 0, r.stderr[-2000:]
+  (line,) = [l for l in r.stdout.splitlines() if l.startswith('{')]
+  record = json.loads(line)
+  assert record['task'] == 'detection' and (record['height'], record['width']) == (100, 140)
+  for p in record['predictions']:
+    x1, y1, x2, y2 = p['box']
+    assert 0 <= x1 <= x2 <= 140 and 0 <= y1 <= y2 <= 100 and 0 <= p['score']
+  drawn = Image.open(out_dir / 'scene_detection.png')
+  assert drawn.size[0] >= 140 and drawn.size[0] / drawn.size[1] == pytest.approx(1.4)
+
+
+@pytest.mark.parametrize('args,message', [
+    (['--task=detection', 'missing.png'], 'does not exist'),
+    (['--task=detection'], 'at least one image'),
+    (['--task=localization', 'x.png'], 'no checkpoint directory'),
+])
+def test_bad_input_is_one_line_exit_2(workdir, args, message):
+  args = [a if a != 'x.png' else str(workdir / 'scene.png') for a in args]
+  r = run_cli(f'--workdir={workdir}', *args)
+  assert r.returncode == 2, r.stderr[-2000:]
+  last = r.stderr.strip().splitlines()[-1]
+  assert message in last and 'Traceback' not in r.stderr
