@@ -1,0 +1,309 @@
+"""Ahead-of-time compilation of the trainer's programs for a mesh, and what the compiled executables say.
+
+Why: a pod run that does not fit in HBM, or whose step contains an unexpected collective, fails minutes into
+the allocation. Compiling the *same* jitted functions the trainer runs (`train.step.jit_train_step`, the
+evaluations' `jit_eval_step`) on abstract inputs (`jax.ShapeDtypeStruct` with shardings; nothing is allocated)
+over a mesh of compile-only TPU devices (`parallel.topology`) gives the TPU executable itself: its per-device
+memory (`memory_analysis`), FLOPs (`cost_analysis`) and collectives (its HLO), or the TPU compiler's
+out-of-memory error, for which the largest per-device batch that fits is found by bisection.
+
+`cost_analysis()['optimal_seconds']` is not used: libtpu reports negative values for it on v4 and v5e.
+"""
+
+import dataclasses
+import re
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+import ml_collections
+import numpy as np
+from jax.sharding import Mesh
+
+from overfeat_jax.data import preprocess
+from overfeat_jax.errors import InputError
+from overfeat_jax.parallel import mesh as mesh_lib
+
+COLLECTIVES = ('all-reduce', 'all-gather', 'reduce-scatter', 'all-to-all', 'collective-permute')
+# An op of the optimised HLO: `all-reduce(` or the async `all-reduce-start(` (its `-done` is the same op).
+_COLLECTIVE_OP = re.compile(r'\b(' + '|'.join(COLLECTIVES) + r')(?:-start)?\(')
+# The TPU compiler's out-of-memory errors ("Ran out of memory in memory space hbm ...", RESOURCE_EXHAUSTED).
+_OOM = re.compile(r'RESOURCE_EXHAUSTED|[Rr]an out of memory|exceeds available HBM|Out of memory')
+ILSVRC2012_TRAIN_RECORDS = 1_281_167  # only sets the schedule's boundaries, which do not change the program
+
+
+class DoesNotFit(Exception):
+  """The compiler rejected a program for lack of device memory; the message is its one-line reason."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+  """One of the trainer's jitted functions and how to build its abstract arguments for a global batch.
+
+  Attributes:
+    name: 'train' or 'eval/<evaluation name>'.
+    jitted: the trainer's own jitted function (shardings and donation included).
+    abstract_args: global batch size -> the positional arguments as `jax.ShapeDtypeStruct`s with shardings.
+    global_batch: the batch the config asks for.
+    expected_collectives: collectives that data parallelism explains (anything else is flagged).
+  """
+  name: str
+  jitted: Callable
+  abstract_args: Callable[[int], tuple]
+  global_batch: int
+  expected_collectives: frozenset[str]
+
+
+@dataclasses.dataclass
+class CompileReport:
+  """What one compilation says, per device. Memory in bytes; `fits` False means the compiler said OOM."""
+  program: str
+  global_batch: int
+  per_device_batch: int
+  fits: bool
+  compile_seconds: float
+  memory: dict[str, int] = dataclasses.field(default_factory=dict)
+  flops: float | None = None
+  bytes_accessed: float | None = None
+  collectives: dict[str, int] = dataclasses.field(default_factory=dict)
+  unexpected_collectives: list[str] = dataclasses.field(default_factory=list)
+  argument_shardings: list[list[str]] = dataclasses.field(default_factory=list)
+  error: str | None = None
+
+
+@dataclasses.dataclass
+class FitSearch:
+  """Bisection over per-device batches: `largest_fitting` compiled (0: not even 1), `smallest_failing` did not.
+
+  The answer is exact when `smallest_failing == largest_fitting + 1`; otherwise the compile budget ran out.
+  """
+  largest_fitting: int
+  smallest_failing: int
+  compiles: int
+  fitting_report: CompileReport | None = None
+
+  @property
+  def exact(self) -> bool:
+    return self.smallest_failing == self.largest_fitting + 1
+
+
+# --- analysis of a compiled executable -------------------------------------------------------------------------
+def count_collectives(hlo_text: str) -> dict[str, int]:
+  """Number of each collective op in an HLO module's text (async start/done pairs count once)."""
+  counts = {name: 0 for name in COLLECTIVES}
+  for match in _COLLECTIVE_OP.finditer(hlo_text):
+    counts[match.group(1)] += 1
+  return {name: n for name, n in counts.items() if n}
+
+
+def memory_summary(compiled: Any) -> dict[str, int]:
+  """Per-device bytes: arguments, outputs, temporaries, aliased (donated) buffers, code and the peak."""
+  stats = compiled.memory_analysis()
+  fields = {'argument': 'argument_size_in_bytes', 'output': 'output_size_in_bytes',
+            'temp': 'temp_size_in_bytes', 'alias': 'alias_size_in_bytes',
+            'generated_code': 'generated_code_size_in_bytes', 'peak': 'peak_memory_in_bytes'}
+  return {key: int(getattr(stats, attr)) for key, attr in fields.items() if hasattr(stats, attr)}
+
+
+def cost_summary(compiled: Any) -> tuple[float | None, float | None]:
+  """(FLOPs, bytes accessed) per device and step, from XLA's cost analysis."""
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):  # older jax: one dict per computation
+    cost = cost[0] if cost else {}
+  cost = cost or {}
+  return cost.get('flops'), cost.get('bytes accessed')
+
+
+def sharding_specs(compiled: Any) -> list[list[str]]:
+  """For each positional argument, the distinct partition specs of its leaves (e.g. ["P()"], ["P('data',)"])."""
+  args, _ = compiled.input_shardings
+  return [sorted({str(getattr(s, 'spec', s)) for s in jax.tree.leaves(arg)}) for arg in args]
+
+
+def is_out_of_memory(error: Exception) -> bool:
+  return bool(_OOM.search(str(error)))
+
+
+def oom_line(error: Exception) -> str:
+  """The compiler's sentence about memory, e.g. 'Ran out of memory in memory space hbm. Used 18.58G of ...'."""
+  lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+  for line in lines:
+    if _OOM.search(line) and ('G' in line or 'M' in line):
+      return line[:300]
+  return lines[0][:300] if lines else type(error).__name__
+
+
+# --- compiling -------------------------------------------------------------------------------------------------
+def compile_abstract(jitted: Callable, args: Sequence[Any]) -> tuple[Any, float]:
+  """(compiled executable, seconds to lower and compile); raises DoesNotFit on the compiler's OOM."""
+  start = time.perf_counter()
+  try:
+    compiled = jitted.lower(*args).compile()
+  except Exception as e:  # pylint: disable=broad-except  (XLA raises JaxRuntimeError/XlaRuntimeError)
+    if is_out_of_memory(e):
+      raise DoesNotFit(oom_line(e)) from None
+    raise
+  return compiled, time.perf_counter() - start
+
+
+def compile_report(program: Program, global_batch: int, num_devices: int) -> CompileReport:
+  """Compiles `program` at `global_batch` and reads the executable (or records that it does not fit)."""
+  per_device = global_batch // num_devices
+  start = time.perf_counter()
+  try:
+    compiled, seconds = compile_abstract(program.jitted, program.abstract_args(global_batch))
+  except DoesNotFit as e:
+    return CompileReport(program.name, global_batch, per_device, fits=False,
+                         compile_seconds=time.perf_counter() - start, error=str(e))
+  flops, accessed = cost_summary(compiled)
+  collectives = count_collectives(compiled.as_text())
+  return CompileReport(
+      program.name, global_batch, per_device, fits=True, compile_seconds=seconds,
+      memory=memory_summary(compiled), flops=flops, bytes_accessed=accessed, collectives=collectives,
+      unexpected_collectives=sorted(set(collectives) - program.expected_collectives),
+      argument_shardings=sharding_specs(compiled))
+
+
+def bisect_largest(fits: Callable[[int], bool], failing: int, max_probes: int) -> tuple[int, int, int]:
+  """(largest n that fits, smallest n that fails, probes) for a monotone `fits` over 1..failing-1.
+
+  `failing` is known not to fit. Bisection on [0, failing): the first probes halve (a geometric search down),
+  then it narrows; it stops after `max_probes` calls with the best bracket found.
+  """
+  lo, hi, probes = 0, failing, 0
+  while hi - lo > 1 and probes < max_probes:
+    mid = (lo + hi) // 2
+    probes += 1
+    if fits(mid):
+      lo = mid
+    else:
+      hi = mid
+  return lo, hi, probes
+
+
+def search_fitting_batch(program: Program, failing_per_device: int, num_devices: int,
+                         max_compiles: int) -> FitSearch:
+  """The largest per-device batch of `program` that compiles, by bisection over at most `max_compiles`."""
+  reports: dict[int, CompileReport] = {}
+
+  def fits(per_device: int) -> bool:
+    reports[per_device] = compile_report(program, per_device * num_devices, num_devices)
+    return reports[per_device].fits
+
+  lo, hi, probes = bisect_largest(fits, failing_per_device, max_compiles)
+  return FitSearch(lo, hi, probes, reports.get(lo))
+
+
+# --- the trainer's programs ------------------------------------------------------------------------------------
+def abstract_tree(tree: Any, sharding: Any) -> Any:
+  """Shapes and dtypes of `tree` (arrays or ShapeDtypeStructs) with `sharding`: an argument never allocated."""
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
+
+
+def example_structure(example: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+  """(shape, dtype) of each field of one host example."""
+  return {k: (np.shape(v), np.asarray(v).dtype) for k, v in example.items()}
+
+
+def train_example_structure(cfg: ml_collections.ConfigDict) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+  """The fields of one training example exactly as the input pipeline makes them (`preprocess.train_example`
+  on a blank record), so the compiled step sees the run's batch layout."""
+  record = {'image': np.zeros((cfg.crop_size, cfg.crop_size, 3), np.uint8), 'label': 0,
+            'boxes': np.zeros((0, 4), np.float32), 'box_labels': np.zeros((0,), np.int64)}
+  example = preprocess.train_example(record, np.random.default_rng(0), crop_size=cfg.crop_size,
+                                     resize_smaller=cfg.resize_smaller or None, max_boxes=cfg.max_boxes)
+  return example_structure(example)
+
+
+def eval_example_structure(cfg: ml_collections.ConfigDict, view: str,
+                           size: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+  """The fields of one evaluation example of `view` (`preprocess.eval_example`) plus the pipeline's `mask`."""
+  side = size if isinstance(size, int) else max(size)
+  record = {'image': np.zeros((side, side, 3), np.uint8), 'label': 0, 'boxes': np.zeros((0, 4), np.float32),
+            'box_labels': np.zeros((0,), np.int64)}
+  example = preprocess.eval_example(record, view=view, size=size, max_boxes=cfg.max_boxes)
+  return {**example_structure(example), 'mask': ((), np.dtype(np.int32))}
+
+
+def abstract_batch(structure: dict[str, tuple[tuple[int, ...], np.dtype]], global_batch: int,
+                   mesh: Mesh) -> dict[str, jax.ShapeDtypeStruct]:
+  """A global batch of `global_batch` examples, split over the mesh's 'data' axis (never allocated)."""
+  mesh_lib.local_batch_size(global_batch, mesh)  # the run's own check: the batch must split over the devices
+  sharding = mesh_lib.batch_sharding(mesh)
+  return {k: jax.ShapeDtypeStruct((global_batch,) + shape, dtype, sharding=sharding)
+          for k, (shape, dtype) in structure.items()}
+
+
+def stage_task(config: ml_collections.ConfigDict, stage: str | None = None) -> tuple[Any, Any]:
+  """(stage config, Task) as the loop builds them; `stage` defaults to the config's first stage.
+
+  A later stage is built without the earlier stage's parameters: its frozen part is initialised instead,
+  which has the same shapes, so the program is the one the run compiles.
+  """
+  from overfeat_jax.train import loop  # pylint: disable=g-import-not-at-top  (imports the data pipeline)
+  stage = stage or config.stages[0]
+  if stage not in loop.TASKS:
+    raise InputError(f'unknown stage {stage!r}; available: {sorted(loop.TASKS)}.')
+  cfg = loop.stage_config(config, stage)
+  return cfg, loop.TASKS[stage](cfg, previous_params=None)
+
+
+def abstract_state(cfg: ml_collections.ConfigDict, task: Any, mesh: Mesh,
+                   num_train_records: int = ILSVRC2012_TRAIN_RECORDS) -> tuple[Any, Any, Callable]:
+  """(abstract replicated TrainState, optax transformation, schedule), built as `loop.run_stage` builds them."""
+  from overfeat_jax.train import loop, state as state_lib  # pylint: disable=g-import-not-at-top
+  steps_per_epoch, total = loop.steps_for(cfg, num_train_records)
+  tx, schedule = loop.build_optimizer(cfg, task, steps_per_epoch, total)
+  init_fn = lambda rng: state_lib.create(task.init_params(rng), tx, rng)
+  shapes = jax.eval_shape(init_fn, jax.random.PRNGKey(cfg.seed))
+  return abstract_tree(shapes, mesh_lib.replicated(mesh)), tx, schedule
+
+
+def train_program(cfg: ml_collections.ConfigDict, task: Any, mesh: Mesh, state: Any, tx: Any,
+                  schedule: Callable) -> Program:
+  """The loop's jitted train step (`step.jit_train_step`) with the state and a batch of the pipeline's layout."""
+  from overfeat_jax.train import step as step_lib  # pylint: disable=g-import-not-at-top
+  jitted = step_lib.jit_train_step(mesh, loss_fn=task.loss_fn, tx=tx, schedule=schedule,
+                                   skip_nonfinite=cfg.skip_nonfinite)
+  structure = train_example_structure(cfg)
+  return Program('train', jitted, lambda batch: (state, abstract_batch(structure, batch, mesh)),
+                 cfg.batch_size, frozenset({'all-reduce'}))
+
+
+def eval_programs(cfg: ml_collections.ConfigDict, task: Any, mesh: Mesh, params: Any) -> list[Program]:
+  """Each evaluation's jitted step as `train.evaluate.Evaluator` compiles it (outputs gathered to every device,
+  hence all-gather besides all-reduce), at the config's global eval batch."""
+  from overfeat_jax.train import evaluate, step as step_lib  # pylint: disable=g-import-not-at-top
+  programs = []
+  for evaluation in task.evaluations:
+    jitted = step_lib.jit_eval_step(mesh, evaluate.with_mask(evaluation.eval_step))
+    structure = eval_example_structure(cfg, evaluation.view, evaluation.size)
+    make_args = lambda batch, s=structure: (params, abstract_batch(s, batch, mesh))
+    programs.append(Program(f'eval/{evaluation.name}', jitted, make_args, cfg.eval.batch_size,
+                            frozenset({'all-reduce', 'all-gather'})))
+  return programs
+
+
+def trainer_programs(config: ml_collections.ConfigDict, mesh: Mesh, *, stage: str | None = None,
+                     include: Sequence[str] = ('train', 'eval'),
+                     num_train_records: int = ILSVRC2012_TRAIN_RECORDS) -> list[Program]:
+  """The programs a run of `config` compiles on `mesh`: its train step and/or its evaluations."""
+  unknown = set(include) - {'train', 'eval'}
+  if unknown:
+    raise InputError(f'unknown program kind(s) {sorted(unknown)}; use train and/or eval.')
+  cfg, task = stage_task(config, stage)
+  state, tx, schedule = abstract_state(cfg, task, mesh, num_train_records)
+  programs = [train_program(cfg, task, mesh, state, tx, schedule)] if 'train' in include else []
+  if 'eval' in include:
+    programs += eval_programs(cfg, task, mesh, state.params)
+  return programs
+
+
+def check_program(program: Program, num_devices: int, max_compiles: int,
+                  global_batch: int | None = None) -> tuple[CompileReport, FitSearch | None]:
+  """Compiles `program` at its batch; if it does not fit, also searches the largest per-device batch that does."""
+  batch = program.global_batch if global_batch is None else global_batch
+  report = compile_report(program, batch, num_devices)
+  if report.fits:
+    return report, None
+  return report, search_fitting_batch(program, report.per_device_batch, num_devices, max_compiles)
