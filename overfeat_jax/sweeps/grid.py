@@ -1,0 +1,138 @@
+"""Sweep definitions (ml_collections configs) -> the list of evaluation points to run.
+
+Why configs: a user adds a point (or a value on an axis) by editing a config file, without code. A sweep config
+has:
+  task         'classification', 'localization' or 'detection'.
+  train_config the training config file (path, optionally ':arg') whose data, crop size, evaluation view and
+               scales the sweep uses; `scales` below index into its scale list.
+  defaults     every `Point` field's default value.
+  grid         axes (field -> tuple of values): the cartesian product of all axes is swept.
+  points       named extra points (name -> field overrides), e.g. the paper's 10-view row or an ensemble.
+  max_examples evaluate only the first N examples (0: all); batch_size: images per evaluation call.
+
+`models` selects networks among the checkpoints given to the sweep: 'first', 'each' (one point per network:
+fast vs accurate, or several seeds) or 'ensemble' (all of them, their class probabilities averaged, as the
+paper's 7-model rows).
+"""
+
+import dataclasses
+import hashlib
+import itertools
+import json
+from typing import Any
+
+import ml_collections
+
+from overfeat_jax.errors import InputError
+
+TASKS = ('classification', 'localization', 'detection')
+VIEWS = ('dense', 'ten_crop', 'center_crop')  # dense: multi-scale, offset pooling optional; crops: training size
+MODEL_CHOICES = ('first', 'each', 'ensemble')
+MERGES = ('overlap', 'literal', 'nms')
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+  """One evaluation of a sweep (one row of the table).
+
+  Attributes:
+    name: row label given in the config ('' for grid points: the label is generated).
+    models: indices of the networks evaluated together (several = an ensemble).
+    view: 'dense' (whole image at `num_scales` scales), 'ten_crop' (4 corners + centre at the training size,
+      and their mirrors if `flips`) or 'center_crop'.
+    num_scales: the first N scales of the training config's list (dense view only).
+    fine: offset pooling (fine stride) or not (coarse stride); dense view only.
+    flips: also evaluate the mirror image.
+    merge, top_k, threshold: localization/detection only: the box merge ('overlap' or 'literal' greedy merge,
+      or 'nms'), classes kept per scale (localization), merge threshold t or NMS IoU.
+  """
+  name: str = ''
+  models: tuple[int, ...] = (0,)
+  view: str = 'dense'
+  num_scales: int = 1
+  fine: bool = True
+  flips: bool = True
+  merge: str = 'overlap'
+  top_k: int = 2
+  threshold: float = 0.8
+
+  def key(self, model_ids: tuple[str, ...] = (), context: str = '') -> str:
+    """A stable file name: readable fields + a hash of everything that changes the result.
+
+    `model_ids` identify the networks (checkpoint path and step), `context` the evaluation setup (data, scales).
+    """
+    fields = {**dataclasses.asdict(self), 'models': [model_ids[i] if model_ids else i for i in self.models],
+              'context': context}
+    fields.pop('name')
+    digest = hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
+    return f'{self.view}-m{"+".join(map(str, self.models))}-s{self.num_scales}-{digest}'
+
+
+FIELDS = {f.name for f in dataclasses.fields(Point)}
+
+
+def _normalise(fields: dict[str, Any], task: str) -> dict[str, Any]:
+  """Fields that do not apply to a point get fixed values, so equivalent points are one point."""
+  if fields['view'] != 'dense':
+    fields.update(num_scales=0, fine=False)
+  if task == 'classification':
+    fields.update(merge='', top_k=0, threshold=0.0)
+  else:  # box inference has no flip averaging
+    fields.update(flips=False, top_k=0 if task == 'detection' else fields['top_k'])
+  return fields
+
+
+def _check(fields: dict[str, Any], task: str, num_scales: int, where: str) -> None:
+  unknown = set(fields) - FIELDS - {'models'}
+  if unknown:
+    raise InputError(f'{where}: unknown field(s) {sorted(unknown)}; valid: {sorted(FIELDS)}.')
+  if fields['view'] not in VIEWS:
+    raise InputError(f'{where}: view must be one of {VIEWS}, got {fields["view"]!r}.')
+  if fields['models'] not in MODEL_CHOICES:
+    raise InputError(f'{where}: models must be one of {MODEL_CHOICES}, got {fields["models"]!r}.')
+  if fields['view'] == 'dense' and not 1 <= int(fields['num_scales']) <= num_scales:
+    raise InputError(f'{where}: num_scales must be in 1..{num_scales} (the training config has {num_scales}).')
+  if task != 'classification' and (fields['view'] != 'dense' or fields['merge'] not in MERGES):
+    raise InputError(f'{where}: {task} points use the dense view and a merge in {MERGES}.')
+
+
+def _resolve(fields: dict[str, Any], num_models: int) -> list[dict[str, Any]]:
+  """models 'first' / 'each' / 'ensemble' -> concrete index tuples (an ensemble of one network is dropped)."""
+  choice = fields['models']
+  if choice == 'first':
+    groups = [(0,)]
+  elif choice == 'each':
+    groups = [(i,) for i in range(num_models)]
+  else:
+    groups = [tuple(range(num_models))] if num_models > 1 else []
+  return [{**fields, 'models': g} for g in groups]
+
+
+def expand(sweep: ml_collections.ConfigDict, num_models: int, num_scales: int) -> list[Point]:
+  """Every point of the sweep, in order (grid first, then named points), duplicates removed.
+
+  Args:
+    sweep: the sweep config (module docstring).
+    num_models: how many networks (checkpoints) the sweep was given.
+    num_scales: length of the training config's scale list.
+  """
+  task = sweep.task
+  if task not in TASKS:
+    raise InputError(f'sweep task must be one of {TASKS}, got {task!r}.')
+  defaults = {f.name: f.default for f in dataclasses.fields(Point)}
+  defaults.update({'models': 'first', **sweep.defaults.to_dict()})
+  axes = {name: tuple(values) for name, values in sweep.grid.to_dict().items()}
+  raw = [(f'grid {combo}', {**defaults, **dict(zip(axes, combo))}) for combo in itertools.product(*axes.values())]
+  raw += [(f'point {name!r}', {**defaults, 'name': name, **overrides})
+          for name, overrides in sweep.points.to_dict().items()]
+  points, seen = [], set()
+  for where, fields in raw:
+    _check(fields, task, num_scales, where)
+    for concrete in _resolve(fields, num_models):
+      fields = _normalise(concrete, task)
+      point = Point(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in fields.items()})
+      identity = dataclasses.replace(point, name='')
+      if identity not in seen:
+        seen.add(identity)
+        points.append(point)
+  return points
