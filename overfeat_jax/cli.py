@@ -65,8 +65,15 @@ def parse_flags(argv: list[str]) -> list[str]:
     rest = flags.FLAGS(argv)
     _check_config_files()
   except Exception as e:  # pylint: disable=broad-except  (nothing here is a bug of ours: it is the input)
-    _fail(_describe(e))
+    _fail(_name_config_file(argv, _describe(e)))
   return rest
+
+
+def _name_config_file(argv: list[str], message: str) -> str:
+  """Prefixes `--config=PATH: ` when the message does not name the config file the user gave."""
+  given = [a for a in argv[1:] if a.startswith('--config=')]
+  path = given[-1].split('=', 1)[1].split(':', 1)[0] if given else ''
+  return f'--config={path}: {message}' if path and path not in message else message
 
 
 def _check_config_files() -> None:

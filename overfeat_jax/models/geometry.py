@@ -11,6 +11,8 @@ pooling whose offsets give the fine output stride.
 import dataclasses
 import math
 
+from overfeat_jax.errors import InputError
+
 # The release's preprocessing: one mean and one standard deviation for all channels (spec section 2).
 RELEASE_MEAN = 118.380948
 RELEASE_STD = 61.896913
@@ -195,6 +197,6 @@ GEOMETRIES = {'fast': FAST, 'accurate': ACCURATE, 'small': SMALL}
 def get_geometry(name: str, width_divisor: int = 1) -> Geometry:
   """A registered geometry, optionally with every width divided (e.g. `small` / 8 for the CPU demo)."""
   if name not in GEOMETRIES:
-    raise ValueError(f'unknown network {name!r}; choose one of {sorted(GEOMETRIES)}.')
+    raise InputError(f'unknown network {name!r}; choose one of {sorted(GEOMETRIES)}.')  # a ValueError too
   geometry = GEOMETRIES[name]
   return geometry if width_divisor == 1 else geometry.scaled(width_divisor)
