@@ -6,6 +6,7 @@ events; a later stage gets the earlier stage's final parameters. A stage that fi
 (its checkpoint at the last step is restored), so rerunning a command resumes wherever it stopped.
 """
 
+import contextlib
 import dataclasses
 import os
 import signal
@@ -33,6 +34,26 @@ TASKS: dict[str, Callable[..., Task]] = {'classification': classification.make_t
 
 class NonFiniteLossError(InputError):
   """The loss or a gradient became NaN/inf (usually a learning rate too high for the batch)."""
+
+
+class CheckpointWriteError(InputError):
+  """Writing a checkpoint failed (a full disk, a quota, permissions); the complete checkpoints before it are
+  intact (orbax writes to a tmp directory and renames it only once complete)."""
+
+
+@contextlib.contextmanager
+def checkpoint_writes(manager: Any):
+  """Turns any failure of an (async) checkpoint write, which orbax re-raises at the next save or wait as
+  OSError, ValueError(RESOURCE_EXHAUSTED), ..., into one `CheckpointWriteError` line."""
+  try:
+    yield
+  except CheckpointWriteError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except  (orbax/tensorstore raise many types)
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    raise CheckpointWriteError(
+        f'writing a checkpoint under {manager.directory} failed ({type(e).__name__}: '
+        f'{(lines[-1] if lines else "")[:300]}); the checkpoints completed before it are intact') from e
 
 
 class Preemption:
@@ -164,8 +185,9 @@ def run_stage(task: Task, cfg: ml_collections.ConfigDict, workdir: str) -> tuple
       info.update(final_evaluation(run, state, info))
       info.pop('data_state', None)
   finally:
-    manager.wait_until_finished()
-    manager.close()
+    with checkpoint_writes(manager):
+      manager.wait_until_finished()
+      manager.close()
     writer.close()
   return info, state.params
 
@@ -184,7 +206,8 @@ def save_checkpoint(run: Run, state: state_lib.TrainState, iterator: Any,
   """Saves state + iterator position at the state's step (never a state past a non-finite step)."""
   check_finite(run, state)
   step = int(jax.device_get(state.step))
-  ckpt.save(run.manager, step, state, {'data': iterator.get_state(), 'task': run.task.name}, metrics)
+  with checkpoint_writes(run.manager):
+    ckpt.save(run.manager, step, state, {'data': iterator.get_state(), 'task': run.task.name}, metrics)
   return step
 
 
@@ -255,5 +278,6 @@ def final_evaluation(run: Run, state: state_lib.TrainState, info: dict) -> dict[
   run.writer.scalars(step, metrics, prefix='eval/')
   if info.get('saved_at') != step:
     check_finite(run, state)
-    ckpt.save(run.manager, step, state, {'data': info['data_state'], 'task': run.task.name}, metrics)
+    with checkpoint_writes(run.manager):
+      ckpt.save(run.manager, step, state, {'data': info['data_state'], 'task': run.task.name}, metrics)
   return {'final_step': step, 'nonfinite_steps': int(jax.device_get(state.nonfinite_count)), **metrics}
