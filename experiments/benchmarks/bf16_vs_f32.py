@@ -1,4 +1,4 @@
-r"""Does a bfloat16 run's loss curve track float32's? The embedded demo's classification, same seed and batches.
+r"""Does a bfloat16 run's loss curve track float32's? The embedded demo's classification, same seed and data.
 
 bfloat16 is only the compute dtype (activations and convolution inputs); params, the loss and the optimizer
 stay float32 (`config.dtype`, `train.classification`). Both runs use the trainer's own pieces (`make_task`,

@@ -6,10 +6,12 @@ last pooling at every offset, the classifier, softmax, the per-class spatial max
 flips. Timed from device-resident uint8 images to the averaged [B, C] scores (so the host's JPEG work is not
 in it; `train_from_pipeline.py` measures that side).
 
-Two ways of batching the k*k offsets are compared (`--variants`):
-  vmap: the library's `inference.dense.dense_scores` (`jax.vmap` of the head over `offset_pool`'s maps);
-  fold: the k*k pooled maps are cut with static slices and folded into the batch axis ([k*k*B, h, w, C]),
-        the head runs once, the result is unfolded and interleaved.
+Ways of batching the k*k offsets (`--variants`):
+  vmap:   the library's `inference.dense.dense_scores` (`jax.vmap` of the head over `offset_pool`'s maps,
+          which are cut with static slices);
+  fold:   the k*k pooled maps folded into the batch axis by hand ([k*k*B, h, w, C]), one head call, unfolded
+          and interleaved (what XLA makes of the vmap, spelled out);
+  gather: the library's former offset pooling, a vmap over traced offsets (XLA turns it into gathers).
 
 Also, on request: the largest batch that fits (`--find_max_batch`: bisection on `compiled.memory_analysis()`
 against the device's memory, then a real run of that batch, stepping down on RESOURCE_EXHAUSTED) with the
@@ -47,7 +49,7 @@ _GEOMETRY = flags.DEFINE_string('geometry', 'fast', 'fast | accurate | small.')
 _DIVISOR = flags.DEFINE_integer('width_divisor', 1, 'Divide every width by this (1: the paper network).')
 _CLASSES = flags.DEFINE_integer('num_classes', 1000, 'Classifier outputs.')
 _DTYPES = flags.DEFINE_list('dtypes', ['bfloat16', 'float32'], 'Compute dtypes (params stay float32).')
-_VARIANTS = flags.DEFINE_list('variants', ['vmap', 'fold'], 'Offset batching: vmap | fold.')
+_VARIANTS = flags.DEFINE_list('variants', ['vmap', 'fold'], 'Offset batching: vmap | fold | gather.')
 _BATCH = flags.DEFINE_integer('batch', 32, 'Images per call for the throughput rows.')
 _INPUT = flags.DEFINE_integer('input_size', 256, 'Side of the square uint8 input images before resizing.')
 _SCALES = flags.DEFINE_list('scales', ['paper'], "'paper' (Table 5's six sizes) or HxW sizes, e.g. 245x245.")
@@ -85,6 +87,30 @@ def folded_offset_pool(unpooled: jax.Array, k: int) -> jax.Array:
   return jnp.stack(maps)
 
 
+def gathered_offset_pool(unpooled: jax.Array, k: int) -> jax.Array:
+  """The library's former `offset_pool`: a vmap over traced offsets of dynamic slices (XLA: two gathers)."""
+  _, height, width, _ = unpooled.shape
+  h, w = height // k, width // k
+  padded = jnp.pad(unpooled, ((0, 0), (0, k - 1), (0, k - 1), (0, 0)))
+
+  def pool_at(oy, ox):
+    window = jax.lax.dynamic_slice_in_dim(padded, oy, h * k, axis=1)
+    return max_pool(jax.lax.dynamic_slice_in_dim(window, ox, w * k, axis=2), k)
+
+  return jax.vmap(pool_at)(*jnp.divmod(jnp.arange(k * k), k))
+
+
+def dense_scores_gathered(model: OverFeat, params, images: jax.Array) -> jax.Array:
+  """Fine-stride class scores as the library computed them before static slices (for comparison)."""
+  variables = {'params': params}
+  unpooled = model.apply(variables, images, method=model.unpooled)
+  head = lambda pooled: model.apply(variables, pooled, method=model.head)
+  k = model.geometry.offset_pool
+  maps = jax.vmap(head)(gathered_offset_pool(unpooled, k))
+  lengths = tuple(dense.fine_length(unpooled.shape[1 + a], maps.shape[2 + a], k) for a in range(2))
+  return dense.interleave(maps, k, lengths)
+
+
 def dense_scores_folded(model: OverFeat, params, images: jax.Array) -> jax.Array:
   """Fine-stride class scores with the k*k offsets folded into the batch: one head call on [k*k*B, ...]."""
   variables = {'params': params}
@@ -97,15 +123,19 @@ def dense_scores_folded(model: OverFeat, params, images: jax.Array) -> jax.Array
   return dense.interleave(maps, k, lengths)
 
 
+# How the k*k offsets are batched: the library's `dense_scores` (static slices, vmap of the head), the same
+# folded into the batch by hand, and the library's former gather-based offset pooling.
+VARIANTS = {'vmap': lambda m, p, x: dense.dense_scores(m, p, x, fine=True), 'fold': dense_scores_folded,
+            'gather': dense_scores_gathered}
+
+
 def classify_fn(model: OverFeat, variant: str, scales, flips: bool) -> Callable:
-  """Jitted `fn(params, images) -> [B, C]`: the paper's per-class spatial max, averaged over scales and flips."""
-  if variant not in ('vmap', 'fold'):
-    raise InputError(f"--variants must be vmap or fold, got {variant!r}")
+  """Jitted `fn(params, images) -> [B, C]`: per-class spatial max, averaged over scales and flips."""
+  if variant not in VARIANTS:
+    raise InputError(f'--variants must be among {sorted(VARIANTS)}, got {variant!r}')
 
   def scores(params, images):
-    if variant == 'vmap':
-      return dense.dense_scores(model, params, images, fine=True)
-    return dense_scores_folded(model, params, images)
+    return VARIANTS[variant](model, params, images)
 
   @jax.jit
   def classify(params, images):
@@ -247,7 +277,7 @@ def max_batch_lines(model, params, variant: str, dtype_name: str, scales) -> lis
 
 
 def box_model(model: OverFeat, params) -> tuple[localize_lib.BoxModel, dict]:
-  """The classifier plus a single-class box regressor (random weights: the timing does not need trained ones)."""
+  """The classifier plus a single-class box regressor (random weights: timing does not need trained ones)."""
   g = model.geometry
   regressor = BoxRegressor(g, num_outputs=1, dtype=model.dtype)
   pooled = jnp.zeros((1, g.fc_kernel, g.fc_kernel, g.layer5_channels), jnp.float32)
@@ -272,7 +302,8 @@ def localization_lines(model, params, dtype_name: str, scales) -> list[str]:
   _, t_full = time_calls(full_fn, (p, images), _STEPS.value)
   batch, n = candidates.boxes.shape[:2]
   return [f'localization ({dtype_name}, {method} t={threshold}, top_k={top_k}, {n} boxes per image, batch '
-          f'{batch}): dense {t_dense * 1e3:.1f} ms, merge {t_merge * 1e3:.1f} ms, whole {t_full * 1e3:.1f} ms '
+          f'{batch}): dense {t_dense * 1e3:.1f} ms, merge {t_merge * 1e3:.1f} ms, '
+          f'whole {t_full * 1e3:.1f} ms '
           f'= {batch / t_full:.1f} img/s; merge share {100 * t_merge / t_full:.1f}% (alone), '
           f'{100 * max(t_full - t_dense, 0.0) / t_full:.1f}% (whole - dense)']
 

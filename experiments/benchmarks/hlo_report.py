@@ -2,15 +2,15 @@ r"""What XLA makes of the train step and of dense inference: dumps both and summ
 
 For each program (the trainer's real `jit_train_step` of the classification loss, in float32 and bfloat16; the
 dense six-scale classifier, offsets by vmap and folded into the batch), on the current backend:
-  - StableHLO (before XLA's passes, the same on every backend): convolutions, their operand dtypes and dimension
-    numbers (does the model hand XLA NHWC bf16 convolutions?), converts, gathers, transposes;
+  - StableHLO (before XLA's passes, the same on every backend): convolutions, their operand dtypes and
+    dimension numbers (does the model hand XLA NHWC bf16 convolutions?), converts, gathers, transposes;
   - the compiled HLO (after them): convolutions (or cuDNN custom calls on a GPU) with dtypes and `dim_labels`
     (b01f = NHWC), fusions, copies and transposes (layout changes) with their sizes, collectives, host
     transfers and callbacks (send/recv/infeed/outfeed/host callbacks: a host round trip inside the step), the
     donated (aliased) inputs, and XLA's memory and FLOP counts.
 The text of both is written to `--out_dir` for reading. On a CPU, bf16 convolutions are upcast to f32 by the
-CPU backend (it has no bf16 convolution): the compiled rows then show f32 convolutions fed by converts, which a
-GPU run does not; the StableHLO rows tell what the model asked for.
+CPU backend (it has no bf16 convolution): the compiled rows then show f32 convolutions fed by converts,
+which a GPU run does not; the StableHLO rows tell what the model asked for.
 
   python experiments/benchmarks/hlo_report.py --out_dir=/tmp/hlo [--geometry=fast --batch=256]
   JAX_PLATFORMS=cpu python experiments/benchmarks/hlo_report.py --geometry=small --width_divisor=32 \
@@ -41,7 +41,7 @@ from overfeat_jax.train import step as step_lib
 
 _OUT = flags.DEFINE_string('out_dir', '/tmp/overfeat_hlo', 'Where the StableHLO and HLO texts are written.')
 _TRAIN_BATCH = flags.DEFINE_integer('train_batch', 256, 'Global batch of the train step.')
-_PROGRAMS = flags.DEFINE_list('programs', ['train_float32', 'train_bfloat16', 'dense_vmap', 'dense_fold'],
+_PROGRAMS = flags.DEFINE_list('programs', ['train_float32', 'train_bfloat16', 'dense_vmap', 'dense_gather'],
                               'Which programs: train_<dtype>, dense_<variant> (dense in bfloat16).')
 
 # Ops that move data between host and device inside a program: each is a round trip in the step.
@@ -96,9 +96,9 @@ def summarize_hlo(text: str) -> dict:
        (re.search(r'dim_labels=([\w>\-]+)', r['rest']) or [None, '?'])[1]) for r in convs)
   moves = sorted(((array_bytes(r['type']), r['op'], r['type'].split('{')[0]) for r in rows
                   if r['op'] in ('copy', 'transpose')), reverse=True)
-  converts = sorted(((array_bytes(r['type']), f"{elem_type(types.get(r['operands'][0], '')) if r['operands'] else '?'}"
-                     f"->{elem_type(r['type'])}", r['type'].split('{')[0]) for r in rows if r['op'] == 'convert'),
-                    reverse=True)
+  source = lambda r: elem_type(types.get(r['operands'][0], '')) if r['operands'] else '?'
+  converts = sorted(((array_bytes(r['type']), f"{source(r)}->{elem_type(r['type'])}", r['type'].split('{')[0])
+                     for r in rows if r['op'] == 'convert'), reverse=True)
   header = text.splitlines()[0] if text else ''
   alias = re.search(r'input_output_alias=\{(.*?)\}\s*(,\s*\w+=|$)', header)
   callbacks = [r for r in rows if r['op'] == 'custom-call' and re.search(r'callback|host', r['rest'], re.I)]
@@ -129,9 +129,10 @@ def summarize_stablehlo(text: str) -> dict:
 
 
 def train_program(dtype_name: str):
-  """The trainer's jitted step (classification loss, SGD momentum + coupled L2), lowered on abstract inputs."""
+  """The trainer's jitted step (classification loss, SGD momentum + coupled L2) on abstract inputs."""
   geometry = get_geometry(dense_inference._GEOMETRY.value, dense_inference._DIVISOR.value)
-  model = OverFeat(geometry, num_classes=dense_inference._CLASSES.value, dtype=dense_inference.DTYPES[dtype_name])
+  model = OverFeat(geometry, num_classes=dense_inference._CLASSES.value,
+                   dtype=dense_inference.DTYPES[dtype_name])
 
   def loss_fn(params, batch, rng, *, train):
     logits = model.apply({'params': params}, batch['image'], train=train, rngs={'dropout': rng})
@@ -162,14 +163,15 @@ def program(name: str) -> Callable[[], object]:
   kind, _, arg = name.partition('_')
   if kind == 'train' and arg in dense_inference.DTYPES:
     return lambda: train_program(arg)
-  if kind == 'dense' and arg in ('vmap', 'fold'):
+  if kind == 'dense' and arg in dense_inference.VARIANTS:
     return lambda: dense_program(arg)
   from overfeat_jax.errors import InputError  # pylint: disable=g-import-not-at-top
-  raise InputError(f'unknown program {name!r}; use train_float32, train_bfloat16, dense_vmap or dense_fold')
+  raise InputError(f'unknown program {name!r}; use train_<float32|bfloat16> or dense_<vmap|fold|gather>')
 
 
 def fmt(counter) -> str:
-  return ', '.join(f'{k if isinstance(k, str) else " ".join(map(str, k))}: {v}' for k, v in counter.items()) or '-'
+  items = [f'{k if isinstance(k, str) else " ".join(map(str, k))}: {v}' for k, v in counter.items()]
+  return ', '.join(items) or '-'
 
 
 def report(name: str, lowered) -> list[str]:
@@ -187,7 +189,8 @@ def report(name: str, lowered) -> list[str]:
   return [
       f'### {name}',
       f'- stablehlo: {s["convs"]} convolutions, operand dtypes {fmt(s["conv_dtypes"])}; dims '
-      f'{fmt(s["dim_numbers"])}; {s["converts"]} converts, {s["gathers"]} gathers, {s["transposes"]} transposes',
+      f'{fmt(s["dim_numbers"])}; {s["converts"]} converts, {s["gathers"]} gathers, '
+      f'{s["transposes"]} transposes',
       f'- compiled: {h["instructions"]} instructions, {h["fusions"]} fusions, {h["convs"]} convolutions '
       f'(out dtype, operand dtypes, dim_labels: {fmt(h["conv_kinds"])})',
       f'- layout changes: {h["copies"]} copies, {h["transposes"]} transposes; largest '
@@ -198,7 +201,8 @@ def report(name: str, lowered) -> list[str]:
       f'- collectives: {fmt(h["collectives"])}; host transfers/callbacks: {fmt(h["host_ops"])}; '
       f'donated (aliased) inputs: {h["aliased_inputs"]}',
       f'- memory: arguments {mem.argument_size_in_bytes / 2**20:.1f} MiB, outputs '
-      f'{mem.output_size_in_bytes / 2**20:.1f} MiB, temporaries {mem.temp_size_in_bytes / 2**20:.1f} MiB, aliased '
+      f'{mem.output_size_in_bytes / 2**20:.1f} MiB, temporaries {mem.temp_size_in_bytes / 2**20:.1f} MiB, '
+      f'aliased '
       f'{mem.alias_size_in_bytes / 2**20:.1f} MiB; XLA flops {cost.get("flops", float("nan")) / 1e9:.2f} G'
       if mem is not None else '- memory: not reported by this backend',
   ]

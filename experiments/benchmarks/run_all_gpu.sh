@@ -55,9 +55,10 @@ run flops $B/flop_accounting.py --batch=256
 # 2. The train step with synthetic data (the trainer's benchmark), if it is there.
 if [[ -f $B/train_step.py ]]; then run train_step $B/train_step.py; fi
 # 3. What XLA compiled: layouts, dtypes, copies, collectives, host transfers (texts kept in $OUT/hlo).
-run hlo $B/hlo_report.py --geometry=fast --train_batch=256 --batch=32 --out_dir="$OUT/hlo"
+run hlo $B/hlo_report.py --programs=train_float32,train_bfloat16,dense_vmap,dense_fold,dense_gather \
+    --geometry=fast --train_batch=256 --batch=32 --out_dir="$OUT/hlo"
 # 4. Dense six-scale + flips + offsets, fast: both offset batchings, bf16 and f32, largest batch, localization.
-run dense_fast $B/dense_inference.py --geometry=fast --dtypes=bfloat16,float32 --variants=vmap,fold \
+run dense_fast $B/dense_inference.py --geometry=fast --dtypes=bfloat16,float32 --variants=vmap,fold,gather \
     --batch=64 --steps=$STEPS --find_max_batch --localize --localize_batch=16 --top_k=1
 run dense_accurate $B/dense_inference.py --geometry=accurate --dtypes=bfloat16 --variants=vmap,fold \
     --batch=32 --steps=$STEPS

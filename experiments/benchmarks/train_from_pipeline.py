@@ -61,13 +61,14 @@ _KEEP = flags.DEFINE_bool('keep', True, 'Reuse the JPEGs and the build in --work
 
 
 def photo_like(rng: np.random.Generator, height: int, width: int) -> bytes:
-  """A JPEG (quality 90) with a photo's mix of smooth regions and detail, so decoding costs what ImageNet's does.
+  """A JPEG (quality 90) mixing smooth regions and detail like a photo, so it decodes as slowly as ImageNet's.
 
   Noise at three scales, each bicubically enlarged to the full size, plus fine grain: ~70-90 KB at 500x375.
   """
   image = rng.normal(0.0, 5.0, (height, width, 3))
   for cells, amplitude in ((6, 70.0), (30, 35.0), (120, 18.0)):
-    small = np.uint8(np.clip(rng.normal(128.0, amplitude, (cells, max(cells * width // height, 1), 3)), 0, 255))
+    noise = rng.normal(128.0, amplitude, (cells, max(cells * width // height, 1), 3))
+    small = np.uint8(np.clip(noise, 0, 255))
     image += np.asarray(Image.fromarray(small).resize((width, height), Image.BICUBIC), np.float64) - 128.0
   buffer = io.BytesIO()
   Image.fromarray(np.uint8(np.clip(image + 128.0, 0, 255))).save(buffer, format='JPEG', quality=90)
@@ -75,7 +76,7 @@ def photo_like(rng: np.random.Generator, height: int, width: int) -> bytes:
 
 
 def write_jpegs(root: str, count: int, synsets: list[str], width: int, height: int) -> None:
-  """`count` distinct photo-like JPEGs under ILSVRC/Data/CLS-LOC/train/<wnid>/, plus LOC_synset_mapping.txt."""
+  """`count` photo-like JPEGs under ILSVRC/Data/CLS-LOC/train/<wnid>/, plus LOC_synset_mapping.txt."""
   rng = np.random.default_rng(0)
   for i in range(count):
     wnid = synsets[i % len(synsets)]
@@ -202,7 +203,8 @@ def main(argv: list[str]) -> None:
   d = jax.devices()[0]
   print(f'device: {d.platform} {d.device_kind} x{jax.device_count()}; host cores {os.cpu_count()}; jax '
         f'{jax.__version__}')
-  print(f'data: {len(source)} JPEGs {_IMAGE_SIZE.value} (written in {t_write:.1f} s, built in {t_build:.1f} s); '
+  print(f'data: {len(source)} JPEGs {_IMAGE_SIZE.value} (written in {t_write:.1f} s, built in '
+        f'{t_build:.1f} s); '
         f'{config.model.geometry}/{_DIVISOR.value} {_DTYPE.value}, batch {config.batch_size}, crop '
         f'{config.crop_size}, resize_smaller {config.resize_smaller}, worker_count {_WORKERS.value}, '
         f'read_threads {_THREADS.value}')
