@@ -4,7 +4,7 @@
 `train.loop.stage_config`); `get_config(arg)` is the embedded demo with stages classification -> localization.
 Regressor: single-class (the paper's competition choice), hidden widths divided like the network's (4096/8,
 1024/8). Training: whole 72x72 images (no crop, random flips), resized on the device to 4 scales every step.
-Inference: 4 scales, top-2 classes per scale, greedy merge with the 'overlap' score at t = 0.8 (chosen by the
+Inference: 4 scales, top-2 classes per scale, greedy merge with the 'overlap' score at t = 0.4 (chosen by the
 measurement in experiments/benchmarks/results/localization_detection.md).
 
   python -m overfeat_jax.main --config=experiments/configs/embedded_localization.py --workdir=/tmp/loc
@@ -35,7 +35,7 @@ def box_section(arg: str = '') -> ml_collections.ConfigDict:
   b.eval_scales = (64, 80, 96, 112)
   b.top_k = 2
   b.merge = 'overlap'  # 'overlap', 'literal' or 'nms'
-  b.threshold = 0.8  # merge threshold t
+  b.threshold = 0.4  # merge threshold t (measured: results/localization_detection.md)
   b.nms_iou = 0.5  # when merge == 'nms'
   b.loss_weight = 1.0
   if arg == 'smoke':
