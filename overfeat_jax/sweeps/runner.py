@@ -301,7 +301,7 @@ def run_sweep(sweep: ml_collections.ConfigDict, networks: Sequence[Network], out
     record = {'version': RECORD_VERSION, 'task': setup.task, 'label': text, 'point': dataclasses.asdict(point),
               'networks': [networks[j].ident for j in point.models], **result}
     write_json_atomic(path, record)
-    records.append(record)
+    records.append(json.loads(json.dumps(record)))  # as a later run reads it back (lists, not tuples)
     eta = spent / stats['computed'] * (todo - stats['computed'])
     log(f'sweep {progress_bar(i + 1, len(points))} {i + 1}/{len(points)} | {time.perf_counter() - start:.1f} s | '
         f'ETA {format_duration(eta)} | {text} | ' +

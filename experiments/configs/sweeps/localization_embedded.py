@@ -28,7 +28,7 @@ def get_config() -> ml_collections.ConfigDict:
       'coarse stride': dict(fine=False),
       'literal t=100': dict(merge='literal', threshold=100.0),
       'literal t=400': dict(merge='literal', threshold=400.0),
-      'nms 0.5': dict(merge='nms', threshold=0.5),
-      'nms 0.3': dict(merge='nms', threshold=0.3),
+      'nms (IoU 50%)': dict(merge='nms', threshold=0.5),
+      'nms (IoU 30%)': dict(merge='nms', threshold=0.3),
   })
   return c

@@ -1,0 +1,201 @@
+"""Sweeps: grid expansion from the configs, cost accounting, resumable runs on real tiny checkpoints, report."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from overfeat_jax.checkpoint.export import NetworkSpec
+from overfeat_jax.errors import InputError
+from overfeat_jax.sweeps import grid, report, runner
+from tests.sweeps import checkpoints
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SWEEPS = os.path.join(REPO, 'experiments', 'configs', 'sweeps')
+
+
+def load_sweep(name: str) -> ml_collections.ConfigDict:
+  spec = importlib.util.spec_from_file_location(f'sweep_{name}', os.path.join(SWEEPS, f'{name}.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def test_classification_grid_expands_axes_points_and_models():
+  sweep = load_sweep('classification_embedded')
+  points = grid.expand(sweep, num_models=2, num_scales=4)
+  dense = [p for p in points if p.view == 'dense' and p.models == (0,) and not p.name]
+  assert len(dense) == 12  # 3 scale counts x coarse/fine x flips off/on
+  assert {(p.num_scales, p.fine, p.flips) for p in dense} == {
+      (n, f, fl) for n in (1, 2, 4) for f in (False, True) for fl in (False, True)}
+  # 'each network' at 4 scales duplicates the grid point of network 0: only network 1's point is added.
+  assert [p.models for p in points if p.name == 'each network'] == [(1,)]
+  assert [p.models for p in points if p.name == 'ensemble'] == [(0, 1)]
+  ten = [p for p in points if p.view == 'ten_crop']
+  assert {p.models for p in ten} == {(0,), (1,), (0, 1)} and all(p.num_scales == 0 for p in ten)
+  assert len(points) == 18
+  # One network: no ensemble rows, no second network.
+  assert all(p.models == (0,) for p in grid.expand(sweep, num_models=1, num_scales=4))
+  keys = {p.key(('a', 'b'), 'ctx') for p in points}
+  assert len(keys) == len(points)
+  assert points[0].key(('a', 'b'), 'ctx') != points[0].key(('c', 'b'), 'ctx')  # another checkpoint: recomputed
+
+
+@pytest.mark.parametrize('name, models', [('localization_embedded', 1), ('detection_embedded', 1),
+                                          ('classification_imagenet', 2)])
+def test_other_sweep_configs_expand(name, models):
+  sweep = load_sweep(name)
+  points = grid.expand(sweep, num_models=models, num_scales=len(sweep.scales) or 6)
+  assert len(points) >= 5
+  if 'imagenet' in name:  # every network on the grid: fast and accurate rows
+    assert {p.models for p in points if p.view == 'dense' and not p.name} == {(0,), (1,)}
+  else:
+    assert {p.merge for p in points} >= {'overlap', 'literal', 'nms'} and not any(p.flips for p in points)
+
+
+@pytest.mark.parametrize('change, message', [
+    (dict(grid={'colour': ('red',)}), 'unknown field'), (dict(grid={'num_scales': (7,)}), 'num_scales'),
+    (dict(points={'x': {'view': 'twelve'}}), 'view'), (dict(points={'x': {'models': 'all'}}), 'models')])
+def test_bad_sweep_definitions_are_refused(change, message):
+  sweep = load_sweep('classification_embedded')
+  sweep.grid = ml_collections.ConfigDict(change.get('grid', {'flips': (True,)}))
+  sweep.points = ml_collections.ConfigDict(change.get('points', {}))
+  with pytest.raises(InputError, match=message):
+    grid.expand(sweep, num_models=1, num_scales=4)
+
+
+def _setup(scales, task='classification', size=72):
+  return runner.EvalSetup(task, size, scales, 64, 8, 0, {}, {})
+
+
+def test_cost_of_one_dense_scale_at_the_training_size_equals_one_crop():
+  spec = NetworkSpec('small', 8, 10)
+  setup = _setup(((64, 64), (96, 96)))
+  dense = grid.Point(view='dense', num_scales=1, fine=False, flips=False)
+  crop = grid.Point(view='center_crop', num_scales=0, fine=False, flips=False)
+  assert runner.network_gflop(spec, dense, setup) == pytest.approx(runner.network_gflop(spec, crop, setup))
+  ten = runner.network_gflop(spec, grid.Point(view='ten_crop', flips=True), setup)
+  assert ten == pytest.approx(10 * runner.network_gflop(spec, crop, setup))
+  coarse = runner.network_gflop(spec, grid.Point(num_scales=2, fine=False, flips=False), setup)
+  fine = runner.network_gflop(spec, grid.Point(num_scales=2, fine=True, flips=False), setup)
+  assert fine > coarse  # offset pooling runs the head on k*k times as many cells
+
+
+def test_ten_crop_views_are_the_corners_centre_and_mirrors():
+  images = jnp.arange(1 * 6 * 6 * 1, dtype=jnp.float32).reshape(1, 6, 6, 1)
+  views = runner.crop_views(images, 4, flips=True, ten=True)
+  assert len(views) == 10 and all(v.shape == (1, 4, 4, 1) for v in views)
+  np.testing.assert_array_equal(views[0], images[:, 1:5, 1:5])  # centre
+  np.testing.assert_array_equal(views[4], images[:, 2:, 2:])  # bottom-right corner
+  np.testing.assert_array_equal(views[5], images[:, 1:5, 1:5][:, :, ::-1])
+  with pytest.raises(InputError, match='larger'):
+    runner.crop_views(images, 7, flips=False, ten=False)
+
+
+TRAIN_CONFIG = '''
+import importlib.util
+spec = importlib.util.spec_from_file_location('embedded_cfg', {path!r})
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+
+def get_config(arg=''):
+  c = module.get_config('smoke')
+  c.data.data_dir = {data_dir!r}
+  c.data.options.test_size = 12
+  c.eval.scales = (72, 80, 88, 96)
+  return c
+'''
+
+
+@pytest.fixture(scope='module')
+def sweep_inputs(tmp_path_factory):
+  """Two tiny networks as training workdirs, a training config on a 12-image embedded test split, a sweep."""
+  root = tmp_path_factory.mktemp('sweep')
+  workdirs = [checkpoints.write_checkpoint(str(root / f'run{s}'), 'classification', checkpoints.make_params(s))
+              for s in (0, 1)]
+  train_config = root / 'train_config.py'
+  train_config.write_text(TRAIN_CONFIG.format(path=os.path.join(REPO, 'experiments', 'configs', 'embedded.py'),
+                                              data_dir=str(root / 'data')))
+  sweep = load_sweep('classification_embedded')
+  sweep.train_config = str(train_config)
+  sweep.batch_size = 8
+  sweep.grid = ml_collections.ConfigDict(dict(num_scales=(1, 2), fine=(False, True), flips=(False,)))
+  sweep.points = ml_collections.ConfigDict({'10 views': dict(view='ten_crop', flips=True),
+                                            'ensemble': dict(models='ensemble', num_scales=2, flips=False)})
+  return root, workdirs, sweep
+
+
+def test_sweep_runs_resumes_without_recomputing_and_reports(sweep_inputs):
+  root, workdirs, sweep = sweep_inputs
+  networks = [runner.load_network(w, 'classification') for w in workdirs]
+  setup = runner.make_setup(sweep, runner.load_train_config(sweep.train_config))
+  calls, lines = [], []
+
+  def counting(point, nets, setup_):
+    calls.append(point)
+    return runner.evaluate_point(point, nets, setup_)
+
+  out = str(root / 'out')
+  records, stats = runner.run_sweep(sweep, networks, out, setup=setup, evaluate=counting, log=lines.append)
+  assert stats == {'computed': 6, 'cached': 0} and len(calls) == 6
+  assert any('ETA' in line for line in lines)
+  for r in records:
+    assert r['metrics']['count'] == 12 and 0.0 <= r['metrics']['top1_error'] <= r['metrics']['top5_error'] + 1
+    assert r['gflop_per_image'] > 0 and r['ms_per_image'] > 0
+  by_label = {r['point']['name'] or r['label']: r for r in records}
+  assert by_label['ensemble']['gflop_per_image'] == pytest.approx(
+      2 * [r for r in records if r['point']['num_scales'] == 2 and r['point']['fine']][0]['gflop_per_image'])
+  assert len(os.listdir(os.path.join(out, 'points'))) == 6
+
+  # A second run (e.g. after an interruption) reads every point back and evaluates nothing.
+  again, stats2 = runner.run_sweep(sweep, networks, out, setup=setup, evaluate=counting, log=lines.append)
+  assert stats2 == {'computed': 0, 'cached': 6} and len(calls) == 6 and again == records
+  # A point removed (as if the run died before writing it) is the only one recomputed.
+  os.remove(os.path.join(out, 'points', sorted(os.listdir(os.path.join(out, 'points')))[0]))
+  _, stats3 = runner.run_sweep(sweep, networks, out, setup=setup, evaluate=counting, log=lines.append)
+  assert stats3 == {'computed': 1, 'cached': 5}
+
+  table = report.markdown_table(records)
+  rows = table.strip().splitlines()
+  assert rows[0].startswith('| Approach | top-1 err % | top-5 err % | GFLOP/img | ms/img') and len(rows) == 8
+  assert '2-model ensemble' in table and '10 views' in table
+  png = report.plot_cost(records, str(root / 'cost.png'))
+  with open(png, 'rb') as f:
+    head = f.read(8)
+  assert head == b'\x89PNG\r\n\x1a\n' and os.path.getsize(png) > 20_000
+
+
+def test_evaluation_matches_the_trainers_multiscale_procedure(sweep_inputs):
+  """The sweep's dense point equals `multiscale_class_scores` on the same batch (no second implementation)."""
+  from overfeat_jax.inference.multiscale import multiscale_class_scores
+  _, workdirs, sweep = sweep_inputs
+  net = runner.load_network(workdirs[0], 'classification')
+  setup = runner.make_setup(sweep, runner.load_train_config(sweep.train_config))
+  point = grid.Point(num_scales=2, fine=True, flips=True)
+  batch = next(runner.eval_batches(setup))
+  out = runner.predict_fn(point, [net], setup)([net.params], jnp.asarray(batch['image']))
+  want = multiscale_class_scores(net.spec.classifier(), net.params, jnp.asarray(batch['image'], jnp.float32),
+                                 scales=((72, 72), (80, 80)), flips=True, fine=True)
+  np.testing.assert_allclose(out['scores'], want, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_cli_writes_table_and_plot_and_fails_cleanly(sweep_inputs, tmp_path):
+  root, workdirs, _ = sweep_inputs
+  env = {**os.environ, 'PYTHONPATH': REPO}
+  args = [sys.executable, '-m', 'overfeat_jax.sweep', f'--sweep={SWEEPS}/classification_embedded.py',
+          f'--workdir={workdirs[0]}', f'--output={tmp_path}', f'--sweep.train_config={root}/train_config.py',
+          '--sweep.max_examples=8', '--sweep.batch_size=8']
+  result = subprocess.run(args, capture_output=True, text=True, env=env, cwd=REPO, timeout=500)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert os.path.getsize(tmp_path / 'cost.png') > 20_000 and '| Approach |' in (tmp_path / 'table.md').read_text()
+  assert len(json.loads((tmp_path / 'records.json').read_text())) == 14
+  bad = subprocess.run(args[:4] + [f'--workdir={tmp_path}/missing'], capture_output=True, text=True, env=env,
+                       cwd=REPO, timeout=120)
+  assert bad.returncode == 2 and 'no classification checkpoint' in bad.stderr
