@@ -146,22 +146,27 @@ def compile_abstract(jitted: Callable, args: Sequence[Any]) -> tuple[Any, float]
   return compiled, time.perf_counter() - start
 
 
+def analyze(program: Program, compiled: Any, seconds: float, global_batch: int,
+            num_devices: int) -> CompileReport:
+  """The report of an executable that compiled: per-device memory, FLOPs, collectives, argument shardings."""
+  flops, accessed = cost_summary(compiled)
+  collectives = count_collectives(compiled.as_text())
+  return CompileReport(
+      program.name, global_batch, global_batch // num_devices, fits=True, compile_seconds=seconds,
+      memory=memory_summary(compiled), flops=flops, bytes_accessed=accessed, collectives=collectives,
+      unexpected_collectives=sorted(set(collectives) - program.expected_collectives),
+      argument_shardings=sharding_specs(compiled))
+
+
 def compile_report(program: Program, global_batch: int, num_devices: int) -> CompileReport:
   """Compiles `program` at `global_batch` and reads the executable (or records that it does not fit)."""
-  per_device = global_batch // num_devices
   start = time.perf_counter()
   try:
     compiled, seconds = compile_abstract(program.jitted, program.abstract_args(global_batch))
   except DoesNotFit as e:
-    return CompileReport(program.name, global_batch, per_device, fits=False,
+    return CompileReport(program.name, global_batch, global_batch // num_devices, fits=False,
                          compile_seconds=time.perf_counter() - start, error=str(e))
-  flops, accessed = cost_summary(compiled)
-  collectives = count_collectives(compiled.as_text())
-  return CompileReport(
-      program.name, global_batch, per_device, fits=True, compile_seconds=seconds,
-      memory=memory_summary(compiled), flops=flops, bytes_accessed=accessed, collectives=collectives,
-      unexpected_collectives=sorted(set(collectives) - program.expected_collectives),
-      argument_shardings=sharding_specs(compiled))
+  return analyze(program, compiled, seconds, global_batch, num_devices)
 
 
 def bisect_largest(fits: Callable[[int], bool], failing: int, max_probes: int) -> tuple[int, int, int]:
