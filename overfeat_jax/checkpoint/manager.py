@@ -92,14 +92,22 @@ def quarantine(manager: ocp.CheckpointManager, step: int) -> str:
 
 
 def restore_params(directory: str, step: int | None = None) -> tuple[int, Any]:
-  """(step, params as numpy arrays) of a run's checkpoint (latest by default): what a later stage starts from."""
+  """(step, params on this process's first device) of a run's checkpoint (latest by default).
+
+  What a later stage or a tool starts from; works whatever topology saved it (e.g. two processes), because the
+  restore target is built from the checkpoint's own metadata with a one-device sharding.
+  """
   manager = make_manager(directory, enable_async=False)
   steps = manager.all_steps()
   if not steps:
     from overfeat_jax.errors import InputError  # pylint: disable=g-import-not-at-top
     raise InputError(f'no checkpoint in {directory}')
   step = max(steps) if step is None else step
-  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  with ocp.StandardCheckpointer() as reader:
+    metadata = reader.metadata(os.path.join(str(manager.directory), str(step), 'state')).item_metadata
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata)
+  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
                                                            meta=ocp.args.JsonRestore()))
   manager.close()
   return step, restored.state['params']
