@@ -199,3 +199,24 @@ def test_cli_writes_table_and_plot_and_fails_cleanly(sweep_inputs, tmp_path):
   bad = subprocess.run(args[:4] + [f'--workdir={tmp_path}/missing'], capture_output=True, text=True, env=env,
                        cwd=REPO, timeout=120)
   assert bad.returncode == 2 and 'no classification checkpoint' in bad.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('task, merge, classes', [('localization', 'overlap', 10), ('detection', 'nms', 11)])
+def test_box_points_evaluate_on_real_checkpoints(sweep_inputs, task, merge, classes):
+  """Localization and detection points run the project's inference and metrics end to end on a tiny network."""
+  root, _, sweep = sweep_inputs
+  workdir = checkpoints.write_checkpoint(str(root / f'{task}_run'), task, checkpoints.make_params(
+      2, num_classes=classes, regressor_outputs=1))
+  net = runner.load_network(workdir, task)
+  assert net.spec.regressor_outputs == 1
+  base = runner.make_setup(sweep, runner.load_train_config(sweep.train_config))
+  setup = runner.EvalSetup(task, 72, ((80, 80),), 64, 8, 8, base.data, dict(
+      score_threshold=0.05, max_per_scale=16, max_detections=8))
+  point = grid.Point(num_scales=1, fine=True, flips=False, merge=merge, top_k=1, threshold=0.5)
+  result = runner.evaluate_point(point, [net], setup)
+  key = 'loc_error' if task == 'localization' else 'mAP'
+  assert 0.0 <= result['metrics'][key] <= 1.0 and result['metrics']['count'] == 8
+  assert result['gflop_per_image'] == pytest.approx(runner.network_gflop(net.spec, point, setup))
+  with pytest.raises(InputError, match=f'no {task} checkpoint'):
+    runner.load_network(str(root / 'run0'), task)
