@@ -20,6 +20,7 @@ from absl import logging
 
 from overfeat_jax.checkpoint import export as export_lib
 from overfeat_jax.errors import InputError
+from overfeat_jax.inference import ensemble
 from overfeat_jax.sweeps.grid import Point, expand
 from overfeat_jax.train.logging import format_duration, progress_bar, write_json_atomic
 
@@ -115,16 +116,7 @@ def eval_batches(setup: EvalSetup) -> Iterator[dict[str, np.ndarray]]:
     yield {**batch, 'mask': mask}
 
 
-def crop_views(images: jax.Array, crop: int, flips: bool, ten: bool) -> list[jax.Array]:
-  """The centre crop (or the 4 corners + centre) of `crop` pixels, and their mirrors if `flips`."""
-  _, height, width, _ = images.shape
-  if crop > min(height, width):
-    raise InputError(f'crop {crop} is larger than the {height}x{width} evaluation images.')
-  cy, cx = (height - crop) // 2, (width - crop) // 2
-  corners = [(cy, cx)] + ([(0, 0), (0, width - crop), (height - crop, 0), (height - crop, width - crop)]
-                          if ten else [])
-  views = [images[:, y:y + crop, x:x + crop] for y, x in corners]
-  return views + [v[:, :, ::-1] for v in views] if flips else views
+crop_views = ensemble.crop_views  # re-exported: the sweep's crop views
 
 
 # --- cost -------------------------------------------------------------------------------------------------
@@ -203,18 +195,8 @@ def predict_fn(point: Point, networks: Sequence[Network], setup: EvalSetup) -> C
 
 def classification_fn(point: Point, models: Sequence[Any], setup: EvalSetup) -> Callable:
   """Class probabilities [B, C] averaged over views (and over the networks of an ensemble)."""
-  from overfeat_jax.inference.multiscale import multiscale_class_scores  # pylint: disable=g-import-not-at-top
-  scales = setup.scales[:point.num_scales]
-
-  def one(model, params, images):
-    if point.view == 'dense':
-      return multiscale_class_scores(model, params, images, scales=scales, flips=point.flips, fine=point.fine)
-    views = crop_views(images, model.geometry.input_size, point.flips, point.view == 'ten_crop')
-    probs = [jax.nn.softmax(model.apply({'params': params}, v), axis=-1).max(axis=(1, 2)) for v in views]
-    return jnp.mean(jnp.stack(probs), axis=0)
-
-  return lambda params, images: {'scores': jnp.mean(jnp.stack(
-      [one(m, p, images.astype(jnp.float32)) for m, p in zip(models, params)]), axis=0)}
+  options = dict(view=point.view, scales=setup.scales[:point.num_scales], flips=point.flips, fine=point.fine)
+  return lambda params, images: {'scores': ensemble.ensemble_scores(models, params, images, **options)}
 
 
 class Metrics:
