@@ -92,8 +92,9 @@ def make_setup(sweep: ml_collections.ConfigDict, train_cfg: ml_collections.Confi
   scales = sweep.scales or (train_box.eval_scales if train_box else train_cfg.eval.scales)
   if not scales:
     raise InputError('the sweep has no scales (set `scales` in the sweep or a training config that has them).')
-  data = {'name': sweep.data_name or train_cfg.data.name, 'split': train_cfg.data.eval_split, 'data_dir': train_cfg.data.data_dir,
-          'options': dict(train_cfg.data.options), 'max_boxes': int(sweep.get('max_boxes', 0) or train_cfg.max_boxes)}
+  d = train_cfg.data
+  data = {'name': sweep.data_name or d.name, 'split': d.eval_split, 'data_dir': d.data_dir,
+          'options': dict(d.options), 'max_boxes': int(sweep.get('max_boxes', 0) or train_cfg.max_boxes)}
   return EvalSetup(sweep.task, int(size), as_sizes(scales), int(train_cfg.crop_size), int(sweep.batch_size),
                    int(sweep.max_examples), data, sweep.box.to_dict())
 
