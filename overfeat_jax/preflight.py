@@ -32,7 +32,7 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'Training config file[
 _TOPOLOGY = flags.DEFINE_string('topology', None, 'TPU topology, e.g. v5e:4x8, v4:2x2x4, v5p:2x4x4.')
 _CHIP_CONFIG = flags.DEFINE_enum('chip_config', 'auto', topology.CHIP_CONFIGS,
                                  "'megacore': one device per v4/v5p chip (auto: megacore on v4/v5p).")
-_NUM_SLICES = flags.DEFINE_integer('num_slices', 1, 'Slices joined over the data-centre network (multislice).')
+_NUM_SLICES = flags.DEFINE_integer('num_slices', 1, 'Slices joined over the data-centre network.')
 _STAGE = flags.DEFINE_string('stage', None, 'Stage of config.stages to check (default: the first).')
 _PROGRAMS = flags.DEFINE_list('programs', ['train', 'eval'], 'Which programs to compile: train, eval.')
 _MAX_COMPILES = flags.DEFINE_integer('max_compiles', 8, 'Compiles the search for a fitting batch may use.')
@@ -66,7 +66,8 @@ def run_preflight(config: Any, tpu_slice: topology.Slice, *, stage: str | None =
           'exact': search.exact,
           'fitting_peak_bytes': search.fitting_report.memory.get('peak') if search.fitting_report else None}
     results.append(entry)
-  return {'topology': tpu_slice.name, 'chip_config': tpu_slice.chip_config, 'num_slices': tpu_slice.num_slices,
+  return {'topology': tpu_slice.name, 'chip_config': tpu_slice.chip_config,
+          'num_slices': tpu_slice.num_slices,
           'device_kind': tpu_slice.device_kind, 'num_devices': n, 'num_chips': tpu_slice.num_chips,
           'hbm_per_device_bytes': tpu_slice.hbm_per_device, 'stage': stage or config.stages[0],
           'fits': all(r['fits'] for r in results), 'programs': results, 'versions': versions()}
@@ -89,12 +90,14 @@ def program_line(entry: dict[str, Any], hbm: int | None) -> str:
               'it does not fit even at 1 example per device')
     bracket = '' if s['exact'] else (f" (search stopped after {s['compiles']} compiles; "
                                      f"{s['smallest_failing_per_device']} does not fit)")
-    return f"{entry['program']}: DOES NOT FIT at batch {batch} (global/device): {entry['error']}; {answer}{bracket}"
+    return (f"{entry['program']}: DOES NOT FIT at batch {batch} (global/device): {entry['error']}; "
+            f"{answer}{bracket}")
   mem = entry['memory']
   share = f" = {100 * mem['peak'] / hbm:.1f}% of {_gib(hbm)}" if hbm else ''
   flops = '-' if entry['flops'] is None else f"{entry['flops'] / 1e9:.4g}"
   collectives = ', '.join(f'{k} x{v}' for k, v in entry['collectives'].items()) or 'none'
-  flag = f" UNEXPECTED: {', '.join(entry['unexpected_collectives'])}" if entry['unexpected_collectives'] else ''
+  unexpected = entry['unexpected_collectives']
+  flag = f" UNEXPECTED: {', '.join(unexpected)}" if unexpected else ''
   return (f"{entry['program']}: batch {batch} (global/device) | compile {entry['compile_seconds']:.1f} s | "
           f"argument {_gib(mem['argument'])}, output {_gib(mem['output'])}, temp {_gib(mem['temp'])}, "
           f"peak {_gib(mem['peak'])}{share} | {flops} GFLOP/device/step | collectives: {collectives}{flag}")

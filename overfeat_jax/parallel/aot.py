@@ -73,7 +73,7 @@ class CompileReport:
 
 @dataclasses.dataclass
 class FitSearch:
-  """Bisection over per-device batches: `largest_fitting` compiled (0: not even 1), `smallest_failing` did not.
+  """Bisection over per-device batches: `largest_fitting` compiled (0: not even 1), `smallest_failing` not.
 
   The answer is exact when `smallest_failing == largest_fitting + 1`; otherwise the compile budget ran out.
   """
@@ -87,7 +87,7 @@ class FitSearch:
     return self.smallest_failing == self.largest_fitting + 1
 
 
-# --- analysis of a compiled executable -------------------------------------------------------------------------
+# --- analysis of a compiled executable ----------------------------------------------------------------------
 def count_collectives(hlo_text: str) -> dict[str, int]:
   """Number of each collective op in an HLO module's text (async start/done pairs count once)."""
   counts = {name: 0 for name in COLLECTIVES}
@@ -115,7 +115,7 @@ def cost_summary(compiled: Any) -> tuple[float | None, float | None]:
 
 
 def sharding_specs(compiled: Any) -> list[list[str]]:
-  """For each positional argument, the distinct partition specs of its leaves (e.g. ["P()"], ["P('data',)"])."""
+  """For each positional argument, the distinct partition specs of its leaves (["P()"], ["P('data',)"])."""
   args, _ = compiled.input_shardings
   return [sorted({str(getattr(s, 'spec', s)) for s in jax.tree.leaves(arg)}) for arg in args]
 
@@ -125,7 +125,7 @@ def is_out_of_memory(error: Exception) -> bool:
 
 
 def oom_line(error: Exception) -> str:
-  """The compiler's sentence about memory, e.g. 'Ran out of memory in memory space hbm. Used 18.58G of ...'."""
+  """The compiler's sentence about memory, e.g. 'Ran out of memory in memory space hbm. Used 18.58G ...'."""
   lines = [line.strip() for line in str(error).splitlines() if line.strip()]
   for line in lines:
     if _OOM.search(line) and ('G' in line or 'M' in line):
@@ -133,7 +133,7 @@ def oom_line(error: Exception) -> str:
   return lines[0][:300] if lines else type(error).__name__
 
 
-# --- compiling -------------------------------------------------------------------------------------------------
+# --- compiling ----------------------------------------------------------------------------------------------
 def compile_abstract(jitted: Callable, args: Sequence[Any]) -> tuple[Any, float]:
   """(compiled executable, seconds to lower and compile); raises DoesNotFit on the compiler's OOM."""
   start = time.perf_counter()
@@ -199,9 +199,9 @@ def search_fitting_batch(program: Program, failing_per_device: int, num_devices:
   return FitSearch(lo, hi, probes, reports.get(lo))
 
 
-# --- the trainer's programs ------------------------------------------------------------------------------------
+# --- the trainer's programs ---------------------------------------------------------------------------------
 def abstract_tree(tree: Any, sharding: Any) -> Any:
-  """Shapes and dtypes of `tree` (arrays or ShapeDtypeStructs) with `sharding`: an argument never allocated."""
+  """Shapes and dtypes of `tree` with `sharding`: an argument that is never allocated."""
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
 
 
@@ -255,7 +255,7 @@ def stage_task(config: ml_collections.ConfigDict, stage: str | None = None) -> t
 
 def abstract_state(cfg: ml_collections.ConfigDict, task: Any, mesh: Mesh,
                    num_train_records: int = ILSVRC2012_TRAIN_RECORDS) -> tuple[Any, Any, Callable]:
-  """(abstract replicated TrainState, optax transformation, schedule), built as `loop.run_stage` builds them."""
+  """(abstract replicated TrainState, optax transformation, schedule), as `loop.run_stage` builds them."""
   from overfeat_jax.train import loop, state as state_lib  # pylint: disable=g-import-not-at-top
   steps_per_epoch, total = loop.steps_for(cfg, num_train_records)
   tx, schedule = loop.build_optimizer(cfg, task, steps_per_epoch, total)
@@ -266,7 +266,7 @@ def abstract_state(cfg: ml_collections.ConfigDict, task: Any, mesh: Mesh,
 
 def train_program(cfg: ml_collections.ConfigDict, task: Any, mesh: Mesh, state: Any, tx: Any,
                   schedule: Callable) -> Program:
-  """The loop's jitted train step (`step.jit_train_step`) with the state and a batch of the pipeline's layout."""
+  """The loop's jitted train step (`step.jit_train_step`), the state and a batch of the pipeline's layout."""
   from overfeat_jax.train import step as step_lib  # pylint: disable=g-import-not-at-top
   jitted = step_lib.jit_train_step(mesh, loss_fn=task.loss_fn, tx=tx, schedule=schedule,
                                    skip_nonfinite=cfg.skip_nonfinite)
@@ -276,8 +276,8 @@ def train_program(cfg: ml_collections.ConfigDict, task: Any, mesh: Mesh, state: 
 
 
 def eval_programs(cfg: ml_collections.ConfigDict, task: Any, mesh: Mesh, params: Any) -> list[Program]:
-  """Each evaluation's jitted step as `train.evaluate.Evaluator` compiles it (outputs gathered to every device,
-  hence all-gather besides all-reduce), at the config's global eval batch."""
+  """Each evaluation's jitted step as `train.evaluate.Evaluator` compiles it (outputs gathered to every
+  device, hence all-gather besides all-reduce), at the config's global eval batch."""
   from overfeat_jax.train import evaluate, step as step_lib  # pylint: disable=g-import-not-at-top
   programs = []
   for evaluation in task.evaluations:
@@ -306,7 +306,8 @@ def trainer_programs(config: ml_collections.ConfigDict, mesh: Mesh, *, stage: st
 
 def check_program(program: Program, num_devices: int, max_compiles: int,
                   global_batch: int | None = None) -> tuple[CompileReport, FitSearch | None]:
-  """Compiles `program` at its batch; if it does not fit, also searches the largest per-device batch that does."""
+  """Compiles `program` at its batch; if that does not fit, also finds the largest per-device batch that does.
+  """
   batch = program.global_batch if global_batch is None else global_batch
   report = compile_report(program, batch, num_devices)
   if report.fits:

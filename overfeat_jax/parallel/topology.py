@@ -1,8 +1,9 @@
-"""Compile-only TPU devices for a named topology, so a pod's programs can be compiled on a machine without TPUs.
+"""Compile-only TPU devices for a named topology: a pod's programs compiled on a machine without TPUs.
 
-libtpu (the `tpu` extra) describes any slice from its name alone: `jax.experimental.topologies` returns devices
-that XLA can compile for (real TPU executables with their memory and cost analysis) but never run on. The mesh
-over them is the trainer's own (`parallel.mesh.make_mesh`), so what compiles here is what a pod run compiles.
+libtpu (the `tpu` extra) describes any slice from its name alone: `jax.experimental.topologies` returns
+devices that XLA can compile for (real TPU executables with their memory and cost analysis) but never run on.
+The mesh over them is the trainer's own (`parallel.mesh.make_mesh`), so what compiles here is what a pod run
+compiles.
 
 Topology names are libtpu's `<generation>:<chips>` form, e.g. `v4:2x2x4`, `v5e:4x8`, `v5p:2x4x4` (`v5:` also
 means v5p), `v6e:8x8`; Cloud's accelerator names (`v5litepod-16`) are not topology names.
