@@ -23,9 +23,8 @@ import jax.numpy as jnp
 from overfeat_jax.errors import InputError
 from overfeat_jax.inference import merge as merge_lib
 from overfeat_jax.inference import nms as nms_lib
-from overfeat_jax.inference.dense import interleave, offset_pool
+from overfeat_jax.inference.dense import dense_apply
 from overfeat_jax.inference.multiscale import resize_images
-from overfeat_jax.models.overfeat import max_pool
 from overfeat_jax.train import targets
 
 MERGE_CHOICES = ('overlap', 'literal', 'nms')
@@ -60,16 +59,19 @@ def dense_outputs(box_model: BoxModel, params: Any, images: jax.Array, *, fine: 
   unpooled = model.apply(backbone, images, method=model.unpooled)
   rngs = {'dropout': rng} if train else {}
 
+  num_classes = []  # set while tracing `head`: where the joint output splits
+
   def head(pooled):
     logits = model.apply(backbone, pooled, train=train, rngs=rngs, method=model.head)
+    num_classes[:] = [logits.shape[-1]]
     features = jax.lax.stop_gradient(pooled) if regressor_stop_gradient else pooled
-    return logits, reg.apply({'params': params['regressor']}, features)
+    boxes = reg.apply({'params': params['regressor']}, features)  # [B, h, w, R, 4]
+    # One array per window, so `dense_apply` interleaves and trims both outputs together.
+    return jnp.concatenate([logits, boxes.reshape(boxes.shape[:3] + (-1,)).astype(logits.dtype)], axis=-1)
 
-  k = model.geometry.offset_pool
-  if not fine:
-    return head(max_pool(unpooled, k))
-  logits, boxes = jax.vmap(head)(offset_pool(unpooled, k))
-  return interleave(logits, k), interleave(boxes, k)
+  joint = dense_apply(head, unpooled, model.geometry.offset_pool, fine)  # [B, h, w, C + R*4]
+  boxes = joint[..., num_classes[0]:]
+  return joint[..., :num_classes[0]], boxes.reshape(boxes.shape[:3] + (-1, 4))
 
 
 class Candidates(NamedTuple):

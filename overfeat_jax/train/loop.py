@@ -1,7 +1,7 @@
 """Training and evaluation of the configured stages: the one place that reads the config.
 
-`train_and_evaluate(config, workdir)` runs `config.stages` in order (classification now; localization and
-detection append themselves to `TASKS`), each in `workdir/<stage>` with its own checkpoints and TensorBoard
+`train_and_evaluate(config, workdir)` runs `config.stages` in order (classification, localization, detection:
+the registry `TASKS`), each in `workdir/<stage>` with its own checkpoints and TensorBoard
 events; a later stage gets the earlier stage's final parameters. A stage that finished is not trained again
 (its checkpoint at the last step is restored), so rerunning a command resumes wherever it stopped.
 """
@@ -22,14 +22,16 @@ from jax.experimental import multihost_utils
 from overfeat_jax.checkpoint import manager as ckpt
 from overfeat_jax.errors import InputError
 from overfeat_jax.parallel import mesh as mesh_lib
-from overfeat_jax.train import classification, evaluate, inputs, optim
+from overfeat_jax.train import classification, detection, evaluate, inputs, localization, optim
 from overfeat_jax.train import state as state_lib
 from overfeat_jax.train import step as step_lib
 from overfeat_jax.train.logging import Progress, Writer, write_json_atomic
 from overfeat_jax.train.task import Task
 
 # The one registry of stages: name -> make_task(stage config, previous_params) -> Task.
-TASKS: dict[str, Callable[..., Task]] = {'classification': classification.make_task}
+TASKS: dict[str, Callable[..., Task]] = {'classification': classification.make_task,
+                                         'localization': localization.make_task,
+                                         'detection': detection.make_task}
 
 
 class NonFiniteLossError(InputError):

@@ -49,3 +49,18 @@ def test_unknown_merge_method():
   from overfeat_jax.errors import InputError
   with pytest.raises(InputError):
     localize.localize(box_model(), PARAMS, jnp.zeros((1, 72, 72, 3)), scales=SCALES, method='mean')
+
+
+@pytest.mark.parametrize('size', [72, 88, 104, 120])
+def test_dense_outputs_keep_only_real_windows_at_demo_scales(size):
+  """Sizes whose layer-5 map is not a multiple of the pooling: the padded offsets' cells are trimmed, so the
+  map has `output_size` cells per axis and every remaining cell decodes to the target (no padding windows)."""
+  g = get_geometry('small', 8)
+  model = localize.BoxModel(FakeClassifier(g, (0.0, 3.0, 1.0)), FakeRegressor(g))
+  logits, deltas = localize.dense_outputs(model, PARAMS, jnp.zeros((1, size, size, 3)), fine=True)
+  n = g.output_size(size, True)
+  assert logits.shape == (1, n, n, 3) and deltas.shape == (1, n, n, 1, 4)
+  boxes = localize.decode_dense(g, deltas, (size, size), (72, 72), True)
+  np.testing.assert_allclose(np.asarray(boxes), np.broadcast_to(TARGET, boxes.shape), atol=1e-4)
+  c = localize.scale_candidates(model, PARAMS, jnp.zeros((2, 72, 72, 3)), (size, size), top_k=2, fine=True)
+  assert c.boxes.shape == (2, n * n * 2, 4)
