@@ -55,7 +55,8 @@ def run_preflight(config: Any, tpu_slice: topology.Slice, *, stage: str | None =
   mesh = topology.training_mesh(tpu_slice)
   n = len(tpu_slice.devices)
   results = []
-  for program in aot.trainer_programs(config, mesh, stage=stage, include=programs):
+  for program in aot.trainer_programs(config, mesh, stage=stage, include=programs,
+                                      multislice=tpu_slice.num_slices > 1):
     report, search = aot.check_program(program, n, max_compiles)
     entry = dataclasses.asdict(report)
     if search is not None:

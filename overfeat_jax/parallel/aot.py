@@ -29,6 +29,9 @@ COLLECTIVES = ('all-reduce', 'all-gather', 'reduce-scatter', 'all-to-all', 'coll
 _COLLECTIVE_OP = re.compile(r'\b(' + '|'.join(COLLECTIVES) + r')(?:-start)?\(')
 # The TPU compiler's out-of-memory errors ("Ran out of memory in memory space hbm ...", RESOURCE_EXHAUSTED).
 _OOM = re.compile(r'RESOURCE_EXHAUSTED|[Rr]an out of memory|exceeds available HBM|Out of memory')
+# Across slices (multislice) XLA splits an all-reduce hierarchically: reduce-scatter inside each slice,
+# all-reduce over the data-centre network, all-gather inside each slice. Still pure data parallelism.
+MULTISLICE_COLLECTIVES = frozenset({'reduce-scatter', 'all-gather'})
 ILSVRC2012_TRAIN_RECORDS = 1_281_167  # only sets the schedule's boundaries, which do not change the program
 
 
@@ -291,8 +294,12 @@ def eval_programs(cfg: ml_collections.ConfigDict, task: Any, mesh: Mesh, params:
 
 def trainer_programs(config: ml_collections.ConfigDict, mesh: Mesh, *, stage: str | None = None,
                      include: Sequence[str] = ('train', 'eval'),
-                     num_train_records: int = ILSVRC2012_TRAIN_RECORDS) -> list[Program]:
-  """The programs a run of `config` compiles on `mesh`: its train step and/or its evaluations."""
+                     num_train_records: int = ILSVRC2012_TRAIN_RECORDS,
+                     multislice: bool = False) -> list[Program]:
+  """The programs a run of `config` compiles on `mesh`: its train step and/or its evaluations.
+
+  `multislice`: the mesh spans several slices, so the hierarchical all-reduce's collectives are expected too.
+  """
   unknown = set(include) - {'train', 'eval'}
   if unknown:
     raise InputError(f'unknown program kind(s) {sorted(unknown)}; use train and/or eval.')
@@ -301,6 +308,9 @@ def trainer_programs(config: ml_collections.ConfigDict, mesh: Mesh, *, stage: st
   programs = [train_program(cfg, task, mesh, state, tx, schedule)] if 'train' in include else []
   if 'eval' in include:
     programs += eval_programs(cfg, task, mesh, state.params)
+  if multislice:
+    programs = [dataclasses.replace(p, expected_collectives=p.expected_collectives | MULTISLICE_COLLECTIVES)
+                for p in programs]
   return programs
 
 

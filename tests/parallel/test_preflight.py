@@ -210,6 +210,7 @@ def test_train_step_compiles_data_parallel(name, network):
 
 @requires_libtpu
 @pytest.mark.tpu_compile
+@pytest.mark.slow
 def test_flops_per_device_halve_with_the_per_device_batch():
   config = load_config('embedded', **{'model.width_divisor': 32})
   big, _, _, _ = compile_train('v5e:4x4', config, 16)
@@ -263,3 +264,18 @@ def test_cli_reports_an_oversize_batch_with_the_largest_that_fits():
   assert text[-1] == 'DOES NOT FIT'
   assert 'eval/center_crop: DOES NOT FIT at batch 2048/512' in text[1]
   assert 'largest per-device batch that fits: 128 (global 512)' in text[1]
+
+
+@requires_libtpu
+@pytest.mark.tpu_compile
+@pytest.mark.slow
+def test_multislice_train_step_splits_the_all_reduce_hierarchically():
+  tpu_slice = topology.get_slice('v5e:2x2', num_slices=2)
+  config = load_config('embedded', **{'model.width_divisor': 32})
+  (program,) = aot.trainer_programs(config, topology.training_mesh(tpu_slice), include=('train',),
+                                    multislice=True)
+  report = aot.compile_report(program, 64, len(tpu_slice.devices))
+  assert report.fits and report.per_device_batch == 8
+  assert report.argument_shardings == [['P()'], ["P('data',)"]]
+  assert 'all-reduce' in report.collectives and 'reduce-scatter' in report.collectives
+  assert report.unexpected_collectives == []
