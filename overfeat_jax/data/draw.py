@@ -5,9 +5,9 @@ for a seed, and still has the properties that make OverFeat's tricks matter: obj
 multi-scale evaluation helps), at any position (so a fine output stride helps), several instances (so box
 merging helps), partial occlusion, and clutter that belongs to no class.
 
-What a picture looks like: a background made of one or two textures (sinusoid gratings of random orientation
+What a picture looks like: a background made of one or two textures (at reduced contrast) (sinusoid gratings of random orientation
 and period, checkerboards, low-frequency colour blotches, a colour gradient) plus pixel noise; over it, thin
-open strokes (lines, arcs, zig-zags) as distractors; then the objects: filled silhouettes (disc, square,
+open strokes (lines, arcs, zig-zags) as distractors; then the objects: outlined, filled silhouettes (disc, square,
 triangle, ring, plus, star, hexagon, T, crescent, arrow, L, hourglass) in a random colour, often with inner
 stripes or spots in a second colour and a light/dark shading, rotated by up to 15 degrees, with aspect ratio
 jitter; finally, sometimes an occluder (a thick bar or a background-textured patch) over part of an object.
@@ -19,7 +19,7 @@ the project's convention (docs/CONVENTIONS.md: pixel `i` covers `[i, i + 1)`).""
 import math
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 
 CLASS_NAMES = ('disc', 'square', 'triangle', 'ring', 'plus', 'star', 'hexagon', 'tee', 'crescent', 'arrow',
                'ell', 'hourglass')
@@ -143,10 +143,25 @@ def object_fill(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
   return base * (1.0 + rng.uniform(-0.25, 0.25) * yy)
 
 
+# How much of the texture's contrast the background keeps. At full contrast a small network on 2 CPU cores
+# memorised the training backgrounds instead of learning shapes (test error stayed near chance for 2,000 steps);
+# at 0.45 it learns the shapes (25% error after 2,000 steps of 64, falling), and the clutter still hides small
+# objects at the base scale.
+BACKGROUND_CONTRAST = 0.45
+
+
 def background(size: int, rng: np.random.Generator) -> np.ndarray:
-  """A cluttered background `[size, size, 3]` float32: texture plus per-pixel noise."""
+  """A cluttered background `[size, size, 3]` float32: texture (contrast reduced) plus per-pixel noise."""
+  tex = texture(size, size, rng).astype(np.float32)
+  mean = tex.mean(axis=(0, 1), keepdims=True)
   noise = rng.standard_normal(size=(size, size, 3), dtype=np.float32) * np.float32(rng.uniform(2.0, 14.0))
-  return texture(size, size, rng).astype(np.float32) + noise
+  return mean + BACKGROUND_CONTRAST * (tex - mean) + noise
+
+
+def outline(alpha: np.ndarray) -> np.ndarray:
+  """The silhouette grown by one pixel: painted dark or light under the object, it becomes a contour."""
+  grown = Image.fromarray(np.round(alpha * 255).astype(np.uint8)).filter(ImageFilter.MaxFilter(3))
+  return np.asarray(grown, np.float32) / 255.0
 
 
 def paste(image: np.ndarray, alpha: np.ndarray, paint: np.ndarray, x: int, y: int) -> None:
@@ -243,6 +258,8 @@ def place_object(image: np.ndarray, class_id: int, size: int, rng: np.random.Gen
     x, y = (int(v) for v in rng.integers(0, image_size - size + 1, size=2))
     box = tight_box(alpha, x, y, image_size)
     if box is not None and all(iou(box, other) <= max_iou for other in taken):
+      tone = 20.0 if rng.random() < 0.5 else 235.0  # a contour in black or white: shape over colour
+      paste(image, outline(alpha), np.full((size, size, 3), tone, np.float32), x, y)
       paste(image, alpha, object_fill(size, size, rng), x, y)
       return box
   return None

@@ -123,8 +123,9 @@ def encode_jpeg(image: np.ndarray) -> bytes:
 class Embedded(tfds.core.GeneratorBasedBuilder):
   """tfds builder of the embedded procedural dataset (see the module docstring)."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'First release.'}
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {'1.0.0': 'First release.',
+                   '1.1.0': 'Calmer backgrounds and outlined objects: learnable by the CPU demo.'}
   # tfds finds its code path through `importlib_resources` (not installed) for editable installs; say it here.
   code_path = epath.Path(__file__)
   BUILDER_CONFIGS = [make_config('cls_loc'), make_config('det')]
@@ -162,7 +163,7 @@ def build_embedded(data_dir: str, view: str, **options: Any) -> Embedded:
   """Prepares the `view` dataset under `data_dir` (reusing an existing build) and returns its builder.
 
   Args:
-    data_dir: tfds data directory; the files go to `data_dir/embedded/<config name>/1.0.0`.
+    data_dir: tfds data directory; the files go to `data_dir/embedded/<config name>/<version>`.
     view: 'cls_loc' or 'det'.
     **options: `EmbeddedConfig` fields overriding the view's defaults (image_size, num_classes, min_size,
       max_size, max_objects, empty_prob, occlusion_prob, train_size, test_size, seed).
