@@ -33,12 +33,18 @@ def main(argv: list[str]) -> None:
   distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   from overfeat_jax.train import loop  # pylint: disable=g-import-not-at-top  (after initialize)
   results = loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  import jax  # pylint: disable=g-import-not-at-top
   for stage, metrics in results.items():
-    shown = ', '.join(f'{k} {v:.4f}' for k, v in sorted(metrics.items()) if k.endswith('_error'))
+    shown = headline(metrics)
     logging.info('%s: %s', stage, shown)
-    import jax  # pylint: disable=g-import-not-at-top
     if jax.process_index() == 0:
       print(f'{stage}: {shown}' if shown else f'{stage}: stopped early ({metrics})', flush=True)
+
+
+def headline(metrics: dict) -> str:
+  """The stage's headline numbers: every `*_error` (top-5, localization error, ...) and detection `*mAP`."""
+  keys = [k for k in sorted(metrics) if k.endswith('_error') or k.endswith('mAP')]
+  return ', '.join(f'{k} {metrics[k]:.4f}' for k in keys)
 
 
 def check_flags(argv: list[str]) -> list[str]:

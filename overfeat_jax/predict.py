@@ -4,8 +4,9 @@
   python -m overfeat_jax.predict --workdir=workdir/demo --task=localization --json img.png
 
 The stage's parameters come from `<workdir>/<task>/checkpoints` (latest step; `--checkpoint` names another
-checkpoint directory) and its settings from `--config` (the training config, default the embedded demo's), so
-the network, scales and merge options are those the stage was evaluated with. Each image is resized to the
+checkpoint directory) and its settings from `<workdir>/config.json` (the resolved training config the trainer
+saved) or from `--config` when given, so the network, scales and merge options are those the stage was evaluated
+with. Each image is resized to the
 stage's evaluation view (a square of `eval.resize` / `box.eval_size` pixels), and boxes are mapped back to the
 original image's pixels (project convention: `x1, y1, x2, y2`, continuous, `x2` exclusive).
 """
@@ -29,8 +30,19 @@ from overfeat_jax.inference import localize as localize_lib
 from overfeat_jax.inference.multiscale import make_multiscale_classifier
 
 TASKS = ('classification', 'localization', 'detection')
-_DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'experiments',
-                               'configs', 'embedded_detection.py')
+
+
+def training_config(config, workdir: str | None):
+  """`--config` if given, else the config the workdir was trained with (`<workdir>/config.json`)."""
+  if config is not None:
+    return config
+  from overfeat_jax.train.loop import CONFIG_FILE, load_config  # pylint: disable=g-import-not-at-top
+  saved = load_config(workdir) if workdir else None
+  if saved is None:
+    where = os.path.join(workdir, CONFIG_FILE) if workdir else 'no --workdir'
+    raise InputError(f'no training config ({where}); pass --config=<the config file the workdir was trained '
+                     f'with>[:arg].')
+  return saved
 
 
 def stage_settings(config, task: str):
@@ -128,7 +140,7 @@ def draw_records(records: list[dict[str, Any]], out_dir: str) -> list[str]:
   return written
 
 
-_CONFIG = config_flags.DEFINE_config_file('config', _DEFAULT_CONFIG, 'The training config of the workdir.',
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'The training config (default: <workdir>/config.json).',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir (holds <task>/checkpoints).')
 _CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'A checkpoint directory instead of <workdir>/<task>/checkpoints.')
@@ -144,7 +156,8 @@ def main(argv: list[str]) -> None:
     raise InputError('give at least one image file.')
   if not _WORKDIR.value and not _CHECKPOINT.value:
     raise InputError('give --workdir (or --checkpoint).')
-  records = predict_files(paths, task=_TASK.value, config=_CONFIG.value, workdir=_WORKDIR.value or '',
+  config = training_config(_CONFIG.value, _WORKDIR.value)
+  records = predict_files(paths, task=_TASK.value, config=config, workdir=_WORKDIR.value or '',
                           checkpoint=_CHECKPOINT.value, top=_TOP.value)
   for r in records:
     if _JSON.value:

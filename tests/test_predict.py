@@ -12,7 +12,9 @@ from PIL import Image
 
 from overfeat_jax.checkpoint import manager as ckpt
 from overfeat_jax.train import detection
-from overfeat_jax.train.loop import stage_config
+from overfeat_jax.errors import InputError
+from overfeat_jax.train.loop import load_config as load_config_file
+from overfeat_jax.train.loop import save_config, stage_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, 'experiments', 'configs', 'embedded_detection.py')
@@ -26,9 +28,10 @@ def load_config():
   return module.get_config('smoke')
 
 
-def run_cli(*args):
+def run_cli(*args, config=f'--config={CONFIG}:smoke'):
   env = dict(os.environ, JAX_PLATFORMS='cpu')
-  return subprocess.run([sys.executable, '-m', 'overfeat_jax.predict', f'--config={CONFIG}:smoke', *args],
+  flags = [config] if config else []
+  return subprocess.run([sys.executable, '-m', 'overfeat_jax.predict', *flags, *args],
                         capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
 
 
@@ -71,3 +74,36 @@ def test_bad_input_is_one_line_exit_2(workdir, args, message):
   assert r.returncode == 2, r.stderr[-2000:]
   last = r.stderr.strip().splitlines()[-1]
   assert message in last and 'Traceback' not in r.stderr
+
+
+def test_saved_config_round_trips(tmp_path):
+  config = load_config()
+  save_config(config, str(tmp_path))
+  loaded = load_config_file(str(tmp_path))
+  assert loaded.to_dict() == config.to_dict()  # tuples stay tuples, nested sections stay sections
+  assert load_config_file(str(tmp_path / 'none')) is None
+
+
+def test_corrupt_saved_config_is_one_line(tmp_path):
+  (tmp_path / 'config.json').write_text('{"stages": [')
+  with pytest.raises(InputError, match='cannot read the training config'):
+    load_config_file(str(tmp_path))
+
+
+def test_without_config_or_saved_config_exit_2(workdir):
+  r = run_cli(f'--workdir={workdir}', '--task=detection', str(workdir / 'scene.png'), config=None)
+  assert r.returncode == 2, r.stderr[-2000:]
+  last = r.stderr.strip().splitlines()[-1]
+  assert 'config.json' in last and '--config' in last and 'Traceback' not in r.stderr
+
+
+@pytest.mark.slow
+def test_saved_config_is_used_without_flag(workdir, tmp_path):
+  run = tmp_path / 'run'
+  run.mkdir()
+  os.symlink(workdir / 'detection', run / 'detection')
+  save_config(load_config(), str(run))
+  r = run_cli(f'--workdir={run}', '--task=detection', '--json', str(workdir / 'scene.png'), config=None)
+  assert r.returncode == 0, r.stderr[-2000:]
+  (line,) = [l for l in r.stdout.splitlines() if l.startswith('{')]
+  assert json.loads(line)['task'] == 'detection'

@@ -7,6 +7,10 @@ decoupled weight decay and a cosine schedule: on 2 CPU cores the paper's SGD rec
 a demo can afford. Evaluation: the single centre crop, and the paper's dense procedure (offset pooling, 4
 scales from 72 to 120 px, flips).
 
+Then localization (regressor on the fixed layer 5, `embedded_localization.section`) and detection (background
+class, mined negatives, `embedded_detection.section` on the 128x128 `det` view); main prints the classification
+top-5 error, the localization error and the detection mAP.
+
   python -m overfeat_jax.main                                   # this config, workdir ./workdir/demo
   python -m overfeat_jax.main --config=experiments/configs/embedded.py --workdir=/tmp/demo
   python -m overfeat_jax.main --config=experiments/configs/embedded.py:smoke --workdir=/tmp/smoke
@@ -28,6 +32,15 @@ def _load_common():
 
 
 common = _load_common()
+
+
+def _load_sibling(name: str):
+  """Another config file of this directory, loaded by path like common.py."""
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f'{name}.py')
+  spec = importlib.util.spec_from_file_location(f'overfeat_configs_{name}', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
@@ -56,4 +69,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     c.log_every_steps, c.checkpoint_every_steps = 2, 2
   elif arg:
     raise ValueError(f'unknown config argument {arg!r}; use "" or "smoke".')
+  # Localization and detection (paper sections 4 and 5): their sections live in embedded_localization.py and
+  # embedded_detection.py (the one source of their settings), merged over the above for their stage.
+  c.stages = ('classification', 'localization', 'detection')
+  c.localization = _load_sibling('embedded_localization').section(arg)
+  c.detection = _load_sibling('embedded_detection').section(arg)
   return c

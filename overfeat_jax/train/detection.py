@@ -1,7 +1,8 @@
 """The detection task (paper section 5): a background class, on-the-fly negatives, and the box regressor.
 
-The classifier gets C + 1 outputs (index C = background) and is trained densely on whole images at every
-scale of `box.train_scales`: every window (location and offset of the fine map) is labelled with the class of
+The classifier gets C + 1 outputs (index C = background) and is trained densely on whole images, one scale of
+`box.train_scales` per step (resized on the host in turn, as in localization: `localization.make_batch_transform`),
+at every location and offset of the fine map: every window (location and offset of the fine map) is labelled with the class of
 the ground-truth box it contains more than half of (`train.targets`, the same rule as localization), or
 background. The loss is softmax cross-entropy over
   - every positive window,
@@ -26,7 +27,6 @@ from absl import logging
 
 from overfeat_jax.inference import detect as detect_lib
 from overfeat_jax.inference import localize as localize_lib
-from overfeat_jax.inference.multiscale import resize_images
 from overfeat_jax.metrics.detection import DetectionAccumulator
 from overfeat_jax.models.overfeat import init_params as init_overfeat
 from overfeat_jax.train import localization, targets
@@ -58,14 +58,13 @@ def mine_negatives(offending: jax.Array, candidates: jax.Array, rng: jax.Array, 
   return chosen
 
 
-def scale_terms(box_model, params, batch, size, rng, *, train: bool, fine: bool, negative_max_coverage: float):
-  """Per-window pieces of one scale, flattened to [B, P]: logits, labels, positive, candidates, box err."""
+def window_terms(box_model, params, batch, rng, *, train: bool, fine: bool, negative_max_coverage: float):
+  """Per-window pieces of a batch at its own size, flattened to [B, P]: logits, labels, positive, candidates,
+  box error."""
   images, boxes, labels = batch['image'], batch['boxes'], batch['box_labels']
-  height, width = images.shape[1:3]
-  logits, pred = localize_lib.dense_outputs(box_model, params, resize_images(images, size), fine=fine,
-                                            train=train, rng=rng, regressor_stop_gradient=True)
-  scale = (size[1] / width, size[0] / height)
-  t = targets.dense_targets(box_model.geometry, size, targets.scale_boxes(boxes, scale), labels, fine)
+  logits, pred = localize_lib.dense_outputs(box_model, params, images, fine=fine, train=train, rng=rng,
+                                            regressor_stop_gradient=True)
+  t = targets.dense_targets(box_model.geometry, tuple(images.shape[1:3]), boxes, labels, fine)
   background = logits.shape[-1] - 1
   err = jnp.sum(jnp.square(localization.select_boxes(pred, t.labels) - t.deltas), axis=-1)
   flat = lambda x: x.reshape(x.shape[0], -1, *x.shape[3:])
@@ -73,12 +72,12 @@ def scale_terms(box_model, params, batch, size, rng, *, train: bool, fine: bool,
           flat(~t.positive & (t.max_coverage <= negative_max_coverage)), flat(err))
 
 
-def detection_loss(box_model, params, batch, rng, *, train: bool, scales, fine: bool, mining, box_weight: float):
+def detection_loss(box_model, params, batch, rng, *, train: bool, fine: bool, mining, box_weight: float):
   """(loss, metrics) of a batch: mined cross-entropy + weighted box L2 (module docstring)."""
   r_drop, r_mine = jax.random.split(rng)
-  parts = [scale_terms(box_model, params, batch, s, jax.random.fold_in(r_drop, i), train=train, fine=fine,
-                       negative_max_coverage=mining.negative_max_coverage) for i, s in enumerate(scales)]
-  logits, labels, positive, candidates, err = (jnp.concatenate(x, axis=1) for x in zip(*parts))
+  logits, labels, positive, candidates, err = window_terms(
+      box_model, params, batch, r_drop, train=train, fine=fine,
+      negative_max_coverage=mining.negative_max_coverage)
   probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
   offending = probs[..., :-1].max(axis=-1)  # [B, P]
   negatives = mine_negatives(offending, candidates, r_mine, num_hard=mining.num_hard, num_random=mining.num_random)
@@ -147,18 +146,21 @@ def make_summarize(num_classes: int):
     r = acc.result()
     if r.classes_without_gt:
       logging.info('detection mAP excludes classes without ground truth: %s', r.classes_without_gt)
-    return {'mAP': r.mean_ap, 'map_error': 1.0 - r.mean_ap, 'count': float(r.num_images), 'classes_without_gt': float(len(r.classes_without_gt))}
+    return {'mAP': r.mean_ap, 'map_error': 1.0 - r.mean_ap, 'count': float(r.num_images),
+            'classes_without_gt': float(len(r.classes_without_gt))}
   return summarize
+
+
+make_batch_transform = localization.make_batch_transform  # one training scale per step, resized on the host
 
 
 def make_task(config: ml_collections.ConfigDict, previous_params: Any = None) -> Task:
   """The detection stage of `config` (`config.box` and `config.mining`), after the localization stage."""
   box_model = localization.make_box_model(config, config.num_classes + 1)
-  scales, fine = localization.as_sizes(config.box.train_scales), config.box.fine
-  mining, box_weight = config.mining, config.box.loss_weight
+  fine, mining, box_weight = config.box.fine, config.mining, config.box.loss_weight
 
   def loss_fn(params, batch, rng, *, train):
-    return detection_loss(box_model, params, batch, rng, train=train, scales=scales, fine=fine, mining=mining,
+    return detection_loss(box_model, params, batch, rng, train=train, fine=fine, mining=mining,
                           box_weight=box_weight)
 
   options = eval_options(config)

@@ -1,28 +1,30 @@
 """The localization task (paper section 4): a box regressor on the fixed layer-5 features of the classifier.
 
 Training: layers 1-5 and the classifier come from the classification stage and stay fixed (`trainable_mask`
-marks only the regressor, and the features are read through `stop_gradient`). Every step resizes the batch to
-each of `box.train_scales` (static sizes, so one compiled step serves them all), runs the regressor densely at
-the fine stride (every location and offset), and takes an L2 loss between predicted and true window-relative box
-edges (`train.targets`) at the windows whose input window contains more than half of a ground-truth box. The
-loss is the sum of squared edge errors averaged over those windows of all scales.
+marks only the regressor, and the features are read through `stop_gradient`). Multi-scale training, one scale
+per step: the input pipeline's batch is resized ON THE HOST (`make_batch_transform`, PIL bilinear, boxes scaled
+with it) to the scales of `box.train_scales` in turn (step i uses scale i mod n), so the jitted step sees one
+static shape per scale (n small compiled programs, cached by `jax.jit`) and contains no image resize. At the
+batch's size the regressor runs densely at the fine stride (every location and offset) and takes an L2 loss
+between predicted and true window-relative box edges (`train.targets`) at the windows whose input window
+contains more than half of a ground-truth box: the sum of squared edge errors averaged over those windows.
 
 Evaluation: the paper's procedure (`inference.localize`) on the `resize` view and the ILSVRC localization error
 (`metrics.localization`) of its top-5 (class, box) guesses.
 """
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
+from PIL import Image
 
 from overfeat_jax.errors import InputError
 from overfeat_jax.inference import localize as localize_lib
 from overfeat_jax.inference.dense import dense_apply
-from overfeat_jax.inference.multiscale import resize_images
 from overfeat_jax.metrics.localization import LocalizationCounts
 from overfeat_jax.models.geometry import get_geometry
 from overfeat_jax.models.heads import BoxRegressor
@@ -74,22 +76,45 @@ def masked_l2(pred: jax.Array, t: targets.DenseTargets) -> tuple[jax.Array, jax.
   return jnp.sum(err * pos), jnp.sum(pos)
 
 
-def box_loss(box_model: localize_lib.BoxModel, params: Any, batch: dict, *, scales, fine: bool = True):
-  """Multi-scale regression loss of a batch (module docstring); layers 1-5 get no gradient."""
+def box_loss(box_model: localize_lib.BoxModel, params: Any, batch: dict, *, fine: bool = True):
+  """Regression loss of a batch at its own size (module docstring); layers 1-5 get no gradient."""
   model, geometry = box_model.classifier, box_model.geometry
   images, boxes, labels = batch['image'], batch['boxes'], batch['box_labels']
-  height, width = images.shape[1:3]
-  total, count = jnp.zeros(()), jnp.zeros(())
-  for size in scales:
-    scaled = resize_images(images, size)
-    unpooled = jax.lax.stop_gradient(model.apply({'params': params['backbone']}, scaled, method=model.unpooled))
-    head = lambda pooled: box_model.regressor.apply({'params': params['regressor']}, pooled)
-    pred = dense_apply(head, unpooled, geometry.offset_pool, fine)  # [B, h, w, R, 4]
-    scale = (size[1] / width, size[0] / height)
-    t = targets.dense_targets(geometry, size, targets.scale_boxes(boxes, scale), labels, fine)
-    s, n = masked_l2(pred, t)
-    total, count = total + s, count + n
+  size = tuple(images.shape[1:3])
+  unpooled = jax.lax.stop_gradient(model.apply({'params': params['backbone']}, images, method=model.unpooled))
+  head = lambda pooled: box_model.regressor.apply({'params': params['regressor']}, pooled)
+  pred = dense_apply(head, unpooled, geometry.offset_pool, fine)  # [B, h, w, R, 4]
+  t = targets.dense_targets(geometry, size, boxes, labels, fine)
+  total, count = masked_l2(pred, t)
   return total / jnp.maximum(count, 1.0), count
+
+
+def resize_batch(batch: dict[str, np.ndarray], size: tuple[int, int]) -> dict[str, np.ndarray]:
+  """A host batch (uint8 images, boxes in its pixels) resized to `size` (h, w): images and boxes together.
+
+  PIL bilinear (antialiased when shrinking, like the eval pipeline's `resize` view); padding boxes stay zero.
+  """
+  images = np.asarray(batch['image'])
+  height, width = images.shape[1:3]
+  if (height, width) == tuple(size):
+    return batch
+  resized = np.stack([np.asarray(Image.fromarray(im).resize((size[1], size[0]), Image.BILINEAR))
+                      for im in images])
+  scale = np.asarray([size[1] / width, size[0] / height] * 2, np.float32)
+  return {**batch, 'image': resized, 'boxes': (np.asarray(batch['boxes'], np.float32) * scale)}
+
+
+def scale_of_step(scales: Sequence[tuple[int, int]], step: int) -> tuple[int, int]:
+  """The training scale of (1-based) step `step`: the scales in turn, so each gets the same share of steps."""
+  return tuple(scales[(step - 1) % len(scales)])
+
+
+def make_batch_transform(config: ml_collections.ConfigDict) -> Callable[[dict, int], dict]:
+  """`fn(host batch, step) -> batch` at that step's training scale (`box.train_scales`, module docstring)."""
+  scales = as_sizes(config.box.train_scales)
+  if not scales:
+    raise InputError('box.train_scales is empty; give at least one training scale.')
+  return lambda batch, step: resize_batch(batch, scale_of_step(scales, step))
 
 
 def eval_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -119,7 +144,7 @@ def backbone_params(box_model: localize_lib.BoxModel, previous_params: Any, rng:
 def make_task(config: ml_collections.ConfigDict, previous_params: Any = None) -> Task:
   """The localization stage of `config` (`config.box` section), on top of the classification stage's params."""
   box_model = make_box_model(config, config.num_classes)
-  scales, fine = as_sizes(config.box.train_scales), config.box.fine
+  fine = config.box.fine
 
   def init_params(rng):
     r1, r2 = jax.random.split(rng)
@@ -128,7 +153,7 @@ def make_task(config: ml_collections.ConfigDict, previous_params: Any = None) ->
 
   def loss_fn(params, batch, rng, *, train):
     del rng, train  # the regressor has no dropout
-    loss, count = box_loss(box_model, params, batch, scales=scales, fine=fine)
+    loss, count = box_loss(box_model, params, batch, fine=fine)
     return loss, {'positive_windows': count / batch['image'].shape[0]}
 
   options = eval_options(config)

@@ -8,6 +8,7 @@ events; a later stage gets the earlier stage's final parameters. A stage that fi
 
 import contextlib
 import dataclasses
+import json
 import os
 import signal
 import tempfile
@@ -32,6 +33,10 @@ from overfeat_jax.train.task import Task
 TASKS: dict[str, Callable[..., Task]] = {'classification': classification.make_task,
                                          'localization': localization.make_task,
                                          'detection': detection.make_task}
+# Stages whose batches are changed on the host before they reach the device: name -> make(stage config) ->
+# fn(host batch, step) -> host batch (localization and detection: that step's training scale).
+BATCH_TRANSFORMS: dict[str, Callable[..., Callable[[dict, int], dict]]] = {
+    'localization': localization.make_batch_transform, 'detection': detection.make_batch_transform}
 
 
 class NonFiniteLossError(InputError):
@@ -102,9 +107,49 @@ def stage_config(config: ml_collections.ConfigDict, stage: str) -> ml_collection
   return cfg
 
 
+CONFIG_FILE = 'config.json'  # the resolved training config, in the workdir (predict, export, sweeps read it)
+
+
+def _tuples(value: Any) -> Any:
+  """JSON lists back to the tuples the config files use (nested dicts stay dicts)."""
+  if isinstance(value, list):
+    return tuple(_tuples(v) for v in value)
+  if isinstance(value, dict):
+    return {k: _tuples(v) for k, v in value.items()}
+  return value
+
+
+def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Writes the resolved config (every override applied) as `workdir/config.json`: process 0, atomically."""
+  if jax.process_index() == 0:
+    write_json_atomic(os.path.join(workdir, CONFIG_FILE), config.to_dict())
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict | None:
+  """The config a workdir was trained with (`save_config`), locked; None if the workdir has none."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.isfile(path):
+    return None
+  try:
+    with open(path, encoding='utf-8') as f:
+      data = json.load(f)
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise InputError(f'cannot read the training config {path}: {e}') from None
+  if not isinstance(data, dict) or 'stages' not in data:
+    raise InputError(f'{path} is not a training config (no "stages" field).')
+  config = ml_collections.ConfigDict(_tuples(data))
+  config.lock()
+  return config
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Runs every stage of `config.stages`; returns (and writes to workdir/metrics.json) their metrics."""
+  """Runs every stage of `config.stages`; returns (and writes to workdir/metrics.json) their metrics.
+
+  The config is saved first as `workdir/config.json`, so the tools that read the workdir later know how it
+  was trained.
+  """
   check_workdir(workdir)
+  save_config(config, workdir)
   results, previous = {}, None
   for stage in config.stages:
     if stage not in TASKS:
@@ -130,6 +175,7 @@ class Run:
   train_fn: Callable
   total_steps: int
   schedule: Callable
+  batch_transform: Callable[[dict, int], dict] | None = None
 
 
 def steps_for(cfg: ml_collections.ConfigDict, num_records: int) -> tuple[int, int]:
@@ -180,7 +226,8 @@ def run_stage(task: Task, cfg: ml_collections.ConfigDict, workdir: str) -> tuple
     writer.info('Resumed %s from step %d (%s).', task.name, start, manager.directory)
   train_fn = step_lib.jit_train_step(mesh, loss_fn=task.loss_fn, tx=tx, schedule=schedule,
                                      skip_nonfinite=cfg.skip_nonfinite)
-  run = Run(cfg, task, mesh, writer, manager, train_fn, total, schedule)
+  transform = BATCH_TRANSFORMS[task.name](cfg) if task.name in BATCH_TRANSFORMS else None
+  run = Run(cfg, task, mesh, writer, manager, train_fn, total, schedule, transform)
   try:
     state, info = train(run, state, iterator, start)
     if not info.get('preempted'):
@@ -224,13 +271,23 @@ def log_train(run: Run, progress: Progress, step: int, metrics: dict, state: sta
   check_finite(run, state)
 
 
+def device_batches(run: Run, start: int) -> Callable[[dict], Any]:
+  """The prefetcher's per-batch conversion: the stage's host transform for step start+1, start+2, ... (the
+  prefetcher converts batches in order, so counting them gives each one's step, also after a resume), then
+  the global device array."""
+  steps, sharding = iter(range(start + 1, run.total_steps + 1)), mesh_lib.batch_sharding(run.mesh)
+  if run.batch_transform is None:
+    return lambda batch: mesh_lib.to_global(batch, sharding)
+  return lambda batch: mesh_lib.to_global(run.batch_transform(batch, next(steps, run.total_steps)), sharding)
+
+
 def train(run: Run, state: state_lib.TrainState, iterator: Any, start: int) -> tuple[Any, dict]:
   """Steps from `start` to `run.total_steps`: logs, evaluates and checkpoints on schedule; SIGTERM-safe."""
   from overfeat_jax.data.pipeline import Prefetcher  # pylint: disable=g-import-not-at-top
   cfg, info = run.cfg, {'preempted': False, 'start_step': start, 'total_steps': run.total_steps}
   if start >= run.total_steps:
     return state, {**info, 'saved_at': start}
-  batches = Prefetcher(iterator, lambda b: mesh_lib.to_global(b, mesh_lib.batch_sharding(run.mesh)))
+  batches = Prefetcher(iterator, device_batches(run, start))
   progress, t0, saved_at = Progress(run.total_steps, cfg.batch_size, start), time.perf_counter(), None
   try:
     with Preemption() as preemption:

@@ -90,3 +90,19 @@ def test_detection_step_learns_and_evaluates():
   metrics = evaluation.summarize(out)
   assert metrics['count'] == 2 and metrics['classes_without_gt'] == 1  # class 1 has no ground truth
   assert 0.0 <= metrics['mAP'] <= 1.0 and abs(metrics['map_error'] - (1 - metrics['mAP'])) < 1e-9
+
+
+def test_loss_is_computed_at_the_batch_size():
+  """The step trains at whatever scale the host resized the batch to (one compiled program per scale)."""
+  config = tiny_config()
+  task = detection.make_task(config)
+  params = jax.jit(task.init_params)(jax.random.PRNGKey(0))
+  batch = jax.tree.map(np.asarray, det_batch())
+  transform = detection.make_batch_transform(config)
+  positives = []
+  for step in (1, 2):
+    scaled = transform(batch, step)
+    loss, aux = jax.jit(lambda p, b: task.loss_fn(p, b, jax.random.PRNGKey(0), train=False))(params, scaled)
+    assert np.isfinite(float(loss))
+    positives.append(float(aux['positive_windows']))
+  assert positives[0] != positives[1] and min(positives) > 0  # the two scales see different windows

@@ -1,0 +1,73 @@
+"""The three stages through the loop: the registry, per-step host transforms, the saved config, the demo."""
+
+import json
+import os
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from overfeat_jax.parallel import mesh as mesh_lib
+from overfeat_jax.train import loop
+from tests.train.helpers import REPO, load_config
+
+
+def test_registry_holds_the_three_stages():
+  assert set(loop.TASKS) == {'classification', 'localization', 'detection'}
+  assert set(loop.BATCH_TRANSFORMS) == {'localization', 'detection'}
+
+
+def test_demo_config_runs_three_stages_with_their_sections():
+  for arg in ('', 'smoke'):
+    config = load_config('embedded', arg)
+    assert tuple(config.stages) == ('classification', 'localization', 'detection')
+    loc, det = loop.stage_config(config, 'localization'), loop.stage_config(config, 'detection')
+    assert loc.box.regression == 'single' and det.data.name == 'embedded_det' and det.mining.num_hard > 0
+    assert loop.stage_config(config, 'classification').data.name == 'embedded_cls_loc'
+  assert load_config('embedded_detection').to_dict() == load_config('embedded').to_dict()  # one source
+
+
+def test_host_transform_sees_the_step_of_each_batch_also_after_a_resume():
+  seen = []
+
+  def transform(batch, step):
+    seen.append(step)
+    return {**batch, 'image': batch['image'] + step}
+
+  mesh = mesh_lib.make_mesh()
+  run = types.SimpleNamespace(mesh=mesh, total_steps=7, batch_transform=transform)
+  convert = loop.device_batches(run, start=4)  # resumed at step 4: the next batches are steps 5, 6, 7
+  batch = {'image': np.zeros((len(mesh.devices), 2), np.int32)}
+  out = [int(np.asarray(convert(batch)['image'])[0, 0]) for _ in range(4)]  # the prefetcher may read ahead
+  assert seen[:3] == [5, 6, 7] and out[:3] == [5, 6, 7]
+
+
+def test_saved_config_is_the_resolved_config(tmp_path):
+  config = load_config('embedded', 'smoke')
+  config.batch_size = 8  # an override, as --config.batch_size=8 would apply
+  loop.save_config(config, str(tmp_path))
+  with open(tmp_path / 'config.json', encoding='utf-8') as f:
+    assert json.load(f)['batch_size'] == 8
+  assert loop.load_config(str(tmp_path)).to_dict() == config.to_dict()
+
+
+@pytest.mark.slow
+def test_smoke_demo_runs_three_stages_and_prints_the_headline_numbers(tmp_path):
+  """About a minute on 2 busy cores: `main` with the smoke config, end to end."""
+  env = {'JAX_PLATFORMS': 'cpu', 'PATH': '/usr/bin:/bin'}
+  out = subprocess.run([sys.executable, '-m', 'overfeat_jax.main', '--config=experiments/configs/embedded.py:smoke',
+                        f'--workdir={tmp_path}', f'--config.data.data_dir={tmp_path / "tfds"}'], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  lines = {line.split(':')[0]: line for line in out.stdout.splitlines() if ':' in line}
+  assert 'multiscale/top5_error' in lines['classification']
+  assert 'multiscale/loc_error' in lines['localization'] and 'multiscale/mAP' in lines['detection']
+  with open(tmp_path / 'metrics.json', encoding='utf-8') as f:
+    metrics = json.load(f)
+  assert set(metrics) == {'classification', 'localization', 'detection'}
+  assert all(metrics[s]['final_step'] == 6 for s in metrics)
+  assert loop.load_config(str(tmp_path)).stages == ('classification', 'localization', 'detection')
+  for stage in metrics:
+    assert os.path.isdir(tmp_path / stage / 'checkpoints')
