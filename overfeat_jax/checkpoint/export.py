@@ -180,7 +180,7 @@ def write_artifact(path: str, params: Any, config: dict[str, Any]) -> str:
   An existing artifact at `path` is replaced; any other existing file or directory is refused.
   """
   path = os.path.abspath(path)
-  if os.path.lexists(path) and not os.path.isfile(os.path.join(path, CONFIG_FILE)):
+  if os.path.lexists(path) and not is_artifact(path):  # e.g. a training workdir (it has a config.json too)
     raise InputError(f'{path} exists and is not an overfeat_jax artifact; choose a new --output.')
   parent = os.path.dirname(path)
   os.makedirs(parent, exist_ok=True)
@@ -204,6 +204,21 @@ def write_artifact(path: str, params: Any, config: dict[str, Any]) -> str:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
   return path
+
+
+def is_artifact(path: str) -> bool:
+  """Whether `path` is an artifact directory rather than a training workdir, which also holds a config.json
+  (the training config, `train.loop.save_config`) but whose config has no artifact `format`. An unreadable
+  config.json counts as an artifact, so `read_config` reports it."""
+  file = os.path.join(path, CONFIG_FILE)
+  if not os.path.isfile(file):
+    return False
+  try:
+    with open(file, encoding='utf-8') as f:
+      config = json.load(f)
+  except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+    return True
+  return not (isinstance(config, dict) and 'format' not in config and 'stages' in config)
 
 
 def read_config(path: str) -> dict[str, Any]:

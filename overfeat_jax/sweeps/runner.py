@@ -40,7 +40,7 @@ class Network:
 def load_network(path: str, stage: str) -> Network:
   """A training workdir (the stage's latest checkpoint) or an exported artifact directory."""
   path = os.path.abspath(path)
-  if os.path.isfile(os.path.join(path, export_lib.CONFIG_FILE)):
+  if export_lib.is_artifact(path):
     config, spec, params = export_lib.read_artifact(path)
     ident = f'{path}#{config["params"]["sha256"][:16]}'
   else:
@@ -54,8 +54,16 @@ def load_network(path: str, stage: str) -> Network:
   return Network(label, ident, spec, params)
 
 
-def load_train_config(spec: str) -> ml_collections.ConfigDict:
-  """`path[:arg]` of a training config, relative to the working directory or the repository root."""
+def load_train_config(spec: str, workdir: str | None = None) -> ml_collections.ConfigDict:
+  """`path[:arg]` of a training config, relative to the working directory or the repository root; with an empty
+  `spec`, the config `workdir` was trained with (`<workdir>/config.json`)."""
+  if not spec:
+    from overfeat_jax.train.loop import load_config  # pylint: disable=g-import-not-at-top
+    saved = load_config(workdir) if workdir else None
+    if saved is None:
+      raise InputError(f'the sweep names no train_config and {workdir or "no workdir"} has no config.json; '
+                       'set the sweep\'s train_config.')
+    return saved
   path, _, arg = spec.partition(':')
   if not os.path.isabs(path) and not os.path.exists(path):
     path = os.path.join(REPO, path)
