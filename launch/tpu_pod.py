@@ -10,7 +10,7 @@ detect the pod. `--dry_run` runs the pre-flight (unless `--skip_preflight`) and 
   python -m launch.tpu_pod --tpu_name=of-v5e-32 --zone=us-west4-a --project=my-proj \
       --accelerator_type=v5litepod-32 --topology=v5e:4x8 --runtime_version=v2-alpha-tpuv5-lite --create \
       --code_dir=. --config=experiments/configs/fast_imagenet.py --workdir=gs://my-bucket/fast \
-      --config.train.batch_size=4096 --dry_run
+      --config.batch_size=4096 --dry_run
 """
 
 import dataclasses
