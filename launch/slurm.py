@@ -6,7 +6,7 @@ nodelist, and, with one process per GPU, the GPU from `SLURM_LOCALID`.
 
   python -m launch.slurm --nodes=4 --gpus_per_node=8 --time=24:00:00 --partition=gpu \
       --venv=$PWD/.venv --config=experiments/configs/fast_imagenet.py --workdir=/shared/runs/fast \
-      --config.train.batch_size=1024 --dry_run
+      --config.batch_size=1024 --dry_run
 """
 
 import os

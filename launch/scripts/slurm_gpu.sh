@@ -1,6 +1,6 @@
 #!/bin/bash
 # Fast OverFeat on NODES nodes x 8 GPUs, one process per node. Extra flags go to launch.slurm, e.g.
-#   PARTITION=gpu NODES=4 WORKDIR=/shared/runs/fast launch/scripts/slurm_gpu.sh --config.train.batch_size=1024
+#   PARTITION=gpu NODES=4 WORKDIR=/shared/runs/fast launch/scripts/slurm_gpu.sh --config.batch_size=1024
 set -euo pipefail
 : "${PARTITION:?set PARTITION}" "${NODES:?set NODES}" "${WORKDIR:?set WORKDIR (a shared filesystem path)}"
 CONFIG="${CONFIG:-experiments/configs/fast_imagenet.py}"
