@@ -4,7 +4,7 @@
 `train.loop.stage_config`); `get_config(arg)` is the embedded demo (`embedded.py`, which holds this section) stopped after localization.
 Regressor: single-class (the paper's competition choice), hidden widths divided like the network's (4096/8,
 1024/8). Training: whole 72x72 images (no crop, random flips), resized on the host to one of 4 scales per
-step, in turn (`train.localization.make_batch_transform`), 2 epochs.
+step, in turn (`train.localization.make_batch_transform`), 312 steps.
 Inference: 4 scales, top-2 classes per scale, greedy merge with the 'overlap' score at t = 0.4 (chosen by the
 measurement in experiments/benchmarks/results/localization_detection.md).
 
@@ -47,7 +47,9 @@ def box_section(arg: str = '') -> ml_collections.ConfigDict:
 def section(arg: str = '') -> ml_collections.ConfigDict:
   s = ml_collections.ConfigDict()
   s.crop_size, s.resize_smaller = 72, 0  # whole images; flips only
-  s.num_epochs = 2.0
+  # A step count, not epochs: the classification stage's training-set size (data.options, shared with this
+  # stage) may change without changing this stage's cost. 312 steps = 2 epochs of 10,000 images at batch 64.
+  s.num_train_steps = 312
   s.box = box_section(arg)
   s.schedule = ml_collections.ConfigDict({'kind': 'cosine', 'base_lr': 1e-3, 'base_batch_size': 64,
                                           'decay_epochs': (), 'decay_factor': 0.5, 'warmup_epochs': 0.2})
