@@ -52,10 +52,13 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.batch_size = 64
   # Measured on the 2-core CPU (data 1.1.0): Adam at 1e-3 reaches 25% top-1 error after 2,000 steps and is still
   # falling; width /4 learns no faster per step and runs 3x slower, so the demo keeps /8 and trains longer.
-  c.num_epochs = 24.0
+  # With 10,000 training images for 24 epochs the network memorised them (train loss 0.0008) at 31% / 20%
+  # centre-crop / multi-scale top-1 error; the same steps over 30,000 images generalise better.
+  c.data.options = ml_collections.ConfigDict({'train_size': 30_000})
+  c.num_epochs = 8.0
 
   c.model.geometry, c.model.width_divisor = 'small', 8
-  c.model.init_scheme, c.model.dropout_rate = 'he', 0.1
+  c.model.init_scheme, c.model.dropout_rate = 'he', 0.3
 
   c.optimizer.name, c.optimizer.weight_decay = 'adam', 1e-4
   c.schedule.kind, c.schedule.base_lr, c.schedule.base_batch_size = 'cosine', 1.5e-3, 64
