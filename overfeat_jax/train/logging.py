@@ -3,6 +3,7 @@ atomically written metrics.json. Only process 0 writes anything.
 """
 
 import json
+import logging as std_logging
 import os
 import tempfile
 import time
@@ -10,6 +11,20 @@ from typing import Any, Mapping
 
 import jax
 from absl import logging
+
+
+# Libraries whose INFO lines (orbax's per-save chatter, tfds' build notes) would bury the progress lines.
+_QUIET_LIBRARIES = ('/orbax/', '/tensorflow_datasets/', '/grain/', '/etils/', '/array_record/')
+
+
+class _LibraryInfoFilter(std_logging.Filter):
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return record.levelno >= std_logging.WARNING or not any(p in record.pathname for p in _QUIET_LIBRARIES)
+
+
+def quiet_library_info() -> None:
+  """Keeps warnings and errors of the libraries, drops their INFO lines from the console (ours stay)."""
+  logging.get_absl_handler().addFilter(_LibraryInfoFilter())
 
 
 def format_duration(seconds: float) -> str:
