@@ -95,7 +95,13 @@ def _exit_on_user_error(main: Callable[[list[str]], None]) -> Callable[[list[str
     except Exception as e:  # pylint: disable=broad-except
       if not is_user_error(e):
         raise
-      _fail(str(e), 'error' if isinstance(e, InputError) else type(e).__name__)
+      try:
+        _fail(str(e), 'error' if isinstance(e, InputError) else type(e).__name__)
+      finally:
+        # The run is over: leave without the interpreter's shutdown, where a library's background threads (an
+        # asynchronous checkpoint write that hit a full disk) would print tracebacks after the one line.
+        sys.stdout.flush()
+        os._exit(2)  # pylint: disable=protected-access
   return wrapped
 
 

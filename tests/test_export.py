@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 import overfeat_jax
-from overfeat_jax import export as export_cli
 from overfeat_jax.checkpoint import export as export_lib
 from overfeat_jax.errors import InputError
 from overfeat_jax.models.geometry import get_geometry
@@ -55,7 +54,7 @@ def trained(tmp_path_factory):
 def test_export_then_fresh_process_gives_identical_score_maps(trained, tmp_path):
   workdir, params = trained
   out = str(tmp_path / 'artifact')
-  line = export_cli.export(workdir, 'classification', out, 'artifact', None)
+  line = export_lib.export_workdir(workdir, 'classification', out, 'artifact', None)
   assert 'small/32' in line and 'step 7' in line
   assert sorted(os.listdir(out)) == ['config.json', 'params.npz']
   model = OverFeat(get_geometry('small', 32), num_classes=10)
@@ -85,7 +84,7 @@ def test_localization_export_keeps_the_regressor(tmp_path):
   params = checkpoints.make_params(seed=1, regressor_outputs=10)
   workdir = checkpoints.write_checkpoint(str(tmp_path / 'run'), 'localization', params)
   out = str(tmp_path / 'loc')
-  export_cli.export(workdir, 'localization', out, 'artifact', 5)
+  export_lib.export_workdir(workdir, 'localization', out, 'artifact', 5)
   model, backbone, regressor, reg_params = overfeat_jax.load_pretrained(out, with_regressor=True)
   images = np.random.default_rng(1).integers(0, 256, (1, 72, 72, 3), dtype=np.uint8)
   pooled = model.apply({'params': backbone}, images, method=model.pooled)

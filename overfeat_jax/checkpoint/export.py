@@ -304,3 +304,64 @@ def load_trained(workdir: str, stage: str, step: int | None = None) -> tuple[int
     raise InputError(f'checkpoint {directory}/{step if step is not None else max(steps)} cannot be restored '
                      f'({type(e).__name__}: {str(e)[:160]}).') from None
   return step, jax.tree.map(lambda x: np.asarray(jax.device_get(x)), params)
+
+
+# --- the export command's work (kept here so that it runs without the command's absl flags) ---
+
+def read_names(path: str) -> list[str]:
+  with open(path, encoding='utf-8') as f:
+    names = [line.strip() for line in f if line.strip()]
+  if not names:
+    raise InputError(f'class names file {path} is empty.')
+  return names
+
+
+def config_details(config: Any, spec: NetworkSpec, stage: str) -> tuple[Any, list[str] | None, dict]:
+  """(spec with the config's dtype, class names if the config's dataset has them, preprocessing)."""
+  model = config.model
+  if (model.geometry, int(model.width_divisor)) != (spec.geometry, spec.width_divisor):
+    raise InputError(f'--config describes {model.geometry}/{model.width_divisor} but the checkpoint holds '
+                     f'{spec.geometry}/{spec.width_divisor}.')
+  spec = dataclasses.replace(spec, dtype=str(config.dtype))
+  names = None
+  if str(config.data.name).startswith('embedded'):
+    from overfeat_jax.data import draw  # pylint: disable=g-import-not-at-top
+    names = list(draw.CLASS_NAMES[:int(config.num_classes)])
+  pre = {'dataset': str(config.data.name), 'crop_size': int(config.crop_size),
+         'eval_resize': int(config.eval.resize), 'eval_scales': [list(s) if isinstance(s, (tuple, list)) else
+                                                                 [int(s), int(s)] for s in config.eval.scales],
+         'eval_flips': bool(config.eval.flips), 'eval_fine_stride': bool(config.eval.fine)}
+  if stage != 'classification' and 'box' in config:
+    pre['box'] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.box.to_dict().items()}
+  return spec, names, pre
+
+
+def export_workdir(workdir: str, stage: str, output: str, fmt: str, step: int | None, config: Any = None,
+           class_names_file: str | None = None) -> str:
+  """Reads the checkpoint, writes the artifact or release file; returns a one-line summary."""
+  step, params = load_trained(workdir, stage, step)
+  spec = infer_network(params)
+  names, pre = None, {}
+  if config is not None:
+    spec, names, pre = config_details(config, spec, stage)
+  if class_names_file:
+    names = read_names(class_names_file)
+  if fmt == 'release':
+    return export_release(params, spec, output)
+  cfg = build_config(spec, stage=stage, class_names=names, preprocessing=pre,
+                                source={'workdir': os.path.abspath(workdir), 'stage': stage, 'step': step})
+  path = write_artifact(output, params, cfg)
+  return f'wrote {path}: {spec.geometry}/{spec.width_divisor} {stage}, {spec.num_classes} outputs, step {step}'
+
+
+def export_release(params: Any, spec: NetworkSpec, output: str) -> str:
+  from overfeat_jax.models import release_weights  # pylint: disable=g-import-not-at-top
+  if spec.geometry not in release_weights.RELEASE_FILES or spec.width_divisor != 1 or \
+      spec.num_classes != release_weights.RELEASE_CLASSES:
+    raise InputError(f'--format=release needs the fast or accurate network at full width with 1000 classes; '
+                     f'this checkpoint is {spec.geometry}/{spec.width_divisor} with {spec.num_classes} outputs '
+                     '(use --format=artifact).')
+  backbone = params['backbone'] if 'backbone' in params else params
+  geometry = spec.classifier().geometry
+  size = release_weights.save_release_weights(backbone, geometry, output)
+  return f'wrote {os.path.abspath(output)}: {size} bytes, the {spec.geometry} release layout'

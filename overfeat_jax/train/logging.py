@@ -18,12 +18,18 @@ _QUIET_LIBRARIES = ('/orbax/', '/tensorflow_datasets/', '/grain/', '/etils/', '/
 
 
 class _LibraryInfoFilter(std_logging.Filter):
+  """Drops the libraries' INFO records, and the tracebacks they attach to their errors (the run's own one-line
+  error says what failed, e.g. a full disk; the library's message line stays)."""
+
   def filter(self, record: std_logging.LogRecord) -> bool:
-    return record.levelno >= std_logging.WARNING or not any(p in record.pathname for p in _QUIET_LIBRARIES)
+    if not any(p in record.pathname for p in _QUIET_LIBRARIES):
+      return True
+    record.exc_info, record.exc_text, record.stack_info = None, None, None
+    return record.levelno >= std_logging.WARNING
 
 
 def quiet_library_info() -> None:
-  """Keeps warnings and errors of the libraries, drops their INFO lines from the console (ours stay)."""
+  """Keeps the libraries' warnings and errors (without tracebacks), drops their INFO lines from the console."""
   logging.get_absl_handler().addFilter(_LibraryInfoFilter())
 
 

@@ -259,8 +259,8 @@ def test_cli_reports_an_oversize_batch_with_the_largest_that_fits():
   assert (search['largest_fitting_per_device'], search['smallest_failing_per_device']) == (128, 256)
   assert search['largest_fitting_global'] == 512 and search['compiles'] == 2 and not search['exact']
   assert 0 < search['fitting_peak_bytes'] < 16 * GIB
-  from overfeat_jax import preflight  # pylint: disable=g-import-not-at-top
-  text = preflight.format_text(out).splitlines()
+  from overfeat_jax.parallel import preflight_report  # pylint: disable=g-import-not-at-top
+  text = preflight_report.format_text(out).splitlines()
   assert text[-1] == 'DOES NOT FIT'
   assert 'eval/center_crop: DOES NOT FIT at batch 2048/512' in text[1]
   assert 'largest per-device batch that fits: 128 (global 512)' in text[1]
