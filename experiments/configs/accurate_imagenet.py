@@ -5,22 +5,12 @@
       --config.batch_size=256 --workdir=/tmp/accurate_bf16   # lr scales to 1e-1 with the batch
 """
 
-import importlib.util
-import os
-
 import ml_collections
 
-
-def _load_common():
-  """common.py next to this file (config files are loaded by path, not as a package)."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'common.py')
-  spec = importlib.util.spec_from_file_location('overfeat_configs_common', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from overfeat_jax.config_files import load_sibling
 
 
-common = _load_common()
+common = load_sibling('common', __file__)
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:

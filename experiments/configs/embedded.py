@@ -16,31 +16,12 @@ top-5 error, the localization error and the detection mAP.
   python -m overfeat_jax.main --config=experiments/configs/embedded.py:smoke --workdir=/tmp/smoke
 """
 
-import importlib.util
-import os
-
 import ml_collections
 
-
-def _load_common():
-  """common.py next to this file (config files are loaded by path, not as a package)."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'common.py')
-  spec = importlib.util.spec_from_file_location('overfeat_configs_common', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from overfeat_jax.config_files import load_sibling
 
 
-common = _load_common()
-
-
-def _load_sibling(name: str):
-  """Another config file of this directory, loaded by path like common.py."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f'{name}.py')
-  spec = importlib.util.spec_from_file_location(f'overfeat_configs_{name}', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+common = load_sibling('common', __file__)
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
@@ -77,6 +58,6 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # Localization and detection (paper sections 4 and 5): their sections live in embedded_localization.py and
   # embedded_detection.py (the one source of their settings), merged over the above for their stage.
   c.stages = ('classification', 'localization', 'detection')
-  c.localization = _load_sibling('embedded_localization').section(arg)
-  c.detection = _load_sibling('embedded_detection').section(arg)
+  c.localization = load_sibling('embedded_localization', __file__).section(arg)
+  c.detection = load_sibling('embedded_detection', __file__).section(arg)
   return c

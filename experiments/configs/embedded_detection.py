@@ -9,18 +9,9 @@ windows with an object probability > 0.3, greedy merge ('overlap', t = 0.8).
   python -m overfeat_jax.main --config=experiments/configs/embedded_detection.py --workdir=/tmp/det
 """
 
-import importlib.util
-import os
-
 import ml_collections
 
-
-def _load(name: str):
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f'{name}.py')
-  spec = importlib.util.spec_from_file_location(f'overfeat_configs_{name}', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from overfeat_jax.config_files import load_sibling
 
 
 def section(arg: str = '') -> ml_collections.ConfigDict:
@@ -31,7 +22,7 @@ def section(arg: str = '') -> ml_collections.ConfigDict:
   s.crop_size, s.resize_smaller, s.max_boxes = 128, 0, 4
   s.num_epochs = 2.0
   s.batch_size = 32
-  box = _load('embedded_localization').box_section(arg)
+  box = load_sibling('embedded_localization', __file__).box_section(arg)
   box.train_scales = (96, 128, 160)
   box.eval_size = 128
   box.eval_scales = (96, 128, 160)
@@ -50,4 +41,4 @@ def section(arg: str = '') -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
-  return _load('embedded').get_config(arg)
+  return load_sibling('embedded', __file__).get_config(arg)

@@ -11,18 +11,9 @@ measurement in experiments/benchmarks/results/localization_detection.md).
   python -m overfeat_jax.main --config=experiments/configs/embedded_localization.py --workdir=/tmp/loc
 """
 
-import importlib.util
-import os
-
 import ml_collections
 
-
-def _load(name: str):
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f'{name}.py')
-  spec = importlib.util.spec_from_file_location(f'overfeat_configs_{name}', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from overfeat_jax.config_files import load_sibling
 
 
 def box_section(arg: str = '') -> ml_collections.ConfigDict:
@@ -59,6 +50,6 @@ def section(arg: str = '') -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
-  c = _load('embedded').get_config(arg)
+  c = load_sibling('embedded', __file__).get_config(arg)
   c.stages = ('classification', 'localization')
   return c

@@ -7,22 +7,12 @@ SGD momentum 0.6, coupled L2 weight decay 1e-5, lr 5e-2 at batch 128 halved afte
   python -m overfeat_jax.main --config=experiments/configs/fast_imagenet.py:smoke --workdir=/tmp/fast_smoke
 """
 
-import importlib.util
-import os
-
 import ml_collections
 
-
-def _load_common():
-  """common.py next to this file (config files are loaded by path, not as a package)."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'common.py')
-  spec = importlib.util.spec_from_file_location('overfeat_configs_common', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from overfeat_jax.config_files import load_sibling
 
 
-common = _load_common()
+common = load_sibling('common', __file__)
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:

@@ -22,9 +22,9 @@ CODE_DIRS = ('overfeat_jax', 'launch', 'experiments')
 FORBIDDEN = re.compile(r'\bpickle\b|allow_pickle\s*=\s*True|(?<![.\w])eval\(|(?<![.\w])exec\(|\bmarshal\b|'
                        r'\bshelve\b|\bdill\b|\bjoblib\b|torch\.load|yaml\.load\(|yaml\.unsafe_load|'
                        r'cloudpickle|literal_eval')
-# Configs load their common.py, benchmarks the repository's own config files, and a sweep the training config
+# Configs load each other (overfeat_jax.config_files), benchmarks the repository's own config files, and a sweep the training config
 # file it names, by path: config files are Python by design (like `--config=path.py`), never data.
-ALLOWED_EXEC_MODULE = re.compile(r'^(experiments/(configs|benchmarks)/\w+\.py|overfeat_jax/sweeps/runner\.py)$')
+ALLOWED_EXEC_MODULE = re.compile(r'^(experiments/(configs|benchmarks)/\w+\.py|overfeat_jax/(sweeps/runner|config_files)\.py)$')
 
 
 def _code_lines():
