@@ -276,7 +276,7 @@ def feature_paths(output: str, paths: Sequence[str]) -> list[str]:
 
 def write_features(path: str, layer: int, name: str, features: np.ndarray, output: str | None,
                    as_json: bool) -> str:
-  """Saves the (C, H, W) map (no pickle) and describes it, or prints it like the release (`C H W`, values)."""
+  """Saves the (C, H, W) map (plain float32 .npy) and describes it, or prints it like the release (`C H W`, values)."""
   shape = list(features.shape)
   if output:
     np.save(output, features, allow_pickle=False)

@@ -11,16 +11,6 @@ STEPS, EVERY = 24, 4
 
 
 @pytest.fixture(scope='session')
-def data_dir(tmp_path_factory):
-  """The smoke config's embedded dataset (64 train, 16 test images), built once in this process."""
-  from overfeat_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-  d = tmp_path_factory.mktemp('embedded_data')
-  for split in ('train', 'test'):
-    pipeline.open_source('embedded_cls_loc', split, data_dir=str(d), train_size=64, test_size=16)
-  return d
-
-
-@pytest.fixture(scope='session')
 def cache_dir(tmp_path_factory):
   return tmp_path_factory.mktemp('jax_compilation_cache')
 
