@@ -24,6 +24,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.eval_split = 'validation'
   c.data.options = ml_collections.ConfigDict()  # embedded dataset options (train_size, ...)
   c.data.worker_count = 0  # grain worker processes (0: in the training process)
+  c.data.read_as_hosts = 0  # N > 0, one process only: read the global batches of an N-host run (0: off)
 
   c.crop_size = 231  # random training crops (and flips) of the network's input size
   c.resize_smaller = 256  # smaller side before cropping; 0 keeps the stored size

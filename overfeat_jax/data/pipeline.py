@@ -15,7 +15,7 @@ import json
 import queue
 import sys
 import threading
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import grain.python as grain
 import jax
@@ -166,7 +166,7 @@ class TrainIterator:
     """Continues from a `get_state()` of an iterator built with the same arguments."""
     try:
       self._it.set_state(state.encode())
-    except ValueError as e:
+    except (ValueError, KeyError, TypeError) as e:  # KeyError: e.g. a `HostsIterator` state (no grain keys).
       raise InputError(f'Iterator state does not match this pipeline: {e}') from e
 
 
@@ -204,6 +204,57 @@ def train_iterator(source: Any, *, global_batch_size: int, crop_size: int, resiz
                   grain.Batch(global_batch_size // shard.shard_count, drop_remainder=True)],
       read_options=grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=4 * read_threads))
   return TrainIterator(loader)
+
+
+class HostsIterator:
+  """The global batches of an N-host run, read in one process: N shard iterators' batches, concatenated.
+
+  Why: `make_array_from_process_local_data` puts host p's rows at positions p*B/N.. of the global batch, so
+  concatenating shard 0..N-1's per-host batches gives exactly the global batch an N-host run trains on, and a
+  one-process run reproduces it (e.g. to debug a pod run on a laptop). The state covers every shard.
+  """
+
+  def __init__(self, iterators: Sequence[TrainIterator]):
+    if not iterators:
+      raise InputError('HostsIterator needs at least one shard iterator.')
+    self._iterators = list(iterators)
+
+  def __iter__(self) -> 'HostsIterator':
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    batches = [next(it) for it in self._iterators]  # Every shard has as many batches: StopIteration at once.
+    return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+
+  def get_state(self) -> str:
+    """Every shard's position, as one JSON string (the checkpoint stores it like a `TrainIterator` state)."""
+    return json.dumps({'read_as_hosts': len(self._iterators),
+                       'shards': [it.get_state() for it in self._iterators]})
+
+  def set_state(self, state: str) -> None:
+    """Continues from a `get_state()` of a `HostsIterator` built with the same arguments and host count."""
+    try:
+      parsed = json.loads(state)
+    except (TypeError, ValueError):
+      parsed = None
+    shards = parsed.get('shards') if isinstance(parsed, dict) else None
+    if not isinstance(shards, list) or len(shards) != len(self._iterators):
+      found = f'{len(shards)} hosts' if isinstance(shards, list) else 'a one-host iterator state'
+      raise InputError(f'Iterator state does not match this pipeline: it was saved reading as {found}, this '
+                       f'run reads as {len(self._iterators)} hosts (keep data.read_as_hosts unchanged).')
+    for it, shard_state in zip(self._iterators, shards):
+      it.set_state(shard_state)
+
+
+def hosts_train_iterator(source: Any, *, num_hosts: int, **kwargs: Any) -> HostsIterator:
+  """The global batches of a `num_hosts`-host run in one process: `train_iterator` with shard_count=num_hosts
+  for every shard, concatenated in shard order (`HostsIterator`). `kwargs`: those of `train_iterator`."""
+  if not isinstance(num_hosts, int) or isinstance(num_hosts, bool) or num_hosts < 1:
+    raise InputError(f'num_hosts must be a positive integer, got {num_hosts!r}.')
+  if 'shard_index' in kwargs or 'shard_count' in kwargs:
+    raise InputError('hosts_train_iterator reads every shard; do not pass shard_index or shard_count.')
+  return HostsIterator([train_iterator(source, shard_index=i, shard_count=num_hosts, **kwargs)
+                        for i in range(num_hosts)])
 
 
 def _mark_flags_parsed() -> None:
