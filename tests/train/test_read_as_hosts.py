@@ -1,4 +1,4 @@
-"""`data.read_as_hosts`: a one-process run reproduces a real two-process jax.distributed run (issue #4, item 6).
+"""`data.read_as_hosts`: one process reproduces a real two-process jax.distributed run (issue #4, item 6).
 
 The two-process run gives each host its own shard of the records; with `--config.data.read_as_hosts=2` one
 process reads both shards and concatenates them in host order, so it trains on the same global batches.
