@@ -28,6 +28,7 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.crop_size = 231  # random training crops (and flips) of the network's input size
   c.resize_smaller = 256  # smaller side before cropping; 0 keeps the stored size
+  c.scale_jitter = ()  # (lo, hi): draw the smaller side from this range per example instead (scale jitter)
   c.max_boxes = 4
   c.batch_size = 128  # global
   c.num_epochs = 90.0

@@ -19,7 +19,7 @@ def section(arg: str = '') -> ml_collections.ConfigDict:
   # The det view's own sizes, so the classification stage's data.options (merged under this) do not apply.
   sizes = {'train_size': 64, 'test_size': 16} if arg == 'smoke' else {'train_size': 4_000, 'test_size': 500}
   s.data = ml_collections.ConfigDict({'name': 'embedded_det', 'options': sizes})
-  s.crop_size, s.resize_smaller, s.max_boxes = 128, 0, 4
+  s.crop_size, s.resize_smaller, s.scale_jitter, s.max_boxes = 128, 0, (), 4
   s.num_epochs = 2.0
   s.batch_size = 32
   box = load_sibling('embedded_localization', __file__).box_section(arg)

@@ -37,7 +37,7 @@ def box_section(arg: str = '') -> ml_collections.ConfigDict:
 
 def section(arg: str = '') -> ml_collections.ConfigDict:
   s = ml_collections.ConfigDict()
-  s.crop_size, s.resize_smaller = 72, 0  # whole images; flips only
+  s.crop_size, s.resize_smaller, s.scale_jitter = 72, 0, ()  # whole images; flips only
   # A step count, not epochs: the classification stage's training-set size (data.options, shared with this
   # stage) may change without changing this stage's cost. 312 steps = 2 epochs of 10,000 images at batch 64.
   s.num_train_steps = 312

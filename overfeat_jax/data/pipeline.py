@@ -127,7 +127,7 @@ class _KeyedSource:
 class _TrainTransform(grain.MapTransform):
   """Record -> training example (crop, flip, boxes), seeded by (seed, epoch, index)."""
 
-  def __init__(self, seed: int, crop_size: int, resize_smaller: int | None, max_boxes: int):
+  def __init__(self, seed: int, crop_size: int, resize_smaller: int | tuple[int, int] | None, max_boxes: int):
     self._seed, self._crop, self._resize, self._max_boxes = seed, crop_size, resize_smaller, max_boxes
 
   def map(self, element: dict) -> dict:
@@ -170,8 +170,8 @@ class TrainIterator:
       raise InputError(f'Iterator state does not match this pipeline: {e}') from e
 
 
-def train_iterator(source: Any, *, global_batch_size: int, crop_size: int, resize_smaller: int | None,
-                   max_boxes: int, seed: int, shuffle: bool = True, num_epochs: int | None = None,
+def train_iterator(source: Any, *, global_batch_size: int, crop_size: int,
+                   resize_smaller: int | tuple[int, int] | None, max_boxes: int, seed: int, shuffle: bool = True, num_epochs: int | None = None,
                    worker_count: int = 0, read_threads: int = 0, shard_index: int | None = None,
                    shard_count: int | None = None) -> TrainIterator:
   """Per-host training batches (docs/CONVENTIONS.md batch format), deterministic for `seed` and resumable.
@@ -180,7 +180,8 @@ def train_iterator(source: Any, *, global_batch_size: int, crop_size: int, resiz
     source: a data source from `open_source` (images encoded or decoded).
     global_batch_size: batch size over all hosts; each host yields `global_batch_size // shard_count`.
     crop_size: the network's training input size (231 / 221 / 64).
-    resize_smaller: smaller side before cropping (256 for ImageNet), None to keep the stored size.
+    resize_smaller: smaller side before cropping (256 for ImageNet), None to keep the stored size, or a range
+      (lo, hi) drawn from per example (scale jitter, `preprocess.train_crop`).
     max_boxes: boxes per example in the batch (padded; extra boxes are dropped).
     seed: shuffling and augmentation seed (0 <= seed < 2**32).
     shuffle: shuffle each epoch (a new permutation per epoch).
@@ -191,6 +192,7 @@ def train_iterator(source: Any, *, global_batch_size: int, crop_size: int, resiz
     shard_index, shard_count: this host's shard; default `jax.process_index()`, `jax.process_count()`.
   """
   shard = _shard_options(shard_index, shard_count)
+  resize_smaller = preprocess.check_resize_smaller(resize_smaller)
   if global_batch_size % shard.shard_count:
     raise InputError(f'global_batch_size {global_batch_size} is not divisible by {shard.shard_count} hosts.')
   if len(source) < shard.shard_count:

@@ -58,12 +58,16 @@ def _resized_size(height: int, width: int, smaller: int | None, at_least: int = 
 
 
 def train_crop(rng: np.random.Generator, height: int, width: int, *, crop_size: int,
-               resize_smaller: int | None) -> Crop:
+               resize_smaller: int | tuple[int, int] | None) -> Crop:
   """Random crop and flip of the training augmentation for an image of (height, width).
 
-  If the resized image's smaller side is below `crop_size` (e.g. `resize_smaller=None` on a small image), the
-  image is upscaled so that its smaller side equals `crop_size`.
+  `resize_smaller` is the smaller side before cropping: an int, None (keep the stored size), or a range
+  (lo, hi) to draw it from uniformly per example (scale jitter: the network sees objects at the sizes that
+  multi-scale evaluation shows it, including objects larger than its window). If the resized image's smaller
+  side is below `crop_size`, the image is upscaled so that its smaller side equals `crop_size`.
   """
+  if isinstance(resize_smaller, (tuple, list)):
+    resize_smaller = int(rng.integers(resize_smaller[0], resize_smaller[1] + 1))
   rh, rw = _resized_size(height, width, resize_smaller, crop_size)
   x0 = int(rng.integers(0, rw - crop_size + 1))
   y0 = int(rng.integers(0, rh - crop_size + 1))
@@ -168,8 +172,19 @@ def _example(record: dict, image: np.ndarray, crop: Crop, max_boxes: int, min_vi
           'box_labels': labels}
 
 
-def train_example(record: dict, rng: np.random.Generator, *, crop_size: int, resize_smaller: int | None,
-                  max_boxes: int) -> dict:
+def check_resize_smaller(value: int | tuple[int, int] | None) -> int | tuple[int, int] | None:
+  """A valid `resize_smaller` (see `train_crop`), or an InputError naming the problem."""
+  if isinstance(value, (tuple, list)):
+    if len(value) != 2 or not all(isinstance(v, int) for v in value) or not 0 < value[0] <= value[1]:
+      raise InputError(f'A scale-jitter range must be two integers 0 < lo <= hi, got {value!r}.')
+    return tuple(value)
+  if value is not None and (not isinstance(value, int) or value <= 0):
+    raise InputError(f'resize_smaller must be a positive integer, a (lo, hi) range or None, got {value!r}.')
+  return value
+
+
+def train_example(record: dict, rng: np.random.Generator, *, crop_size: int,
+                  resize_smaller: int | tuple[int, int] | None, max_boxes: int) -> dict:
   """One record (docs/CONVENTIONS.md; `image` decoded or encoded) -> one training example of the batch format.
 
   `label` is -1 for records without one (the det datasets).

@@ -23,12 +23,18 @@ def train_iterator(config: ml_collections.ConfigDict,
   run (`pipeline.HostsIterator`), so a one-process run reproduces an N-host run exactly.
   """
   kwargs = dict(global_batch_size=config.batch_size, crop_size=config.crop_size,
-                resize_smaller=config.resize_smaller or None, max_boxes=config.max_boxes, seed=config.seed,
+                resize_smaller=train_resize(config), max_boxes=config.max_boxes, seed=config.seed,
                 worker_count=config.data.worker_count)
   hosts = read_as_hosts(config)
   if hosts == 0:
     return pipeline.train_iterator(source, **kwargs)
   return pipeline.hosts_train_iterator(source, num_hosts=hosts, **kwargs)
+
+
+def train_resize(config: ml_collections.ConfigDict) -> int | tuple[int, int] | None:
+  """The smaller side before cropping: the `scale_jitter` range (lo, hi) when set, else `resize_smaller`."""
+  jitter = tuple(config.get('scale_jitter', ()))
+  return jitter if jitter else (config.resize_smaller or None)
 
 
 def read_as_hosts(config: ml_collections.ConfigDict) -> int:

@@ -77,6 +77,25 @@ def test_train_crop_is_deterministic_per_example_and_varies():
     assert 0 <= c.x0 <= 341 - 231 and 0 <= c.y0 <= 256 - 231
 
 
+def test_scale_jitter_draws_every_smaller_side_of_its_range_and_keeps_the_box_on_the_object():
+  crops = [pp.train_crop(pp.example_rng(0, 0, i), 72, 72, crop_size=64, resize_smaller=(64, 96))
+           for i in range(400)]
+  sides = {round(72 * c.sy) for c in crops}
+  assert sides == set(range(64, 97))  # uniform over the closed range: all 33 values appear in 400 draws
+  for c in crops:
+    side = round(72 * c.sy)
+    assert c.sx == c.sy and 0 <= c.x0 <= side - 64 and 0 <= c.y0 <= side - 64
+  big = next(c for c in crops if round(72 * c.sy) == 96 and not c.flip)
+  boxes, _ = pp.transform_boxes(np.array([[0, 0, 72, 72]], np.float32), np.array([1]), big)
+  np.testing.assert_allclose(boxes[0], [0, 0, 64, 64])  # the whole image's box clipped to the crop
+
+
+@pytest.mark.parametrize('bad', [(96, 64), (0, 10), (64,), (64, 96, 128), (64.0, 96), -5, 0])
+def test_bad_scale_jitter_range_is_an_input_error(bad):
+  with pytest.raises(InputError):
+    pp.check_resize_smaller(bad)
+
+
 def test_small_image_without_resize_is_upscaled_to_the_crop():
   c = pp.train_crop(np.random.default_rng(0), 40, 50, crop_size=64, resize_smaller=None)
   assert round(40 * c.sy) == 64 and round(50 * c.sx) == 80
