@@ -112,8 +112,8 @@ def _free_port():
 def test_two_processes_train_together(tmp_path, data_dir):
   """Two real jax.distributed processes (1 CPU device each) train one replicated model and save it.
 
-  Not compared with a one-process run: the pipeline gives each host its own shard of the records, so the global
-  batches differ from a one-process run's (measured: parameters differ by up to 9e-4 after 8 steps).
+  Each host reads its own shard, so a plain one-process run sees other global batches; the exact comparison
+  with a one-process run reading as two hosts is tests/train/test_read_as_hosts.py.
   """
   port = _free_port()
   procs = [_main(tmp_path / 'two', data_dir, f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
