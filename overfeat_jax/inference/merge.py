@@ -2,9 +2,18 @@
 
 The paper repeatedly merges the pair of boxes with the lowest `match_score` until the lowest score exceeds a
 threshold `t`. Boxes only merge with boxes of the same class. Merging pair (i, j), i < j, replaces box i by
-the coordinate average of the two, gives it the SUM of their scores (so a merged box's score is the sum of the
-class outputs of all windows merged into it) and invalidates box j. Among equal scores the smallest (i, j) in
-row-major order wins, exactly as in the sequential `merge_reference.py`.
+an average of the two (see `average` below), gives it the SUM of their scores (so a merged box's score is the
+sum of the class outputs of all windows merged into it) and invalidates box j. Among equal scores the smallest
+(i, j) in row-major order wins, exactly as in the sequential `merge_reference.py`.
+
+Two ways to average the pair (choose by name, see `AVERAGES`):
+- `'pair'`: `(b_i + b_j) / 2`, the paper's "averaging their coordinates". After a chain of merges the newest
+  window gets half the weight of a cluster of many windows, so merged boxes drift towards late members.
+- `'score'`: `(s_i * b_i + s_j * b_j) / (s_i + s_j)` with the scores before the update. Since a merged box's
+  score is the sum of its members' confidences, this is the confidence-weighted mean of ALL member windows'
+  boxes, whatever the merge order. Scores must be >= 0 (they are class probabilities here; negative weights
+  would extrapolate); the reference checks this. Where `s_i + s_j` is below the smallest normal float32 (two
+  zero-confidence windows) the plain pair average is used instead, so such boxes do not collapse to the origin.
 
 Two readings of `match_score` (choose by name, see `SCORE_FUNCTIONS`):
 - `'literal'`: the paper's words read literally: centre distance + intersection area (pixels + pixels^2). More
@@ -31,6 +40,9 @@ from overfeat_jax.inference import box_ops
 
 # Mean diagonals below this (degenerate boxes) are floored so that the normalised distance stays finite.
 DIAGONAL_FLOOR = 1e-6
+# Score sums below this (the smallest normal float32; XLA on CPU flushes subnormals to zero) average as 'pair'.
+TINY = float(jnp.finfo(jnp.float32).tiny)
+AVERAGES = ('pair', 'score')
 
 
 def literal_score(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -98,12 +110,26 @@ def _rescan_dirty_rows(s, row_min, row_arg, dirty):
   return rm, ra
 
 
-def _merge_step(st: _State, classes: jax.Array, score_fn) -> _State:
+def _average(b_i, b_j, s_i, s_j, average: str) -> jax.Array:
+  """The merged box of `b_i [4]`, `b_j [4]` (module docstring); same float32 operations as the reference."""
+  pair = (b_i + b_j) * 0.5
+  if average == 'pair':
+    return pair
+  total = s_i + s_j
+  # Bit-identical to the reference: the products are kept out of fused multiply-adds (`box_ops`), and the
+  # division is written as a product with the reciprocal, which is what XLA rewrites a division by a
+  # broadcast scalar into anyway.
+  rounded = box_ops._rounded  # pylint: disable=protected-access
+  weighted = (rounded(s_i * b_i) + rounded(s_j * b_j)) * (1.0 / jnp.maximum(total, TINY))
+  return jnp.where(total >= TINY, weighted, pair)
+
+
+def _merge_step(st: _State, classes: jax.Array, score_fn, average: str) -> _State:
   """Merges the best pair (i, j) and repairs the score matrix and the row minima in O(N) (plus dirty rows)."""
   idx = jnp.arange(st.boxes.shape[0])
   i = jnp.argmin(st.row_min).astype(jnp.int32)
   j = st.row_arg[i]
-  new_box = (st.boxes[i] + st.boxes[j]) * 0.5
+  new_box = _average(st.boxes[i], st.boxes[j], st.scores[i], st.scores[j], average)
   boxes = st.boxes.at[i].set(new_box)
   scores = st.scores.at[i].set(st.scores[i] + st.scores[j])
   valid = st.valid.at[j].set(False)
@@ -129,8 +155,8 @@ def _merge_step(st: _State, classes: jax.Array, score_fn) -> _State:
   return _State(s, row_min, row_arg, boxes, scores, valid, pairs, st.n + 1)
 
 
-@functools.partial(jax.jit, static_argnames=('score_fn',))
-def _merge_jit(boxes, scores, classes, valid, threshold, score_fn: str) -> MergeResult:
+@functools.partial(jax.jit, static_argnames=('score_fn', 'average'))
+def _merge_jit(boxes, scores, classes, valid, threshold, score_fn: str, average: str) -> MergeResult:
   fn = SCORE_FUNCTIONS[score_fn]
   st = _initial_state(boxes, scores, classes, valid, fn)
 
@@ -138,27 +164,32 @@ def _merge_jit(boxes, scores, classes, valid, threshold, score_fn: str) -> Merge
     best = st.row_min.min()
     return (best <= threshold) & jnp.isfinite(best)
 
-  st = jax.lax.while_loop(cond, lambda st: _merge_step(st, classes, fn), st)
+  st = jax.lax.while_loop(cond, lambda st: _merge_step(st, classes, fn, average), st)
   return MergeResult(st.boxes, st.scores, classes, st.valid, st.pairs, st.n)
 
 
 def merge_boxes(boxes: jax.Array, scores: jax.Array, classes: jax.Array, valid: jax.Array, *,
-                threshold: float | jax.Array, score_fn: str = 'overlap') -> MergeResult:
-  """Greedy OverFeat merge of a padded box set (compiled once per N and `score_fn`; `threshold` is traced).
+                threshold: float | jax.Array, score_fn: str = 'overlap', average: str = 'pair') -> MergeResult:
+  """Greedy OverFeat merge of a padded box set (compiled once per N, `score_fn` and `average`).
+
+  `threshold` is traced: one compiled program serves every threshold.
 
   Args:
     boxes: `[N, 4]` boxes in the project convention (finite).
-    scores: `[N]` class confidence of the window that produced each box.
+    scores: `[N]` class confidence (>= 0) of the window that produced each box.
     classes: `[N]` int class of each box; boxes merge only within a class.
     valid: `[N]` bool, False for padding.
     threshold: stop when the best pair's match score is > threshold.
     score_fn: `'overlap'` or `'literal'` (module docstring).
+    average: `'pair'` (paper) or `'score'` (confidence-weighted) merged box (module docstring).
 
   Returns:
     A `MergeResult`; the surviving boxes are those with `valid`.
   """
   if score_fn not in SCORE_FUNCTIONS:
     raise InputError(f'score_fn must be one of {sorted(SCORE_FUNCTIONS)}, got {score_fn!r}.')
+  if average not in AVERAGES:
+    raise InputError(f'average must be one of {AVERAGES}, got {average!r}.')
   boxes = jnp.asarray(boxes, jnp.float32)
   if boxes.ndim != 2 or boxes.shape[1] != 4:
     raise InputError(f'boxes must have shape [N, 4], got {tuple(boxes.shape)}.')
@@ -170,4 +201,5 @@ def merge_boxes(boxes: jax.Array, scores: jax.Array, classes: jax.Array, valid: 
   if n == 0:  # Nothing to merge (and argmin of an empty row is undefined).
     return MergeResult(boxes, scores, classes, valid, jnp.full((0, 2), -1, jnp.int32),
                        jnp.zeros((), jnp.int32))
-  return _merge_jit(boxes, scores, classes, valid, jnp.float32(threshold), score_fn=score_fn)
+  return _merge_jit(boxes, scores, classes, valid, jnp.float32(threshold), score_fn=score_fn,
+                    average=average)

@@ -15,6 +15,8 @@ from overfeat_jax.errors import InputError
 _F = np.float32
 _ZERO, _HALF, _ONE = _F(0.0), _F(0.5), _F(1.0)
 DIAGONAL_FLOOR = _F(1e-6)
+TINY = np.finfo(np.float32).tiny  # score sums below it average as 'pair' (merge.py's module docstring)
+AVERAGES = ('pair', 'score')
 
 
 class ReferenceResult(NamedTuple):
@@ -86,17 +88,40 @@ def _best_pair(boxes, classes, valid, fn):
   return best, bi, bj
 
 
+def _average(b_i, b_j, s_i, s_j, average: str) -> list:
+  """The merged box of two boxes (lists of 4 float32) with scores `s_i`, `s_j` >= 0."""
+  pair = [(b_i[k] + b_j[k]) * _HALF for k in range(4)]
+  total = s_i + s_j
+  if average == 'pair' or not total >= TINY:
+    return pair
+  inverse = _ONE / max(total, TINY)  # the jitted merge multiplies by the reciprocal (XLA's rewrite)
+  return [(s_i * b_i[k] + s_j * b_j[k]) * inverse for k in range(4)]
+
+
+def _check_scores(scores: np.ndarray, valid: np.ndarray) -> None:
+  """Confidence weights must be finite and >= 0 (class probabilities); padding is not checked."""
+  real = scores[valid]
+  if not np.all(np.isfinite(real) & (real >= 0)):
+    raise InputError("average='score' needs finite scores >= 0 (class probabilities); got "
+                     f'min {real.min()!r}, max {real.max()!r}.')
+
+
 def merge_boxes_reference(boxes, scores, classes, valid, *, threshold: float, score_fn: str = 'overlap',
-                          max_merges: int | None = None) -> ReferenceResult:
+                          average: str = 'pair', max_merges: int | None = None) -> ReferenceResult:
   """Sequential greedy merge; arguments as `overfeat_jax.inference.merge.merge_boxes`.
 
   `max_merges` stops early (the benchmark uses it to time a prefix of the merges at large N).
   """
   if score_fn not in SCORE_FUNCTIONS:
     raise InputError(f'score_fn must be one of {sorted(SCORE_FUNCTIONS)}, got {score_fn!r}.')
+  if average not in AVERAGES:
+    raise InputError(f'average must be one of {AVERAGES}, got {average!r}.')
   fn = SCORE_FUNCTIONS[score_fn]
   box_list = [[_F(v) for v in row] for row in np.asarray(boxes, np.float32).reshape(-1, 4)]
-  score_list = [_F(v) for v in np.asarray(scores, np.float32)]
+  scores = np.asarray(scores, np.float32).reshape(-1)
+  if average == 'score':
+    _check_scores(scores, np.asarray(valid, bool).reshape(-1))
+  score_list = [_F(v) for v in scores]
   class_list = [int(c) for c in np.asarray(classes)]
   valid_list = [bool(v) for v in np.asarray(valid)]
   t = _F(threshold)
@@ -105,7 +130,7 @@ def merge_boxes_reference(boxes, scores, classes, valid, *, threshold: float, sc
     best, i, j = _best_pair(box_list, class_list, valid_list, fn)
     if i < 0 or best > t:
       break
-    box_list[i] = [(box_list[i][k] + box_list[j][k]) * _HALF for k in range(4)]
+    box_list[i] = _average(box_list[i], box_list[j], score_list[i], score_list[j], average)
     score_list[i] = score_list[i] + score_list[j]
     valid_list[j] = False
     pairs.append((i, j))

@@ -13,18 +13,20 @@ N_PAD = 24  # every random set is padded to this size, so each score function co
 
 
 def _assert_same(got: merge.MergeResult, ref) -> None:
+  """Identical merge sequence and bit-identical boxes and scores (same float32 operations in both)."""
   pairs = [tuple(int(v) for v in p) for p in np.asarray(got.pairs)[: int(got.num_merges)]]
-  assert pairs == ref.pairs  # identical merge sequence
+  assert pairs == ref.pairs
   assert np.all(np.asarray(got.pairs)[int(got.num_merges):] == -1)
   np.testing.assert_array_equal(np.asarray(got.valid), ref.valid)
   np.testing.assert_array_equal(np.asarray(got.classes), ref.classes)
-  np.testing.assert_allclose(np.asarray(got.boxes), ref.boxes, rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(np.asarray(got.scores), ref.scores, rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(np.asarray(got.boxes), ref.boxes)
+  np.testing.assert_array_equal(np.asarray(got.scores), ref.scores)
 
 
-def _run_both(boxes, scores, classes, valid, threshold, score_fn):
-  got = merge.merge_boxes(boxes, scores, classes, valid, threshold=threshold, score_fn=score_fn)
-  ref = merge_boxes_reference(boxes, scores, classes, valid, threshold=threshold, score_fn=score_fn)
+def _run_both(boxes, scores, classes, valid, threshold, score_fn, average='pair'):
+  got = merge.merge_boxes(boxes, scores, classes, valid, threshold=threshold, score_fn=score_fn, average=average)
+  ref = merge_boxes_reference(boxes, scores, classes, valid, threshold=threshold, score_fn=score_fn,
+                              average=average)
   return got, ref
 
 
@@ -62,6 +64,56 @@ def test_literal_score_prefers_far_apart_boxes_over_overlapping_ones():
   assert int(got.num_merges) == 0
 
 
+def test_score_average_puts_the_box_where_the_confidence_is():
+  # Scores 1 and 3: the merged box lies 3/4 of the way from box 0 to box 1 (1/4 from the confident one):
+  # (1 * 0 + 3 * 4) / 4 = 3 for x1 and (1 * 10 + 3 * 14) / 4 = 13 for x2. 'pair' gives the midpoint 2 / 12.
+  boxes = np.array([[0, 0, 10, 10], [4, 0, 14, 10]], np.float32)
+  for average, want in (('score', [3, 0, 13, 10]), ('pair', [2, 0, 12, 10])):
+    got, ref = _run_both(boxes, np.array([1.0, 3.0]), np.zeros(2), np.ones(2, bool), 1.0, 'overlap', average)
+    _assert_same(got, ref)
+    np.testing.assert_array_equal(np.asarray(got.boxes[0]), want)
+    assert float(got.scores[0]) == 4.0
+
+
+def _shifted(x1) -> np.ndarray:
+  """40 x 40 boxes at the given left edges."""
+  x1 = np.asarray(x1, np.float32)
+  return np.stack([x1, np.zeros_like(x1), x1 + 40, np.full_like(x1, 40)], 1)
+
+
+def test_score_average_of_a_chain_is_the_confidence_weighted_mean_of_all_members():
+  # x1 = 0, 8, 16, 24 with confidences 1, 2, 4, 1 and t = 1e9. The adjacent pairs tie, so the merges are
+  # (0, 1) -> (2, 3) -> (0, 2) in both modes. 'score': (0*1 + 8*2) / 3 = 16/3, (16*4 + 24*1) / 5 = 17.6, then
+  # (16/3 * 3 + 17.6 * 5) / 8 = 13 = the confidence-weighted mean of the four originals (the final score is 8).
+  # 'pair': 4, 20, then 12 (every member weighted 1/4, whatever its confidence).
+  boxes, conf = _shifted([0, 8, 16, 24]), np.array([1, 2, 4, 1], np.float32)
+  want = {'score': [13, 0, 53, 40], 'pair': [12, 0, 52, 40]}
+  for average in merge.AVERAGES:
+    got, ref = _run_both(boxes, conf, np.zeros(4), np.ones(4, bool), 1e9, 'overlap', average)
+    _assert_same(got, ref)
+    assert ref.pairs == [(0, 1), (2, 3), (0, 2)] and float(got.scores[0]) == 8.0
+    np.testing.assert_allclose(np.asarray(got.boxes[0]), want[average], rtol=1e-6)
+
+
+def test_score_average_does_not_give_a_late_weak_window_half_the_weight():
+  # x1 = 0, 2, 18 with confidences 1, 1, 0.25: (0, 1) merge first (x1 = 1), then the weak outlier joins.
+  # 'pair' moves the box halfway to it, x1 = (1 + 18) / 2 = 9.5; 'score' gives (0 + 2 + 18 * 0.25) / 2.25.
+  boxes, conf = _shifted([0, 2, 18]), np.array([1, 1, 0.25], np.float32)
+  for average, want in (('pair', 9.5), ('score', 6.5 / 2.25)):
+    got, ref = _run_both(boxes, conf, np.zeros(3), np.ones(3, bool), 1e9, 'overlap', average)
+    _assert_same(got, ref)
+    assert ref.pairs == [(0, 1), (0, 2)]
+    np.testing.assert_allclose(float(got.boxes[0, 0]), want, rtol=1e-6)
+
+
+def test_score_average_of_zero_confidences_falls_back_to_the_midpoint():
+  # Two zero-confidence windows must not collapse to (0, 0, 0, 0): their merge is the plain average.
+  boxes = np.array([[10, 10, 20, 20], [12, 10, 22, 20]], np.float32)
+  got, ref = _run_both(boxes, np.zeros(2), np.zeros(2), np.ones(2, bool), 1.0, 'overlap', 'score')
+  _assert_same(got, ref)
+  np.testing.assert_array_equal(np.asarray(got.boxes[0]), [11, 10, 21, 20])
+
+
 def test_ties_take_smallest_pair_in_row_major_order():
   # Four identical boxes: every pair scores 0, so the merges are (0, 1), (0, 2), (0, 3) in that order.
   boxes = np.tile(np.array([[5, 5, 15, 25]], np.float32), (4, 1))
@@ -93,6 +145,22 @@ def test_bad_input_raises():
     merge.merge_boxes(np.zeros((3, 5)), np.ones(3), np.zeros(3), np.ones(3, bool), threshold=1.0)
   with pytest.raises(InputError):
     merge.merge_boxes(np.zeros((3, 4)), np.ones(2), np.zeros(3), np.ones(3, bool), threshold=1.0)
+  with pytest.raises(InputError, match='average'):
+    merge.merge_boxes(np.zeros((3, 4)), np.ones(3), np.zeros(3), np.ones(3, bool), threshold=1.0, average='x')
+  with pytest.raises(InputError, match='average'):
+    merge_boxes_reference(np.zeros((3, 4)), np.ones(3), np.zeros(3), np.ones(3, bool), threshold=1.0,
+                          average='mean')
+
+
+@pytest.mark.parametrize('bad', [-0.5, np.nan, np.inf])
+def test_reference_refuses_negative_or_non_finite_confidences_for_score_average(bad):
+  scores = np.array([0.5, bad, 0.2], np.float32)
+  with pytest.raises(InputError, match='>= 0'):
+    merge_boxes_reference(np.zeros((3, 4)), scores, np.zeros(3), np.ones(3, bool), threshold=1.0, average='score')
+  # Padding is not checked, and the paper's 'pair' average does not use the scores as weights.
+  merge_boxes_reference(np.zeros((3, 4)), scores, np.zeros(3), np.array([True, False, True]), threshold=1.0,
+                        average='score')
+  merge_boxes_reference(np.zeros((3, 4)), scores, np.zeros(3), np.ones(3, bool), threshold=1.0)
 
 
 def _random_set(rng: np.random.Generator, kind: int):
@@ -112,20 +180,22 @@ def _random_set(rng: np.random.Generator, kind: int):
   dup = rng.uniform(size=N_PAD) < 0.15  # exact duplicates of box 0
   boxes[dup] = boxes[0]
   scores = rng.uniform(0, 1, N_PAD).astype(np.float32)
+  scores[rng.uniform(size=N_PAD) < 0.1] = 0.0  # zero confidences: the 'score' average's fallback
   classes = rng.integers(0, 3, N_PAD)
   valid = (np.arange(N_PAD) < n) & (rng.uniform(size=N_PAD) < 0.9)
   return boxes, scores, classes, valid
 
 
+@pytest.mark.parametrize('average', merge.AVERAGES)
 @pytest.mark.parametrize('score_fn,thresholds',
                          [('overlap', (0.3, 0.8, 1.5, 1e9)), ('literal', (5.0, 40.0, 1e9))])
-def test_matches_reference_on_random_sets(score_fn, thresholds):
+def test_matches_reference_on_random_sets(score_fn, thresholds, average):
   rng = np.random.default_rng(1234)
   merges = 0
   for trial in range(150):
     boxes, scores, classes, valid = _random_set(rng, trial % 3)
     threshold = thresholds[trial % len(thresholds)]
-    got, ref = _run_both(boxes, scores, classes, valid, threshold, score_fn)
+    got, ref = _run_both(boxes, scores, classes, valid, threshold, score_fn, average)
     _assert_same(got, ref)
     merges += len(ref.pairs)
   assert merges > 500  # the sets really exercise merging, not just the stop condition
