@@ -5,7 +5,8 @@ location and offset of the fine map) gets a softmax over C + 1; for each object 
 probability of c exceeds `score_threshold` contributes the regressor's box (decoded into the original image's
 pixels, clipped to it) with that probability. To keep shapes static, each scale contributes at most
 `max_per_scale` (window, class) pairs, its highest-scoring ones (the rest are below them anyway). The union over
-scales is merged per class (greedy merge: scores summed over merged windows; or NMS: scores kept), and the
+scales is merged per class (greedy merge: scores summed over merged windows, merged boxes placed by the pair
+average or the confidence-weighted one, `average`; or NMS: scores kept), and the
 survivors, any number per image (at most `max_detections`, best first), are the detections.
 """
 
@@ -39,17 +40,20 @@ def scale_detections(box_model: BoxModel, params: Any, images: jax.Array, size: 
 
 def detect(box_model: BoxModel, params: Any, images: jax.Array, *, scales: Sequence[tuple[int, int]],
            score_threshold: float = 0.5, method: str = 'overlap', threshold: float = 0.8,
-           max_per_scale: int = 256, max_detections: int = 32, fine: bool = True) -> dict[str, jax.Array]:
+           max_per_scale: int = 256, max_detections: int = 32, fine: bool = True,
+           average: str = 'pair') -> dict[str, jax.Array]:
   """Detections of a batch [B, H, W, 3] (0..255). Jit with static options.
+
+  `method`, `threshold` and `average` are the merge's (`localize.merge_candidates`).
 
   Returns:
     {'classes': [B, D] int32 (-1 = empty slot), 'boxes': [B, D, 4] original-image pixels, 'scores': [B, D],
      'valid': [B, D] bool}, best first.
   """
-  check_method(method)
+  check_method(method, average)
   parts = [scale_detections(box_model, params, images, tuple(s), score_threshold=score_threshold,
                             max_per_scale=max_per_scale, fine=fine) for s in scales]
-  merged = merge_candidates(concat(parts), method=method, threshold=threshold)
+  merged = merge_candidates(concat(parts), method=method, threshold=threshold, average=average)
   classes, boxes, scores = top_guesses(merged, max_detections)
   return {'classes': classes, 'boxes': boxes, 'scores': scores, 'valid': classes >= 0}
 

@@ -6,7 +6,8 @@ For each scale s (the image resized to a static (height, width), so every scale 
       the window-relative encoding (`train.targets`) into the original image's pixels (clipped to the image),
       with that window's class probability as its score;
 then (c) B = the union of the B_s, and (d) the greedy merge (`inference.merge`, per class; score 'overlap' or
-'literal', threshold t) or, as an alternative, per-class NMS. A merged box's score is the sum of the class
+'literal', threshold t; merged box the pair average 'pair' or the confidence-weighted 'score') or, as an
+alternative, per-class NMS. A merged box's score is the sum of the class
 outputs of the windows merged into it; the final guesses are the surviving boxes ranked by that score (top 5
 for the ILSVRC localization error; the same class may appear twice).
 
@@ -28,6 +29,7 @@ from overfeat_jax.inference.multiscale import resize_images
 from overfeat_jax.train import targets
 
 MERGE_CHOICES = ('overlap', 'literal', 'nms')
+AVERAGE_CHOICES = merge_lib.AVERAGES  # how the greedy merge averages a pair ('nms' ignores it)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,20 +122,27 @@ def concat(parts: Sequence[Candidates]) -> Candidates:
   return Candidates(*(jnp.concatenate(field, axis=1) for field in zip(*parts)))
 
 
-def check_method(method: str) -> None:
+def check_method(method: str, average: str = 'pair') -> None:
+  """Refuses an unknown merge method or merge average before anything is traced."""
   if method not in MERGE_CHOICES:
     raise InputError(f'merge method must be one of {MERGE_CHOICES}, got {method!r}.')
+  if average not in AVERAGE_CHOICES:
+    raise InputError(f'merge average must be one of {AVERAGE_CHOICES}, got {average!r}.')
 
 
-def merge_candidates(c: Candidates, *, method: str, threshold: float) -> Candidates:
-  """Step (d) per image: greedy merge (scores summed) or per-class NMS (scores kept). Returns survivors as valid."""
-  check_method(method)
+def merge_candidates(c: Candidates, *, method: str, threshold: float, average: str = 'pair') -> Candidates:
+  """Step (d) per image: greedy merge (scores summed) or per-class NMS (scores kept). Returns survivors as valid.
+
+  `average` is how the greedy merge places a merged box ('pair' or 'score', `inference.merge`); NMS keeps
+  boxes as they are and ignores it.
+  """
+  check_method(method, average)
   if method == 'nms':
     keep = jax.vmap(lambda b, s, k, v: nms_lib.nms(b, s, k, v, iou_threshold=threshold))(*c)
     return c._replace(valid=keep)
 
   def one(b, s, k, v):
-    r = merge_lib.merge_boxes(b, s, k, v, threshold=threshold, score_fn=method)
+    r = merge_lib.merge_boxes(b, s, k, v, threshold=threshold, score_fn=method, average=average)
     return r.boxes, r.scores, r.classes, r.valid
 
   return Candidates(*jax.vmap(one)(*c))
@@ -157,15 +166,17 @@ def top_guesses(c: Candidates, count: int) -> tuple[jax.Array, jax.Array, jax.Ar
 
 def localize(box_model: BoxModel, params: Any, images: jax.Array, *, scales: Sequence[tuple[int, int]],
              top_k: int = 2, method: str = 'overlap', threshold: float = 0.8, fine: bool = True,
-             num_guesses: int = 5) -> dict[str, jax.Array]:
+             num_guesses: int = 5, average: str = 'pair') -> dict[str, jax.Array]:
   """The paper's localization procedure on a batch of images [B, H, W, 3] (0..255). Jit with static options.
+
+  `method`, `threshold` and `average` are the merge's (`merge_candidates`).
 
   Returns:
     {'classes': [B, G] int32 (-1 = no guess), 'boxes': [B, G, 4] original-image pixels, 'scores': [B, G]}.
   """
-  check_method(method)
+  check_method(method, average)
   parts = [scale_candidates(box_model, params, images, tuple(s), top_k=top_k, fine=fine) for s in scales]
-  merged = merge_candidates(concat(parts), method=method, threshold=threshold)
+  merged = merge_candidates(concat(parts), method=method, threshold=threshold, average=average)
   classes, boxes, scores = top_guesses(merged, num_guesses)
   return {'classes': classes, 'boxes': boxes, 'scores': scores}
 

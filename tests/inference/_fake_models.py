@@ -39,7 +39,10 @@ class FakeClassifier(nn.Module):
 
 
 class FakeRegressor(nn.Module):
+  """Every window points at `TARGET`, shifted right by `spread` times the window's left column (original
+  pixels), so that with `spread != 0` the windows' boxes differ and merge averages can be told apart."""
   geometry: Geometry
+  spread: float = 0.0
 
   def __call__(self, pooled):
     g = self.geometry
@@ -48,6 +51,7 @@ class FakeRegressor(nn.Module):
     wy = (top[..., 0] - (k - 1)) * s  # the block's largest row index -> the window's top input row
     wx = (top[..., 1] - (k - 1)) * s
     sy, sx = top[..., 2], top[..., 3]
-    t = TARGET
+    t = TARGET + self.spread * (wx / sx)[..., None] * jnp.asarray([1.0, 0.0, 1.0, 0.0])  # [B, h, w, 4]
+    t = [t[..., c] for c in range(4)]
     deltas = jnp.stack([t[0] * sx - wx, t[1] * sy - wy, t[2] * sx - wx, t[3] * sy - wy], -1) / g.input_size
     return deltas[..., None, :]  # [B, h, w, 1, 4]: single-class regression

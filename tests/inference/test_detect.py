@@ -39,3 +39,23 @@ def test_two_classes_nms():
   out = run((2.0, 2.0, -5.0, -5.0), score_threshold=0.3, method='nms', threshold=0.5)
   assert out['valid'].sum(axis=1).tolist() == [2, 2]
   assert sorted(out['classes'][0, :2].tolist()) == [0, 1]
+
+
+def test_score_average_reaches_the_merge():
+  # Windows point at boxes spread over ~10 px; every window of class 1 merges (t = 1e9) into one box, which
+  # for 'score' is the probability-weighted mean of the thresholded candidates; 'pair' weights by merge order.
+  model = localize.BoxModel(FakeClassifier(G, (0.0, 3.0, 1.0, 0.5)), FakeRegressor(G, spread=0.25))
+  images = jnp.zeros((1, 72, 72, 3))
+  parts = [detect.scale_detections(model, PARAMS, images, s, score_threshold=0.5, max_per_scale=64) for s in SCALES]
+  union = localize.concat(parts)
+  b, s, v = np.asarray(union.boxes[0], np.float64), np.asarray(union.scores[0], np.float64), np.asarray(union.valid[0])
+  want = (s[v, None] * b[v]).sum(0) / s[v].sum()
+  out = {}
+  for average in ('pair', 'score'):
+    fn = detect.make_detector(model, scales=SCALES, max_per_scale=64, max_detections=6, score_threshold=0.5,
+                              method='overlap', threshold=1e9, average=average)
+    out[average] = jax.tree.map(np.asarray, fn(PARAMS, images))
+    assert out[average]['valid'].sum() == 1 and out[average]['classes'][0, 0] == 1
+  np.testing.assert_allclose(out['score']['boxes'][0, 0], want, atol=2e-3)
+  assert np.abs(out['pair']['boxes'][0, 0] - want).max() > 0.1
+  assert np.ptp(b[v, 0]) > 5

@@ -64,3 +64,52 @@ def test_dense_outputs_keep_only_real_windows_at_demo_scales(size):
   np.testing.assert_allclose(np.asarray(boxes), np.broadcast_to(TARGET, boxes.shape), atol=1e-4)
   c = localize.scale_candidates(model, PARAMS, jnp.zeros((2, 72, 72, 3)), (size, size), top_k=2, fine=True)
   assert c.boxes.shape == (2, n * n * 2, 4)
+
+
+def test_merge_candidates_applies_the_average_per_image():
+  # Two images of 6 candidates in 2 classes (one invalid), merged with t = 1e9: each image's result must be
+  # the sequential reference's for that image, and 'pair' and 'score' must give different boxes.
+  from overfeat_jax.inference.merge_reference import merge_boxes_reference
+  rng = np.random.default_rng(5)
+  xy = rng.uniform(0, 20, (2, 6, 2))
+  boxes = np.concatenate([xy, xy + 30], -1).astype(np.float32)
+  scores = rng.uniform(0.1, 1, (2, 6)).astype(np.float32)
+  classes = np.array([[0, 0, 0, 1, 1, 1]] * 2, np.int32)
+  valid = np.ones((2, 6), bool)
+  valid[1, 4] = False
+  c = localize.Candidates(*map(jnp.asarray, (boxes, scores, classes, valid)))
+  merged = {}
+  for average in ('pair', 'score'):
+    got = localize.merge_candidates(c, method='overlap', threshold=1e9, average=average)
+    for i in range(2):
+      ref = merge_boxes_reference(boxes[i], scores[i], classes[i], valid[i], threshold=1e9, average=average)
+      np.testing.assert_array_equal(np.asarray(got.valid[i]), ref.valid)
+      np.testing.assert_array_equal(np.asarray(got.boxes[i]), ref.boxes)
+      np.testing.assert_array_equal(np.asarray(got.scores[i]), ref.scores)
+    merged[average] = np.asarray(got.boxes)[np.asarray(got.valid)]
+  assert np.abs(merged['pair'] - merged['score']).max() > 0.5
+
+
+def test_localize_score_average_is_the_confidence_weighted_mean_of_every_window():
+  # Windows point at boxes spread over ~10 px; with t = 1e9 each class merges into one box. 'score' must give
+  # the probability-weighted mean of all candidate boxes of the class, whatever the merge order; 'pair' not.
+  model = localize.BoxModel(FakeClassifier(G, (0.0, 3.0, 1.0)), FakeRegressor(G, spread=0.25))
+  images = jnp.zeros((1, 72, 72, 3))
+  c = localize.concat([localize.scale_candidates(model, PARAMS, images, s, top_k=2, fine=True) for s in SCALES])
+  b, s, k = (np.asarray(v[0], np.float64) for v in c[:3])
+  out = {}
+  for average in ('pair', 'score'):
+    fn = localize.make_localizer(model, scales=SCALES, top_k=2, method='overlap', threshold=1e9, average=average)
+    out[average] = jax.tree.map(np.asarray, fn(PARAMS, images))
+  for g, cls in enumerate(out['score']['classes'][0, :2]):
+    m = k == cls
+    want = (s[m, None] * b[m]).sum(0) / s[m].sum()
+    np.testing.assert_allclose(out['score']['boxes'][0, g], want, atol=2e-3)
+    assert np.abs(out['pair']['boxes'][0, g] - want).max() > 0.1
+  assert np.ptp(b[:, 0]) > 5  # the windows' boxes really differ
+
+
+def test_unknown_merge_average():
+  from overfeat_jax.errors import InputError
+  with pytest.raises(InputError, match='average'):
+    localize.localize(box_model(), PARAMS, jnp.zeros((1, 72, 72, 3)), scales=SCALES, average='median')
