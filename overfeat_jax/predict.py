@@ -5,8 +5,9 @@
 
 The stage's parameters come from `<workdir>/<task>/checkpoints` (latest step; `--checkpoint` names another
 checkpoint directory) and its settings from `<workdir>/config.json` (the resolved training config the trainer
-saved) or from `--config` when given, so the network, scales and merge options are those the stage was evaluated
-with. Each image is resized to the
+saved) or from `--config` when given, so the network, scales and merge options (`box.merge`, `box.threshold`,
+`box.merge_average`; a config saved before `merge_average` existed merges with 'pair') are those the stage was
+evaluated with. Each image is resized to the
 stage's evaluation view (a square of `eval.resize` / `box.eval_size` pixels), and boxes are mapped back to the
 original image's pixels (project convention: `x1, y1, x2, y2`, continuous, `x2` exclusive).
 """

@@ -27,6 +27,7 @@ def box_section(arg: str = '') -> ml_collections.ConfigDict:
   b.eval_scales = (64, 80, 96, 112)
   b.top_k = 2
   b.merge = 'overlap'  # 'overlap', 'literal' or 'nms'
+  b.merge_average = 'pair'  # greedy merge: 'pair' (paper: (b_i + b_j) / 2) or 'score' (confidence-weighted)
   b.threshold = 0.4  # merge threshold t (measured: results/localization_detection.md)
   b.nms_iou = 0.5  # when merge == 'nms'
   b.loss_weight = 1.0

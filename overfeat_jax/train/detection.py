@@ -126,10 +126,11 @@ def init_from_previous(box_model, previous_params, rng, num_classes: int) -> Any
 
 
 def eval_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The inference options of `config.box` for `inference.detect.detect`."""
   b = config.box
   return dict(scales=localization.as_sizes(b.eval_scales), score_threshold=b.score_threshold, method=b.merge,
               threshold=b.nms_iou if b.merge == 'nms' else b.threshold, max_per_scale=b.max_per_scale,
-              max_detections=b.max_detections, fine=b.fine)
+              max_detections=b.max_detections, fine=b.fine, average=localization.merge_average(b))
 
 
 def make_summarize(num_classes: int):

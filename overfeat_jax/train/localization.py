@@ -117,11 +117,18 @@ def make_batch_transform(config: ml_collections.ConfigDict) -> Callable[[dict, i
   return lambda batch, step: resize_batch(batch, scale_of_step(scales, step))
 
 
+def merge_average(box: ml_collections.ConfigDict) -> str:
+  """`box.merge_average`, checked; 'pair' for configs saved before the option existed (same results)."""
+  average = box.get('merge_average', 'pair')
+  localize_lib.check_method(box.merge, average)
+  return average
+
+
 def eval_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """The inference options of `config.box` for `inference.localize.localize`."""
   b = config.box
   return dict(scales=as_sizes(b.eval_scales), top_k=b.top_k, method=b.merge,
-              threshold=b.nms_iou if b.merge == 'nms' else b.threshold, fine=b.fine)
+              threshold=b.nms_iou if b.merge == 'nms' else b.threshold, fine=b.fine, average=merge_average(b))
 
 
 def localization_errors(outputs: dict[str, np.ndarray]) -> dict[str, float]:

@@ -7,6 +7,7 @@ import numpy as np
 import optax
 import pytest
 
+from overfeat_jax.errors import InputError
 from overfeat_jax.train import detection, localization
 
 
@@ -106,3 +107,14 @@ def test_loss_is_computed_at_the_batch_size():
     assert np.isfinite(float(loss))
     positives.append(float(aux['positive_windows']))
   assert positives[0] != positives[1] and min(positives) > 0  # the two scales see different windows
+
+
+def test_eval_options_carry_the_merge_average():
+  config = tiny_config()
+  assert detection.eval_options(config)['average'] == 'pair'  # configs saved before the option: the paper's
+  config.box.merge_average = 'score'
+  options = detection.eval_options(config)
+  assert options['average'] == 'score' and options['method'] == 'overlap'
+  config.box.merge_average = 'weighted'
+  with pytest.raises(InputError, match='average'):
+    detection.eval_options(config)

@@ -7,8 +7,11 @@ import numpy as np
 import optax
 import pytest
 
+from overfeat_jax.errors import InputError
+from overfeat_jax.inference import localize
 from overfeat_jax.models.overfeat import init_params as init_overfeat
-from overfeat_jax.train import localization, optim, targets
+from overfeat_jax.train import detection, localization, optim, targets
+from tests.train.helpers import load_config
 
 
 def tiny_config(regression='single'):
@@ -120,3 +123,36 @@ def test_one_training_scale_per_step_in_turn():
   batch = jax.tree.map(np.asarray, tiny_batch())
   sizes = [transform(batch, step)['image'].shape[1:3] for step in range(1, 8)]
   assert sizes == [(64, 64), (80, 96), (112, 112)] * 2 + [(64, 64)]
+
+
+def test_eval_options_carry_the_merge_average():
+  config = tiny_config()
+  assert localization.eval_options(config)['average'] == 'pair'  # configs saved before the option: the paper's
+  config.box.merge_average = 'score'
+  assert localization.eval_options(config)['average'] == 'score'
+  config.box.merge_average = 'median'
+  with pytest.raises(InputError, match='average'):
+    localization.eval_options(config)
+
+
+@pytest.mark.parametrize('stage,options', [('localization', localization.eval_options),
+                                           ('detection', detection.eval_options)])
+def test_demo_config_box_sections_set_the_merge_average(stage, options):
+  from overfeat_jax.train.loop import stage_config  # pylint: disable=g-import-not-at-top
+  config = stage_config(load_config('embedded', 'smoke'), stage)
+  assert config.box.merge_average in localize.AVERAGE_CHOICES
+  assert options(config)['average'] == config.box.merge_average
+
+
+def test_evaluation_uses_the_configured_merge_average():
+  # Same random network, greedy merge at t = 1e9 (each class's windows merge into one box): the
+  # confidence-weighted boxes differ from the paper's pairwise averages.
+  config = tiny_config()
+  config.box.threshold = 1e9
+  params = localization.make_task(config, previous_params=None).init_params(jax.random.PRNGKey(0))
+  boxes = {}
+  for average in ('pair', 'score'):
+    config.box.merge_average = average
+    (evaluation,) = localization.make_task(config, previous_params=None).evaluations
+    boxes[average] = np.asarray(jax.jit(evaluation.eval_step)(params, tiny_batch())['boxes'])
+  assert np.abs(boxes['pair'] - boxes['score']).max() > 0.1
