@@ -131,7 +131,7 @@ def check_method(method: str, average: str = 'pair') -> None:
 
 
 def merge_candidates(c: Candidates, *, method: str, threshold: float, average: str = 'pair') -> Candidates:
-  """Step (d) per image: greedy merge (scores summed) or per-class NMS (scores kept). Returns survivors as valid.
+  """Step (d) per image: greedy merge (scores summed) or per-class NMS (scores kept); survivors are valid.
 
   `average` is how the greedy merge places a merged box ('pair' or 'score', `inference.merge`); NMS keeps
   boxes as they are and ignores it.

@@ -13,7 +13,8 @@ Two ways to average the pair (choose by name, see `AVERAGES`):
   score is the sum of its members' confidences, this is the confidence-weighted mean of ALL member windows'
   boxes, whatever the merge order. Scores must be >= 0 (they are class probabilities here; negative weights
   would extrapolate); the reference checks this. Where `s_i + s_j` is below the smallest normal float32 (two
-  zero-confidence windows) the plain pair average is used instead, so such boxes do not collapse to the origin.
+  zero-confidence windows) the plain pair average is used instead, so such boxes do not collapse to the
+  origin.
 
 Two readings of `match_score` (choose by name, see `SCORE_FUNCTIONS`):
 - `'literal'`: the paper's words read literally: centre distance + intersection area (pixels + pixels^2). More
@@ -40,7 +41,8 @@ from overfeat_jax.inference import box_ops
 
 # Mean diagonals below this (degenerate boxes) are floored so that the normalised distance stays finite.
 DIAGONAL_FLOOR = 1e-6
-# Score sums below this (the smallest normal float32; XLA on CPU flushes subnormals to zero) average as 'pair'.
+# Score sums below this (the smallest normal float32; XLA on CPU flushes subnormals to zero) average as
+# 'pair'.
 TINY = float(jnp.finfo(jnp.float32).tiny)
 AVERAGES = ('pair', 'score')
 
@@ -169,7 +171,8 @@ def _merge_jit(boxes, scores, classes, valid, threshold, score_fn: str, average:
 
 
 def merge_boxes(boxes: jax.Array, scores: jax.Array, classes: jax.Array, valid: jax.Array, *,
-                threshold: float | jax.Array, score_fn: str = 'overlap', average: str = 'pair') -> MergeResult:
+                threshold: float | jax.Array, score_fn: str = 'overlap',
+                average: str = 'pair') -> MergeResult:
   """Greedy OverFeat merge of a padded box set (compiled once per N, `score_fn` and `average`).
 
   `threshold` is traced: one compiled program serves every threshold.

@@ -29,6 +29,8 @@ TASKS = ('classification', 'localization', 'detection')
 VIEWS = ('dense', 'ten_crop', 'center_crop')  # dense: multi-scale, offset pooling optional; crops: training size
 MODEL_CHOICES = ('first', 'each', 'ensemble')
 MERGES = ('overlap', 'literal', 'nms')
+AVERAGES = ('pair', 'score')  # `inference.merge.AVERAGES`, kept here so that configs expand without jax
+DEFAULT_AVERAGE = 'pair'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +47,8 @@ class Point:
     flips: also evaluate the mirror image.
     merge, top_k, threshold: localization/detection only: the box merge ('overlap' or 'literal' greedy merge,
       or 'nms'), classes kept per scale (localization), merge threshold t or NMS IoU.
+    average: greedy merge only: a merged pair's box is their mean ('pair', the paper) or their
+      confidence-weighted mean ('score'); see `inference.merge`.
   """
   name: str = ''
   models: tuple[int, ...] = (0,)
@@ -55,15 +59,19 @@ class Point:
   merge: str = 'overlap'
   top_k: int = 2
   threshold: float = 0.8
+  average: str = DEFAULT_AVERAGE
 
   def key(self, model_ids: tuple[str, ...] = (), context: str = '') -> str:
     """A stable file name: readable fields + a hash of everything that changes the result.
 
     `model_ids` identify the networks (checkpoint path and step), `context` the evaluation setup (data, scales).
+    The default `average` is left out of the hash, so results saved before the field existed are reused.
     """
     fields = {**dataclasses.asdict(self), 'models': [model_ids[i] if model_ids else i for i in self.models],
               'context': context}
     fields.pop('name')
+    if fields['average'] == DEFAULT_AVERAGE:
+      fields.pop('average')
     digest = hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
     return f'{self.view}-m{"+".join(map(str, self.models))}-s{self.num_scales}-{digest}'
 
@@ -79,6 +87,8 @@ def _normalise(fields: dict[str, Any], task: str) -> dict[str, Any]:
     fields.update(merge='', top_k=0, threshold=0.0)
   else:  # box inference has no flip averaging
     fields.update(flips=False, top_k=0 if task == 'detection' else fields['top_k'])
+  if task == 'classification' or fields['merge'] == 'nms':  # no greedy merge, nothing to average
+    fields.update(average=DEFAULT_AVERAGE)
   return fields
 
 
@@ -94,6 +104,8 @@ def _check(fields: dict[str, Any], task: str, num_scales: int, where: str) -> No
     raise InputError(f'{where}: num_scales must be in 1..{num_scales} (the training config has {num_scales}).')
   if task != 'classification' and (fields['view'] != 'dense' or fields['merge'] not in MERGES):
     raise InputError(f'{where}: {task} points use the dense view and a merge in {MERGES}.')
+  if fields['average'] not in AVERAGES:
+    raise InputError(f'{where}: average must be one of {AVERAGES}, got {fields["average"]!r}.')
 
 
 def _resolve(fields: dict[str, Any], num_models: int) -> list[dict[str, Any]]:

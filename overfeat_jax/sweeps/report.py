@@ -52,6 +52,8 @@ def short_label(record: dict) -> str:
     tag += f' m{p["models"][0]}'
   if record['task'] != 'classification':
     tag += f' {p["merge"][:3]}{p["threshold"]:g}'
+    if p.get('average', 'pair') != 'pair':  # records written before the field existed are 'pair'
+      tag += f' {p["average"]}-w'
   return tag
 
 

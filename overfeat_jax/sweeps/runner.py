@@ -21,7 +21,7 @@ from absl import logging
 from overfeat_jax.checkpoint import export as export_lib
 from overfeat_jax.errors import InputError
 from overfeat_jax.inference import ensemble
-from overfeat_jax.sweeps.grid import Point, expand
+from overfeat_jax.sweeps.grid import DEFAULT_AVERAGE, Point, expand
 from overfeat_jax.train.logging import format_duration, progress_bar, write_json_atomic
 
 RECORD_VERSION = 1
@@ -179,6 +179,8 @@ def label(point: Point, networks: Sequence[Network], setup: EvalSetup) -> str:
     text = f'{nets}, {views}'
   if setup.task != 'classification':
     text += f', {point.merge} t={point.threshold:g}' + (f' k={point.top_k}' if setup.task == 'localization' else '')
+    if point.average != DEFAULT_AVERAGE:
+      text += f', {point.average}-weighted merge'
   return f'{point.name}: {text}' if point.name else text
 
 
@@ -194,12 +196,13 @@ def predict_fn(point: Point, networks: Sequence[Network], setup: EvalSetup) -> C
   box_model = localize.BoxModel(spec.classifier(), spec.regressor())
   scales, b = setup.scales[:point.num_scales], setup.box
   if setup.task == 'localization':
-    return lambda params, images: localize.localize(box_model, params[0], images, scales=scales, top_k=point.top_k,
-                                                    method=point.merge, threshold=point.threshold, fine=point.fine)
+    return lambda params, images: localize.localize(
+        box_model, params[0], images, scales=scales, top_k=point.top_k, method=point.merge,
+        threshold=point.threshold, fine=point.fine, average=point.average)
   return lambda params, images: detect.detect(
       box_model, params[0], images, scales=scales, score_threshold=b['score_threshold'], method=point.merge,
       threshold=point.threshold, max_per_scale=b['max_per_scale'], max_detections=b['max_detections'],
-      fine=point.fine)
+      fine=point.fine, average=point.average)
 
 
 def classification_fn(point: Point, models: Sequence[Any], setup: EvalSetup) -> Callable:

@@ -46,9 +46,10 @@ def test_score_average_reaches_the_merge():
   # for 'score' is the probability-weighted mean of the thresholded candidates; 'pair' weights by merge order.
   model = localize.BoxModel(FakeClassifier(G, (0.0, 3.0, 1.0, 0.5)), FakeRegressor(G, spread=0.25))
   images = jnp.zeros((1, 72, 72, 3))
-  parts = [detect.scale_detections(model, PARAMS, images, s, score_threshold=0.5, max_per_scale=64) for s in SCALES]
-  union = localize.concat(parts)
-  b, s, v = np.asarray(union.boxes[0], np.float64), np.asarray(union.scores[0], np.float64), np.asarray(union.valid[0])
+  union = localize.concat([detect.scale_detections(model, PARAMS, images, size, score_threshold=0.5,
+                                                   max_per_scale=64) for size in SCALES])
+  b, s = np.asarray(union.boxes[0], np.float64), np.asarray(union.scores[0], np.float64)
+  v = np.asarray(union.valid[0])
   want = (s[v, None] * b[v]).sum(0) / s[v].sum()
   out = {}
   for average in ('pair', 'score'):

@@ -95,11 +95,13 @@ def test_localize_score_average_is_the_confidence_weighted_mean_of_every_window(
   # the probability-weighted mean of all candidate boxes of the class, whatever the merge order; 'pair' not.
   model = localize.BoxModel(FakeClassifier(G, (0.0, 3.0, 1.0)), FakeRegressor(G, spread=0.25))
   images = jnp.zeros((1, 72, 72, 3))
-  c = localize.concat([localize.scale_candidates(model, PARAMS, images, s, top_k=2, fine=True) for s in SCALES])
+  c = localize.concat([localize.scale_candidates(model, PARAMS, images, size, top_k=2, fine=True)
+                       for size in SCALES])
   b, s, k = (np.asarray(v[0], np.float64) for v in c[:3])
   out = {}
   for average in ('pair', 'score'):
-    fn = localize.make_localizer(model, scales=SCALES, top_k=2, method='overlap', threshold=1e9, average=average)
+    fn = localize.make_localizer(model, scales=SCALES, top_k=2, method='overlap', threshold=1e9,
+                                 average=average)
     out[average] = jax.tree.map(np.asarray, fn(PARAMS, images))
   for g, cls in enumerate(out['score']['classes'][0, :2]):
     m = k == cls

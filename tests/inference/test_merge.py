@@ -24,7 +24,8 @@ def _assert_same(got: merge.MergeResult, ref) -> None:
 
 
 def _run_both(boxes, scores, classes, valid, threshold, score_fn, average='pair'):
-  got = merge.merge_boxes(boxes, scores, classes, valid, threshold=threshold, score_fn=score_fn, average=average)
+  got = merge.merge_boxes(boxes, scores, classes, valid, threshold=threshold, score_fn=score_fn,
+                          average=average)
   ref = merge_boxes_reference(boxes, scores, classes, valid, threshold=threshold, score_fn=score_fn,
                               average=average)
   return got, ref
@@ -84,7 +85,7 @@ def _shifted(x1) -> np.ndarray:
 def test_score_average_of_a_chain_is_the_confidence_weighted_mean_of_all_members():
   # x1 = 0, 8, 16, 24 with confidences 1, 2, 4, 1 and t = 1e9. The adjacent pairs tie, so the merges are
   # (0, 1) -> (2, 3) -> (0, 2) in both modes. 'score': (0*1 + 8*2) / 3 = 16/3, (16*4 + 24*1) / 5 = 17.6, then
-  # (16/3 * 3 + 17.6 * 5) / 8 = 13 = the confidence-weighted mean of the four originals (the final score is 8).
+  # (16/3 * 3 + 17.6 * 5) / 8 = 13 = the confidence-weighted mean of the four originals (final score 8).
   # 'pair': 4, 20, then 12 (every member weighted 1/4, whatever its confidence).
   boxes, conf = _shifted([0, 8, 16, 24]), np.array([1, 2, 4, 1], np.float32)
   want = {'score': [13, 0, 53, 40], 'pair': [12, 0, 52, 40]}
@@ -156,7 +157,8 @@ def test_bad_input_raises():
 def test_reference_refuses_negative_or_non_finite_confidences_for_score_average(bad):
   scores = np.array([0.5, bad, 0.2], np.float32)
   with pytest.raises(InputError, match='>= 0'):
-    merge_boxes_reference(np.zeros((3, 4)), scores, np.zeros(3), np.ones(3, bool), threshold=1.0, average='score')
+    merge_boxes_reference(np.zeros((3, 4)), scores, np.zeros(3), np.ones(3, bool), threshold=1.0,
+                          average='score')
   # Padding is not checked, and the paper's 'pair' average does not use the scores as weights.
   merge_boxes_reference(np.zeros((3, 4)), scores, np.zeros(3), np.array([True, False, True]), threshold=1.0,
                         average='score')

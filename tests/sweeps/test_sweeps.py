@@ -1,10 +1,13 @@
 """Sweeps: grid expansion from the configs, cost accounting, resumable runs on real tiny checkpoints, report."""
 
+import dataclasses
+import hashlib
 import importlib.util
 import json
 import os
 import subprocess
 import sys
+import types
 
 import jax.numpy as jnp
 import ml_collections
@@ -61,13 +64,62 @@ def test_other_sweep_configs_expand(name, models):
 
 @pytest.mark.parametrize('change, message', [
     (dict(grid={'colour': ('red',)}), 'unknown field'), (dict(grid={'num_scales': (7,)}), 'num_scales'),
-    (dict(points={'x': {'view': 'twelve'}}), 'view'), (dict(points={'x': {'models': 'all'}}), 'models')])
+    (dict(points={'x': {'view': 'twelve'}}), 'view'), (dict(points={'x': {'models': 'all'}}), 'models'),
+    (dict(points={'x': {'average': 'median'}}), 'average')])
 def test_bad_sweep_definitions_are_refused(change, message):
   sweep = load_sweep('classification_embedded')
   sweep.grid = ml_collections.ConfigDict(change.get('grid', {'flips': (True,)}))
   sweep.points = ml_collections.ConfigDict(change.get('points', {}))
   with pytest.raises(InputError, match=message):
     grid.expand(sweep, num_models=1, num_scales=4)
+
+
+@pytest.mark.parametrize('name', ['localization_embedded', 'detection_embedded'])
+def test_box_sweeps_compare_pair_and_score_averages_of_the_greedy_merge(name):
+  points = grid.expand(load_sweep(name), num_models=1, num_scales=4)
+  greedy = [p for p in points if p.merge != 'nms' and not p.name]
+  for p in greedy:  # every grid point of the greedy merge is run with both averages
+    same = [q for q in greedy if q.threshold == p.threshold and q.top_k == p.top_k]
+    assert {q.average for q in same} == {'pair', 'score'}
+  assert all(p.average == 'pair' for p in points if p.merge == 'nms')  # NMS has nothing to average: no copies
+  assert len({dataclasses.replace(p, name='') for p in points}) == len(points)
+  assert any(p.merge == 'literal' and p.average == 'score' for p in points)
+
+
+def test_point_key_of_the_default_average_is_the_key_before_the_field_existed():
+  # Results saved before `average` existed (the hash of every other field) stay valid; 'score' is a new key.
+  point = grid.Point(merge='overlap', threshold=0.5)
+  fields = {**dataclasses.asdict(point), 'models': ['a'], 'context': 'ctx'}
+  del fields['name'], fields['average']
+  digest = hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
+  assert point.key(('a',), 'ctx') == f'dense-m0-s1-{digest}'
+  assert dataclasses.replace(point, average='score').key(('a',), 'ctx') != point.key(('a',), 'ctx')
+
+
+@pytest.mark.parametrize('task', ['localization', 'detection'])
+def test_box_points_pass_their_average_to_the_inference(task, monkeypatch):
+  from overfeat_jax.inference import detect, localize  # pylint: disable=g-import-not-at-top
+  calls = []
+  module, fn = (localize, 'localize') if task == 'localization' else (detect, 'detect')
+  monkeypatch.setattr(module, fn, lambda *args, **kwargs: calls.append(kwargs))
+  spec = types.SimpleNamespace(classifier=lambda: None, regressor=lambda: None)
+  networks = [types.SimpleNamespace(spec=spec, label='net')]
+  setup = runner.EvalSetup(task, 72, ((64, 64),), 64, 8, 0, {}, dict(score_threshold=0.3, max_per_scale=8,
+                                                                     max_detections=4))
+  for average in grid.AVERAGES:
+    point = grid.Point(merge='overlap', threshold=0.5, average=average)
+    runner.predict_fn(point, networks, setup)([None], None)
+    assert calls[-1]['average'] == average and calls[-1]['method'] == 'overlap'
+    assert ('score-weighted' in runner.label(point, networks, setup)) == (average == 'score')
+  record = {'task': task, 'point': {**dataclasses.asdict(point), 'models': [0]}}
+  assert report.short_label(record).endswith('score-w')
+  del record['point']['average']  # a record written before the field existed
+  assert 'score' not in report.short_label(record)
+
+
+def test_sweep_averages_are_the_merges():
+  from overfeat_jax.inference import merge  # pylint: disable=g-import-not-at-top
+  assert grid.AVERAGES == merge.AVERAGES and grid.DEFAULT_AVERAGE == 'pair'
 
 
 def _setup(scales, task='classification', size=72):
@@ -202,18 +254,21 @@ def test_cli_writes_table_and_plot_and_fails_cleanly(sweep_inputs, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('task, merge, classes', [('localization', 'overlap', 10), ('detection', 'nms', 11)])
-def test_box_points_evaluate_on_real_checkpoints(sweep_inputs, task, merge, classes):
+@pytest.mark.parametrize('task, merge, classes, average', [
+    ('localization', 'overlap', 10, 'pair'), ('detection', 'nms', 11, 'pair'),
+    ('detection', 'overlap', 11, 'score')])
+def test_box_points_evaluate_on_real_checkpoints(sweep_inputs, task, merge, classes, average):
   """Localization and detection points run the project's inference and metrics end to end on a tiny network."""
   root, _, sweep = sweep_inputs
-  workdir = checkpoints.write_checkpoint(str(root / f'{task}_run'), task, checkpoints.make_params(
-      2, num_classes=classes, regressor_outputs=1))
+  workdir = checkpoints.write_checkpoint(str(root / f'{task}_{merge}_{average}_run'), task,
+                                         checkpoints.make_params(2, num_classes=classes, regressor_outputs=1))
   net = runner.load_network(workdir, task)
   assert net.spec.regressor_outputs == 1
   base = runner.make_setup(sweep, runner.load_train_config(sweep.train_config))
   setup = runner.EvalSetup(task, 72, ((80, 80),), 64, 8, 8, base.data, dict(
       score_threshold=0.05, max_per_scale=16, max_detections=8))
-  point = grid.Point(num_scales=1, fine=True, flips=False, merge=merge, top_k=1, threshold=0.5)
+  point = grid.Point(num_scales=1, fine=True, flips=False, merge=merge, top_k=1, threshold=0.5,
+                     average=average)
   result = runner.evaluate_point(point, [net], setup)
   key = 'loc_error' if task == 'localization' else 'mAP'
   assert 0.0 <= result['metrics'][key] <= 1.0 and result['metrics']['count'] == 8

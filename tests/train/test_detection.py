@@ -111,7 +111,7 @@ def test_loss_is_computed_at_the_batch_size():
 
 def test_eval_options_carry_the_merge_average():
   config = tiny_config()
-  assert detection.eval_options(config)['average'] == 'pair'  # configs saved before the option: the paper's
+  assert detection.eval_options(config)['average'] == 'pair'  # a config saved before the option
   config.box.merge_average = 'score'
   options = detection.eval_options(config)
   assert options['average'] == 'score' and options['method'] == 'overlap'

@@ -127,7 +127,7 @@ def test_one_training_scale_per_step_in_turn():
 
 def test_eval_options_carry_the_merge_average():
   config = tiny_config()
-  assert localization.eval_options(config)['average'] == 'pair'  # configs saved before the option: the paper's
+  assert localization.eval_options(config)['average'] == 'pair'  # a config saved before the option
   config.box.merge_average = 'score'
   assert localization.eval_options(config)['average'] == 'score'
   config.box.merge_average = 'median'

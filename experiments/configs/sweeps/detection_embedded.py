@@ -21,11 +21,14 @@ def get_config() -> ml_collections.ConfigDict:
   c.max_examples = 0
   c.box = ml_collections.ConfigDict(dict(score_threshold=0.3, max_per_scale=256, max_detections=32))
   c.defaults = ml_collections.ConfigDict(dict(models='first', view='dense', num_scales=3, fine=True,
-                                              merge='overlap', threshold=0.8))
-  c.grid = ml_collections.ConfigDict(dict(merge=('overlap', 'nms'), threshold=(0.5, 0.8)))
+                                              merge='overlap', threshold=0.8, average='pair'))
+  # 'average' applies to the greedy merge only: the NMS points of the grid are not duplicated.
+  c.grid = ml_collections.ConfigDict(dict(merge=('overlap', 'nms'), threshold=(0.5, 0.8),
+                                          average=('pair', 'score')))
   c.points = ml_collections.ConfigDict({
       '1 scale': dict(num_scales=1),
       'coarse stride': dict(fine=False),
       'literal t=200': dict(merge='literal', threshold=200.0),
+      'literal t=200, score-weighted': dict(merge='literal', threshold=200.0, average='score'),
   })
   return c
