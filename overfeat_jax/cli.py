@@ -1,12 +1,13 @@
 """Runs an absl `main` so that bad input ends in one line on stderr and exit status 2, never a traceback."""
 
 import errno
+import logging as std_logging
 import os
 import sys
 import traceback
 from typing import Callable, NoReturn
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from overfeat_jax.errors import InputError
 
@@ -16,6 +17,31 @@ USER_ERRORS = (InputError, FileNotFoundError, IsADirectoryError, NotADirectoryEr
 # OSErrors about the paths or the disk the user chose (a full disk, a read-only mount, a file in the way).
 USER_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENOTDIR, errno.EEXIST, errno.EACCES,
                          errno.EPERM, errno.ENAMETOOLONG, errno.EFBIG})
+
+
+# Libraries whose INFO lines (orbax's per-save chatter, tfds' build notes) would bury the progress lines.
+_QUIET_LIBRARIES = ('/orbax/', '/tensorflow_datasets/', '/grain/', '/etils/', '/array_record/')
+# Their warnings that every normal run prints: tfds naming each embedded-dataset option set, orbax restoring a
+# checkpoint item that was saved without its own metadata file.
+_EXPECTED_WARNINGS = ('Using custom data configuration', 'Metadata file does not exist')
+
+
+class _LibraryInfoFilter(std_logging.Filter):
+  """Drops the libraries' INFO records, and the tracebacks they attach to their errors (the run's own one-line
+  error says what failed, e.g. a full disk; the library's message line stays)."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    if not any(p in record.pathname for p in _QUIET_LIBRARIES):
+      return True
+    record.exc_info, record.exc_text, record.stack_info = None, None, None
+    if record.levelno == std_logging.WARNING and str(record.msg).startswith(_EXPECTED_WARNINGS):
+      return False
+    return record.levelno >= std_logging.WARNING
+
+
+def quiet_library_info() -> None:
+  """Keeps the libraries' warnings and errors (without tracebacks), drops their INFO lines from the console."""
+  logging.get_absl_handler().addFilter(_LibraryInfoFilter())
 
 
 def _program() -> str:
@@ -106,7 +132,10 @@ def _exit_on_user_error(main: Callable[[list[str]], None]) -> Callable[[list[str
 
 
 def run(main: Callable[[list[str]], None]) -> None:
-  """`absl.app.run(main)`: user errors (bad files, flags, config values, a full disk) -> one line, exit 2."""
+  """`absl.app.run(main)`: user errors (bad files, flags, config values, a full disk) -> one line, exit 2.
+
+  Every CLI keeps the libraries' warnings but not their INFO chatter (`quiet_library_info`)."""
+  quiet_library_info()
   try:
     app.run(_exit_on_user_error(main), flags_parser=parse_flags)
   except SystemExit as e:

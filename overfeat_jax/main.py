@@ -32,8 +32,6 @@ def main(argv: list[str]) -> None:
   from overfeat_jax.parallel import distributed  # pylint: disable=g-import-not-at-top
   distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   from overfeat_jax.train import loop  # pylint: disable=g-import-not-at-top  (after initialize)
-  from overfeat_jax.train.logging import quiet_library_info  # pylint: disable=g-import-not-at-top
-  quiet_library_info()
   results = loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   import jax  # pylint: disable=g-import-not-at-top
   for stage, metrics in results.items():

@@ -3,7 +3,6 @@ atomically written metrics.json. Only process 0 writes anything.
 """
 
 import json
-import logging as std_logging
 import os
 import tempfile
 import time
@@ -11,26 +10,6 @@ from typing import Any, Mapping
 
 import jax
 from absl import logging
-
-
-# Libraries whose INFO lines (orbax's per-save chatter, tfds' build notes) would bury the progress lines.
-_QUIET_LIBRARIES = ('/orbax/', '/tensorflow_datasets/', '/grain/', '/etils/', '/array_record/')
-
-
-class _LibraryInfoFilter(std_logging.Filter):
-  """Drops the libraries' INFO records, and the tracebacks they attach to their errors (the run's own one-line
-  error says what failed, e.g. a full disk; the library's message line stays)."""
-
-  def filter(self, record: std_logging.LogRecord) -> bool:
-    if not any(p in record.pathname for p in _QUIET_LIBRARIES):
-      return True
-    record.exc_info, record.exc_text, record.stack_info = None, None, None
-    return record.levelno >= std_logging.WARNING
-
-
-def quiet_library_info() -> None:
-  """Keeps the libraries' warnings and errors (without tracebacks), drops their INFO lines from the console."""
-  logging.get_absl_handler().addFilter(_LibraryInfoFilter())
 
 
 def format_duration(seconds: float) -> str:
