@@ -27,6 +27,7 @@ from overfeat_jax.inference.merge_reference import merge_boxes_reference
 
 _SIZES = flags.DEFINE_list('sizes', ['100', '500', '2000', '5000'], 'Numbers of boxes N.')
 _SCORE_FN = flags.DEFINE_enum('score_fn', 'overlap', sorted(merge.SCORE_FUNCTIONS), 'Match score.')
+_AVERAGE = flags.DEFINE_enum('average', 'pair', list(merge.AVERAGES), "Merged box: 'pair' mean or 'score'-weighted.")
 _THRESHOLD = flags.DEFINE_float('threshold', 0.6, 'Merge threshold t (0.6 for overlap; ~50 for literal).')
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed runs of the jitted functions after the first call.')
 _BUDGET = flags.DEFINE_float('reference_budget_s', 60.0, 'Seconds allowed to the Python reference per N.')
@@ -62,7 +63,7 @@ def _time_reference(args, budget_s: float):
   while spent < budget_s / 4:
     t0 = time.perf_counter()
     result = merge_boxes_reference(*args, threshold=_THRESHOLD.value, score_fn=_SCORE_FN.value,
-                                   max_merges=limit)
+                                   average=_AVERAGE.value, max_merges=limit)
     spent = time.perf_counter() - t0
     if len(result.pairs) < limit:  # finished before the limit: a complete run
       return result, spent, True
@@ -73,7 +74,7 @@ def _time_reference(args, budget_s: float):
 def bench_one(n: int, rng: np.random.Generator) -> dict:
   boxes, scores, classes, valid = synthetic_boxes(n, rng)
   run = lambda: merge.merge_boxes(boxes, scores, classes, valid, threshold=_THRESHOLD.value,
-                                  score_fn=_SCORE_FN.value)
+                                  score_fn=_SCORE_FN.value, average=_AVERAGE.value)
   got, first, steady = _time(run, _REPEATS.value)
   _, nms_first, nms_steady = _time(lambda: nms.nms(boxes, scores, classes, valid, iou_threshold=0.5),
                                    _REPEATS.value)
@@ -86,7 +87,8 @@ def bench_one(n: int, rng: np.random.Generator) -> dict:
 
 
 def print_table(rows) -> None:
-  print(f'\nscore_fn={_SCORE_FN.value} threshold={_THRESHOLD.value} backend={jax.default_backend()} '
+  print(f'\nscore_fn={_SCORE_FN.value} average={_AVERAGE.value} threshold={_THRESHOLD.value} '
+        f'backend={jax.default_backend()} '
         f'jax={jax.__version__} numpy={np.__version__} python={platform.python_version()}')
   print('| N | merges | jit first call s | jit run s | ms / merge (jit) | reference s (merges timed) '
         '| ms / merge (reference) | speed-up (whole merge) | same sequence | NMS first s | NMS run s |')

@@ -38,10 +38,11 @@ def _box_set(draw):
 
 
 @settings(max_examples=60, deadline=None)
-@given(_box_set(), st.sampled_from(['overlap', 'literal']), st.sampled_from([-1.0, 0.5, 1.0, 50.0, np.inf]))
-def test_merge_conserves_scores_and_stays_inside_the_inputs(data, score_fn, threshold):
+@given(_box_set(), st.sampled_from(['overlap', 'literal']), st.sampled_from([-1.0, 0.5, 1.0, 50.0, np.inf]),
+       st.sampled_from(['pair', 'score']))
+def test_merge_conserves_scores_and_stays_inside_the_inputs(data, score_fn, threshold, average):
   boxes, scores, classes, valid = data
-  out = merge_boxes(boxes, scores, classes, valid, threshold=threshold, score_fn=score_fn)
+  out = merge_boxes(boxes, scores, classes, valid, threshold=threshold, score_fn=score_fn, average=average)
   kept = np.asarray(out.valid)
   assert not (kept & ~valid).any()  # nothing appears from padding
   assert kept.sum() == valid.sum() - int(out.num_merges)
