@@ -6,7 +6,7 @@ or height and therefore zero area: the ops never produce negative areas or NaNs 
 functions broadcast over leading dimensions, so the same code gives elementwise (`[N, 4]` with `[N, 4]`) and
 pairwise (`[N, 1, 4]` with `[1, M, 4]`) results. The operation order is fixed and mirrored by
 `merge_reference.py`, so float32 results agree bit for bit with a sequential implementation: products that
-feed an addition go through `_rounded`, because XLA (on CPU and GPU) otherwise fuses `a * b + c` into one
+feed an addition go through `rounded`, because XLA (on CPU and GPU) otherwise fuses `a * b + c` into one
 fused multiply-add, which rounds once instead of twice and turns exact ties of the greedy merge into 1-ulp
 differences.
 """
@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 
-def _rounded(product: jax.Array) -> jax.Array:
+def rounded(product: jax.Array) -> jax.Array:
   """Returns `product` rounded to float32 on its own, i.e. never contracted into a fused multiply-add.
 
   The select is a no-op for every value (NaN included) but stands between the multiply and the following add,
@@ -34,7 +34,7 @@ def widths_heights(boxes: jax.Array) -> tuple[jax.Array, jax.Array]:
 def area(boxes: jax.Array) -> jax.Array:
   """Area of `boxes [..., 4]` -> `[...]` (0 for empty or inverted boxes)."""
   w, h = widths_heights(boxes)
-  return _rounded(w * h)
+  return rounded(w * h)
 
 
 def centers(boxes: jax.Array) -> jax.Array:
@@ -49,14 +49,14 @@ def center_distance(a: jax.Array, b: jax.Array) -> jax.Array:
   ca, cb = centers(a), centers(b)
   dx = ca[..., 0] - cb[..., 0]
   dy = ca[..., 1] - cb[..., 1]
-  return jnp.sqrt(_rounded(dx * dx) + _rounded(dy * dy))
+  return jnp.sqrt(rounded(dx * dx) + rounded(dy * dy))
 
 
 def intersection(a: jax.Array, b: jax.Array) -> jax.Array:
   """Intersection area of `a [..., 4]` and `b [..., 4]` (broadcasting); 0 when they do not overlap."""
   iw = jnp.maximum(jnp.minimum(a[..., 2], b[..., 2]) - jnp.maximum(a[..., 0], b[..., 0]), 0.0)
   ih = jnp.maximum(jnp.minimum(a[..., 3], b[..., 3]) - jnp.maximum(a[..., 1], b[..., 1]), 0.0)
-  return _rounded(iw * ih)
+  return rounded(iw * ih)
 
 
 def iou(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -78,7 +78,7 @@ def pairwise_iou(a: jax.Array, b: jax.Array) -> jax.Array:
 def diagonal(boxes: jax.Array) -> jax.Array:
   """Length of the diagonal of `boxes [..., 4]` (0 for empty boxes)."""
   w, h = widths_heights(boxes)
-  return jnp.sqrt(_rounded(w * w) + _rounded(h * h))
+  return jnp.sqrt(rounded(w * w) + rounded(h * h))
 
 
 def clip(boxes: jax.Array, height: jax.Array | float, width: jax.Array | float) -> jax.Array:

@@ -121,8 +121,7 @@ def _average(b_i, b_j, s_i, s_j, average: str) -> jax.Array:
   # Bit-identical to the reference: the products are kept out of fused multiply-adds (`box_ops`), and the
   # division is written as a product with the reciprocal, which is what XLA rewrites a division by a
   # broadcast scalar into anyway.
-  rounded = box_ops._rounded  # pylint: disable=protected-access
-  weighted = (rounded(s_i * b_i) + rounded(s_j * b_j)) * (1.0 / jnp.maximum(total, TINY))
+  weighted = (box_ops.rounded(s_i * b_i) + box_ops.rounded(s_j * b_j)) * (1.0 / jnp.maximum(total, TINY))
   return jnp.where(total >= TINY, weighted, pair)
 
 
