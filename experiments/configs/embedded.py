@@ -59,6 +59,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   if arg == 'smoke':  # seconds: a tiny build of the dataset, a narrow net, a few steps
     c.data.options = ml_collections.ConfigDict({'train_size': 64, 'test_size': 16})
     c.model.width_divisor, c.batch_size, c.num_train_steps = 32, 16, 6
+    c.model.dropout_rate = 0.3  # the tests' runs exercise dropout's per-step, sharding-independent noise
     c.eval.batch_size, c.eval.scales = 16, (72, 88)
     c.log_every_steps, c.checkpoint_every_steps = 2, 2
   elif arg:

@@ -15,9 +15,10 @@ def _config(data_dir, **fields):
   return config
 
 
-def test_scale_jitter_wins_over_resize_smaller_and_is_off_by_default(data_dir):
-  assert inputs.train_resize(_config(data_dir)) is None  # the demo's stored 72-px images, no jitter
-  assert inputs.train_resize(_config(data_dir, resize_smaller=80)) == 80
+def test_scale_jitter_wins_over_resize_smaller(data_dir):
+  assert inputs.train_resize(_config(data_dir)) == (64, 120)  # the demo's jitter
+  assert inputs.train_resize(_config(data_dir, scale_jitter=())) is None  # off: the stored 72-px images
+  assert inputs.train_resize(_config(data_dir, resize_smaller=80, scale_jitter=())) == 80
   assert inputs.train_resize(_config(data_dir, resize_smaller=80, scale_jitter=(64, 120))) == (64, 120)
 
 
@@ -29,7 +30,7 @@ def test_jittered_batches_differ_and_boxes_stay_in_the_crop(data_dir):
   real = batch['box_labels'] >= 0
   widths = (batch['boxes'][..., 2] - batch['boxes'][..., 0])[real]
   assert np.all(widths > 0) and np.all(batch['boxes'][real] <= 64)
-  plain = next(inputs.train_iterator(_config(data_dir), source))
+  plain = next(inputs.train_iterator(_config(data_dir, scale_jitter=()), source))
   assert not np.array_equal(plain['image'], batch['image'])
 
 
