@@ -32,19 +32,19 @@ def load_sweep(name: str) -> ml_collections.ConfigDict:
 
 def test_classification_grid_expands_axes_points_and_models():
   sweep = load_sweep('classification_embedded')
-  points = grid.expand(sweep, num_models=2, num_scales=4)
+  points = grid.expand(sweep, num_models=2, num_scales=6)
   dense = [p for p in points if p.view == 'dense' and p.models == (0,) and not p.name]
-  assert len(dense) == 12  # 3 scale counts x coarse/fine x flips off/on
+  assert len(dense) == 16  # 4 scale counts x coarse/fine x flips off/on
   assert {(p.num_scales, p.fine, p.flips) for p in dense} == {
-      (n, f, fl) for n in (1, 2, 4) for f in (False, True) for fl in (False, True)}
+      (n, f, fl) for n in (1, 2, 4, 6) for f in (False, True) for fl in (False, True)}
   # 'each network' at 4 scales duplicates the grid point of network 0: only network 1's point is added.
   assert [p.models for p in points if p.name == 'each network'] == [(1,)]
   assert [p.models for p in points if p.name == 'ensemble'] == [(0, 1)]
   ten = [p for p in points if p.view == 'ten_crop']
   assert {p.models for p in ten} == {(0,), (1,), (0, 1)} and all(p.num_scales == 0 for p in ten)
-  assert len(points) == 18
+  assert len(points) == 22
   # One network: no ensemble rows, no second network.
-  assert all(p.models == (0,) for p in grid.expand(sweep, num_models=1, num_scales=4))
+  assert all(p.models == (0,) for p in grid.expand(sweep, num_models=1, num_scales=6))
   keys = {p.key(('a', 'b'), 'ctx') for p in points}
   assert len(keys) == len(points)
   assert points[0].key(('a', 'b'), 'ctx') != points[0].key(('c', 'b'), 'ctx')  # another checkpoint: recomputed

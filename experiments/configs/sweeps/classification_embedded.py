@@ -3,7 +3,7 @@
   python -m overfeat_jax.sweep --sweep=experiments/configs/sweeps/classification_embedded.py \
       --workdir=/tmp/demo --checkpoints=/tmp/demo_seed1,/tmp/demo_seed2
 
-Axes: the first 1, 2 or 4 of the demo's evaluation scales (72, 88, 104, 120 px), coarse (16 px) vs fine (8 px)
+Axes: the first 1, 2, 4 or 6 of the demo's evaluation scales (80, 96, ..., 160 px), coarse (16 px) vs fine (8 px)
 stride, flips off/on; plus the centre crop, the paper's 10-view crops at the training size, every network
 given, and their ensemble. Add a point by adding an entry to `points` (or a value to a `grid` axis).
 """
@@ -22,7 +22,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.max_examples = 0  # 0 = the whole test split (1000 images)
   c.box = ml_collections.ConfigDict()  # (localization/detection only)
   c.defaults = ml_collections.ConfigDict(dict(models='first', view='dense', num_scales=1, fine=True, flips=True))
-  c.grid = ml_collections.ConfigDict(dict(num_scales=(1, 2, 4), fine=(False, True), flips=(False, True)))
+  c.grid = ml_collections.ConfigDict(dict(num_scales=(1, 2, 4, 6), fine=(False, True), flips=(False, True)))
   c.points = ml_collections.ConfigDict({
       'centre crop': dict(view='center_crop', flips=False),
       '10 views': dict(view='ten_crop', flips=True),
