@@ -160,7 +160,7 @@ def get_config(arg=''):
   c = module.get_config('smoke')
   c.data.data_dir = {data_dir!r}
   c.data.options.test_size = 12
-  c.eval.scales = (72, 80, 88, 96)
+  c.eval.scales = (72, 80, 88, 96, 104, 112)
   return c
 '''
 
@@ -247,7 +247,7 @@ def test_cli_writes_table_and_plot_and_fails_cleanly(sweep_inputs, tmp_path):
   result = subprocess.run(args, capture_output=True, text=True, env=env, cwd=REPO, timeout=500)
   assert result.returncode == 0, result.stderr[-2000:]
   assert os.path.getsize(tmp_path / 'cost.png') > 20_000 and '| Approach |' in (tmp_path / 'table.md').read_text()
-  assert len(json.loads((tmp_path / 'records.json').read_text())) == 14
+  assert len(json.loads((tmp_path / 'records.json').read_text())) == 18  # 16 dense + 10 views + centre crop
   bad = subprocess.run(args[:4] + [f'--workdir={tmp_path}/missing'], capture_output=True, text=True, env=env,
                        cwd=REPO, timeout=120)
   assert bad.returncode == 2 and 'no classification checkpoint' in bad.stderr
