@@ -171,9 +171,9 @@ class TrainIterator:
 
 
 def train_iterator(source: Any, *, global_batch_size: int, crop_size: int,
-                   resize_smaller: int | tuple[int, int] | None, max_boxes: int, seed: int, shuffle: bool = True, num_epochs: int | None = None,
-                   worker_count: int = 0, read_threads: int = 0, shard_index: int | None = None,
-                   shard_count: int | None = None) -> TrainIterator:
+                   resize_smaller: int | tuple[int, int] | None, max_boxes: int, seed: int, shuffle: bool = True,
+                   num_epochs: int | None = None, worker_count: int = 0, read_threads: int = 0,
+                   shard_index: int | None = None, shard_count: int | None = None) -> TrainIterator:
   """Per-host training batches (docs/CONVENTIONS.md batch format), deterministic for `seed` and resumable.
 
   Args:
