@@ -214,11 +214,19 @@ def is_artifact(path: str) -> bool:
   if not os.path.isfile(file):
     return False
   try:
-    with open(file, encoding='utf-8') as f:
-      config = json.load(f)
-  except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+    config = read_json(file, 'config')
+  except InputError:
     return True
   return not (isinstance(config, dict) and 'format' not in config and 'stages' in config)
+
+
+def read_json(file: str, what: str) -> Any:
+  """The JSON value of `file` (`what` it is, for the message); unreadable or malformed: one InputError."""
+  try:
+    with open(file, encoding='utf-8') as f:
+      return json.load(f)
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise InputError(f'cannot read the {what} {file}: it is not valid JSON ({e}).') from None
 
 
 def read_config(path: str) -> dict[str, Any]:
@@ -226,11 +234,7 @@ def read_config(path: str) -> dict[str, Any]:
   file = os.path.join(path, CONFIG_FILE)
   if not os.path.isfile(file):
     raise InputError(f'{path} is not an overfeat_jax artifact (no {CONFIG_FILE}).')
-  try:
-    with open(file) as f:
-      config = json.load(f)
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise InputError(f'{file} is not valid JSON ({e}); the artifact is corrupt.') from None
+  config = read_json(file, 'artifact config (the artifact is corrupt)')
   if not isinstance(config, dict) or config.get('format') != FORMAT_NAME:
     raise InputError(f'{file} is not an overfeat_jax artifact config (format is not {FORMAT_NAME!r}).')
   version = config.get('format_version')

@@ -8,7 +8,6 @@ events; a later stage gets the earlier stage's final parameters. A stage that fi
 
 import contextlib
 import dataclasses
-import json
 import os
 import signal
 import tempfile
@@ -20,6 +19,7 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
+from overfeat_jax.checkpoint import export as export_lib
 from overfeat_jax.checkpoint import manager as ckpt
 from overfeat_jax.errors import InputError
 from overfeat_jax.parallel import mesh as mesh_lib
@@ -130,11 +130,7 @@ def load_config(workdir: str) -> ml_collections.ConfigDict | None:
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.isfile(path):
     return None
-  try:
-    with open(path, encoding='utf-8') as f:
-      data = json.load(f)
-  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-    raise InputError(f'cannot read the training config {path}: {e}') from None
+  data = export_lib.read_json(path, 'training config')
   if not isinstance(data, dict) or 'stages' not in data:
     raise InputError(f'{path} is not a training config (no "stages" field).')
   config = ml_collections.ConfigDict(_tuples(data))
