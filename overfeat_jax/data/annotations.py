@@ -43,6 +43,8 @@ class RawObject:
   ymin: float
   xmax: float
   ymax: float
+  # VOC `<difficult>1` or COCO `iscrowd`: stored apart (`ignore_boxes`), kept out of training and of evaluation.
+  ignore: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,7 +103,7 @@ def parse_voc_xml(source: TextSource, *, name: str = '<xml>') -> RawAnnotation:
     wnid = (obj.findtext('name') or '').strip()
     if any(c is None for c in coords):
       continue
-    objects.append(RawObject(wnid, *coords))
+    objects.append(RawObject(wnid, *coords, ignore=(obj.findtext('difficult') or '').strip() in ('1', 'true')))
   return RawAnnotation(
       filename=(root.findtext('filename') or '').strip() or None,
       width=int(width) if width else None,

@@ -58,14 +58,19 @@ def sorted_wnids() -> list[str]:
   return tfds.core.tfds_path(_LABELS_FILE).read_text().split()
 
 
-def record_features(with_label: bool, label_names: list[str] | None = None) -> tfds.features.FeaturesDict:
-  """The record layout of docs/CONVENTIONS.md (JPEG-encoded image; `label` only for classification data)."""
+def record_features(with_label: bool, label_names: list[str] | None = None,
+                    with_ignored: bool = False) -> tfds.features.FeaturesDict:
+  """The record layout of docs/CONVENTIONS.md (JPEG-encoded image; `label` only for classification data;
+  `ignore_boxes`/`ignore_labels` for own data with VOC difficult or COCO crowd objects)."""
   spec = {
       'image': tfds.features.Image(shape=(None, None, 3), encoding_format='jpeg'),
       'image_id': tfds.features.Text(),
       'boxes': tfds.features.Tensor(shape=(None, 4), dtype=np.float32),
       'box_labels': tfds.features.Tensor(shape=(None,), dtype=np.int64),
   }
+  if with_ignored:
+    spec['ignore_boxes'] = tfds.features.Tensor(shape=(None, 4), dtype=np.float32)
+    spec['ignore_labels'] = tfds.features.Tensor(shape=(None,), dtype=np.int64)
   if with_label:
     spec['label'] = tfds.features.ClassLabel(names=label_names)
   return tfds.features.FeaturesDict(spec)
@@ -73,12 +78,14 @@ def record_features(with_label: bool, label_names: list[str] | None = None) -> t
 
 def make_example(image_id: str, source: images.Source, name: str, annotation: Any,
                  class_index: dict[str, int], smaller_side: int | None,
-                 report: report_lib.BuildReport) -> dict[str, Any] | None:
+                 report: report_lib.BuildReport, with_ignored: bool = False) -> dict[str, Any] | None:
   """Decodes, repairs and encodes one image and its boxes; None (counted) when the image is unusable.
 
   Args:
     annotation: a RawAnnotation, None (no annotation file: kept without boxes, counted) or an InputError (the
       file was unreadable: counted, kept without boxes).
+    with_ignored: also return `ignore_boxes` [K, 4] / `ignore_labels` [K], the objects marked `ignore` (VOC
+      difficult, COCO iscrowd: own-data builders), repaired by the same rules; without it they are dropped.
   """
   try:
     decoded = images.decode(source, name=name, min_size=MIN_IMAGE_SIDE)
@@ -91,17 +98,27 @@ def make_example(image_id: str, source: images.Source, name: str, annotation: An
     report.skip('annotation_unreadable', f'{name}: {annotation}')
   elif annotation is None:
     report.repair('annotation_missing_kept_without_boxes', name)
-  if not isinstance(annotation, annotations.RawAnnotation):
-    boxes, labels = np.zeros((0, 4), np.float32), np.zeros((0,), np.int64)
-  else:
-    boxes, labels, reasons = annotations.to_boxes(annotation, decoded.size, class_index)
-    for reason in reasons:
-      report.repair(reason, name)
+  groups = {'boxes': (), 'ignore_boxes': ()}
+  if isinstance(annotation, annotations.RawAnnotation):
+    groups = {'boxes': tuple(o for o in annotation.objects if not o.ignore),
+              'ignore_boxes': tuple(o for o in annotation.objects if o.ignore)}
   stored = images.encode_for_storage(decoded, smaller_side=smaller_side)
   scale = np.array([stored.scale_x, stored.scale_y] * 2, np.float64)
-  boxes = np.clip(boxes * scale, 0.0, [stored.width, stored.height] * 2).astype(np.float32)
+  example = {'image': stored.data, 'image_id': image_id}
+  for key, label_key in (('boxes', 'box_labels'), ('ignore_boxes', 'ignore_labels')):
+    boxes, labels = np.zeros((0, 4), np.float32), np.zeros((0,), np.int64)
+    if isinstance(annotation, annotations.RawAnnotation) and (key == 'boxes' or groups[key]):
+      boxes, labels, reasons = annotations.to_boxes(
+          dataclasses.replace(annotation, objects=groups[key]), decoded.size, class_index)
+      for reason in reasons:  # the size repairs are counted once, with the main boxes
+        if key == 'boxes' or not reason.startswith('size_'):
+          report.repair(reason, name)
+    example[key] = np.clip(boxes * scale, 0.0, [stored.width, stored.height] * 2).astype(np.float32)
+    example[label_key] = labels
+  if not with_ignored:
+    del example['ignore_boxes'], example['ignore_labels']
   report.keep()
-  return {'image': stored.data, 'image_id': image_id, 'boxes': boxes, 'box_labels': labels}
+  return example
 
 
 def iter_tar(fileobj_or_path: Any, report: report_lib.BuildReport, name: str) -> Iterator[tuple[str, Any]]:
