@@ -11,6 +11,14 @@ Colour rules (documented in docs/data_imagenet.md):
   * 16-/32-bit grayscale (`I;16`, `I`, `F`): scaled to 0..255 by the range of its type, then as grayscale.
   * Anything with transparency (RGBA, LA, PA, palette with a transparent index): composited over WHITE, not
     black: transparent pixels carry arbitrary colours, and a white page is what a viewer shows.
+Truncated JPEGs (the one decode policy, used by the builders, `classify`, `predict` and the training pipeline;
+docs/data_imagenet.md "Truncated JPEGs"): a JPEG whose file ends early is decoded as libjpeg decodes it, i.e.
+as Pillow does with `ImageFile.LOAD_TRUNCATED_IMAGES` (bit-identical, measured), but per call: an end-of-image
+marker is appended to the bytes, so no process-wide flag is touched. libjpeg fills what the data did not reach
+with uniform gray (128); the rows at the bottom that are entirely that gray are the missing rows. An image with
+at most `MAX_MISSING_FRACTION` of its rows missing is kept (repair `truncated_repaired`); one with more is
+refused (reason `truncated`). Other formats that end early are refused (`truncated`).
+EXIF orientation is ignored unless asked for (`exif_transpose=True`): ILSVRC's boxes refer to the stored pixels.
 tfds writes bytes and PIL images without TensorFlow but needs TF for ndarrays (ENV_NOTES section 6), so
 `encode_for_storage` always returns JPEG bytes: the file's own bytes when it already is a valid RGB JPEG and
 is stored unchanged, a re-encoding (quality 95) otherwise.
@@ -22,12 +30,18 @@ import os
 from typing import Union
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from overfeat_jax.errors import InputError
 
 Source = Union[str, os.PathLike, bytes]
 JPEG_QUALITY = 95  # For re-encoded (repaired or resized) images: visually lossless, ~3x smaller than PNG.
+# A truncated JPEG is kept when at most this fraction of its rows is missing (all gray at the bottom): ~1 MCU row
+# (16 px) of a 375-row ImageNet photo is 4 %; half or a third of a file is ~50-65 % missing (docs/data_imagenet.md).
+MAX_MISSING_FRACTION = 0.05
+ORIENTATION_TAG = 0x0112  # EXIF Orientation (1 = as stored, 6 = rotate 90 degrees clockwise to view)
+_EOI = b'\xff\xd9'  # JPEG end-of-image marker
+_FILL = 128  # what libjpeg writes where the entropy-coded data ran out (zero DCT coefficients)
 
 
 class ImageDecodeError(InputError):
@@ -72,7 +86,7 @@ def _read(source: Source, name: str) -> bytes:
   return data
 
 
-def _open(data: bytes, name: str) -> Image.Image:
+def _load(data: bytes, name: str) -> Image.Image:
   try:
     image = Image.open(io.BytesIO(data))
   except Image.DecompressionBombError as e:
@@ -88,6 +102,28 @@ def _open(data: bytes, name: str) -> Image.Image:
       raise ImageDecodeError('truncated', f'image {name} is truncated (the file ends early)') from None
     raise ImageDecodeError('corrupt', f'image {name} is corrupt ({type(e).__name__}: {e})') from None
   return image
+
+
+def missing_rows(image: Image.Image) -> int:
+  """Rows at the bottom of a decoded truncated JPEG that the data never reached: every channel exactly 128."""
+  array = np.asarray(image)
+  gray = (array == _FILL).reshape(array.shape[0], -1).all(axis=1)  # [H]
+  return int(np.cumprod(gray[::-1]).sum())
+
+
+def _open(data: bytes, name: str) -> tuple[Image.Image, tuple[str, ...]]:
+  """Decodes `data`; a truncated JPEG by the module's policy. Returns the image and ('truncated_repaired',) or ()."""
+  try:
+    return _load(data, name), ()
+  except ImageDecodeError as e:
+    if e.reason != 'truncated' or not data.startswith(b'\xff\xd8'):
+      raise
+  image = _load(data + _EOI, name)  # what libjpeg (and LOAD_TRUNCATED_IMAGES) decodes, without a global flag
+  missing, height = missing_rows(image), image.size[1]
+  if missing > MAX_MISSING_FRACTION * height:
+    raise ImageDecodeError('truncated', f'image {name} is truncated: the file ends early and {missing} of its '
+                                        f'{height} rows are missing (at most {MAX_MISSING_FRACTION:.0%} may be)')
+  return image, ('truncated_repaired',)
 
 
 def _white_composite(image: Image.Image) -> Image.Image:
@@ -121,34 +157,51 @@ def _to_rgb(image: Image.Image) -> tuple[Image.Image, tuple[str, ...]]:
   return image.convert('RGB'), (repair.get(mode, f'{mode.lower()}_to_rgb'),)
 
 
-def decode(source: Source, *, name: str | None = None, min_size: int | None = None) -> Decoded:
+def decode(source: Source, *, name: str | None = None, min_size: int | None = None,
+           exif_transpose: bool = False) -> Decoded:
   """Reads and fully decodes an image (path or bytes) into RGB.
 
   Args:
     source: a path, or the file's bytes (e.g. a tar member).
     name: how to call the image in messages and in the `png_named_jpeg` check (defaults to the path).
     min_size: if given, images whose smaller side is below it are rejected (`too_small`).
+    exif_transpose: rotate/mirror by the EXIF orientation tag (repair `exif_transposed` when it changed the
+      image); off by default, since ILSVRC's boxes refer to the stored pixel grid.
 
   Raises:
-    ImageDecodeError (an InputError) with a one-sentence message and a `reason`.
+    ImageDecodeError (an InputError) with a one-sentence message and a `reason`; a truncated JPEG with more
+    than `MAX_MISSING_FRACTION` of its rows missing is `truncated`, one with fewer is kept (`truncated_repaired`).
   """
   name = name or (os.fspath(source) if not isinstance(source, (bytes, bytearray)) else '<bytes>')
   data = _read(source, name)
-  image = _open(data, name)
+  image, repairs = _open(data, name)
+  source_format, source_mode = image.format or 'unknown', image.mode
+  if exif_transpose and image.getexif().get(ORIENTATION_TAG, 1) != 1:
+    image, repairs = ImageOps.exif_transpose(image), repairs + ('exif_transposed',)
   if min_size is not None and min(image.size) < min_size:
     w, h = image.size
     raise ImageDecodeError('too_small', f'image {name} is {w}x{h} pixels, smaller than the minimum side of '
                                         f'{min_size}')
-  source_format, source_mode = image.format or 'unknown', image.mode
-  rgb, repairs = _to_rgb(image)
+  rgb, converted = _to_rgb(image)
+  repairs += converted
   if source_format != 'JPEG' and name.lower().endswith(('.jpeg', '.jpg')):
     repairs = (f'{source_format.lower()}_named_jpeg',) + repairs
   return Decoded(image=rgb, raw=data, source_format=source_format, source_mode=source_mode, repairs=repairs)
 
 
-def load_rgb(source: Source, *, min_size: int | None = None) -> np.ndarray:
+def load_rgb(source: Source, *, min_size: int | None = None, exif_transpose: bool = False) -> np.ndarray:
   """Returns the image as uint8 [H, W, 3] RGB; raises `InputError` (one sentence) on any unusable file."""
-  return np.asarray(decode(source, min_size=min_size).image, dtype=np.uint8)
+  return np.asarray(decode(source, min_size=min_size, exif_transpose=exif_transpose).image, dtype=np.uint8)
+
+
+def decode_bytes(data: bytes, name: str = '<bytes>') -> tuple[np.ndarray, bool]:
+  """The decode policy for encoded bytes (e.g. a tfds record): (uint8 [H, W, 3] RGB, repaired).
+
+  `repaired` is True for a truncated JPEG kept by the policy. Raises `ImageDecodeError` (an InputError) for
+  unusable bytes, including a JPEG with more than `MAX_MISSING_FRACTION` of its rows missing.
+  """
+  decoded = decode(data, name=name)
+  return np.asarray(decoded.image, dtype=np.uint8), 'truncated_repaired' in decoded.repairs
 
 
 def resized_smaller_side(image: Image.Image, size: int) -> Image.Image:
@@ -192,7 +245,8 @@ def encode_for_storage(decoded: Decoded, *, smaller_side: int | None = None,
     image = resized_smaller_side(image, smaller_side)
   w0, h0 = decoded.size
   w, h = image.size
-  keep = image is decoded.image and decoded.source_format == 'JPEG' and decoded.source_mode == 'RGB'
+  keep = (image is decoded.image and decoded.source_format == 'JPEG' and decoded.source_mode == 'RGB'
+          and not decoded.repairs)  # a repaired file's own bytes are what was repaired (truncated, rotated)
   if keep:
     data = decoded.raw
   else:

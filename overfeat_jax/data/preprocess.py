@@ -26,6 +26,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+from overfeat_jax.data import images as images_lib
 from overfeat_jax.errors import InputError
 
 MIN_VISIBLE_FRACTION = 0.3
@@ -112,7 +113,11 @@ def crop_image(image: np.ndarray | bytes, make_crop: Callable[[int, int], Crop])
     drafted = im.draft('RGB', (max(1, int(width * crop.sx)), max(1, int(height * crop.sy))))
     if drafted is not None:
       reduction = width / drafted[1][2]  # Pillow returns (mode, (0, 0, width / scale, height / scale)).
-  return _apply(im, crop, reduction), crop
+  try:
+    return _apply(im, crop, reduction), crop
+  except OSError:  # a truncated (or corrupt) file: the one decode policy keeps it or raises InputError
+    array, _ = images_lib.decode_bytes(image)
+    return _apply(Image.fromarray(array), crop, 1.0), crop
 
 
 def _apply(im: Image.Image, crop: Crop, reduction: float) -> np.ndarray:

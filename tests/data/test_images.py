@@ -132,3 +132,119 @@ def test_resized_smaller_side_property(w, h, size):
   assert min(out.size) == size
   long_in, long_out = max(w, h), max(out.size)
   assert abs(long_out - long_in * size / min(w, h)) <= 0.5 + 1e-9 or long_out == 1
+
+
+# --- truncated JPEGs: the one decode policy (docs/data_imagenet.md "Truncated JPEGs") ----------------------
+def _photo(width=500, height=375, seed=0) -> np.ndarray:
+  """A photo-sized image with texture (smooth waves + noise), so a JPEG cut short loses real scan data."""
+  rng = np.random.default_rng(seed)
+  yy, xx = np.mgrid[0:height, 0:width]
+  waves = np.stack([128 + 100 * np.sin(xx / 23 + c) * np.cos(yy / 17 - c) for c in range(3)], -1)
+  return np.clip(waves + rng.normal(0, 25, (height, width, 3)), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope='module')
+def photo_jpeg():
+  return fx.encode(_photo())
+
+
+def _cut(data: bytes, where: str) -> bytes:
+  return {'20_short': data[:-20], 'half': data[:len(data) // 2], 'third': data[:len(data) // 3]}[where]
+
+
+def test_jpeg_20_bytes_short_is_kept_whole_but_its_last_block_row(photo_jpeg):
+  full = np.asarray(images.decode(photo_jpeg).image)
+  decoded = images.decode(_cut(photo_jpeg, '20_short'), name='x.JPEG')
+  assert decoded.repairs == ('truncated_repaired',) and decoded.size == (500, 375)
+  got = np.asarray(decoded.image)
+  # 4:2:0 JPEG: 16-row MCUs; every MCU row but the last decodes exactly as the whole file does.
+  np.testing.assert_array_equal(got[:375 // 16 * 16 - 1], full[:375 // 16 * 16 - 1])
+  assert images.missing_rows(decoded.image) == 0
+  stored = images.encode_for_storage(decoded)
+  assert stored.reencoded and images.decode(stored.data).repairs == ()  # what tfds stores is a whole JPEG
+
+
+@pytest.mark.parametrize('where,missing', [('half', (150, 220)), ('third', (220, 280))])
+def test_jpeg_cut_at_half_or_a_third_is_refused_naming_the_missing_rows(photo_jpeg, where, missing):
+  with pytest.raises(images.ImageDecodeError) as info:
+    images.decode(_cut(photo_jpeg, where), name='x.JPEG')
+  assert info.value.reason == 'truncated' and 'x.JPEG' in str(info.value)
+  count = int(str(info.value).split(' of its ')[0].rsplit(' ', 1)[1])
+  assert missing[0] <= count <= missing[1], str(info.value)
+
+
+@pytest.mark.parametrize('where', ['20_short', 'half', 'third'])
+def test_per_call_decode_equals_pillow_load_truncated_images_and_leaves_the_flag_alone(photo_jpeg, where):
+  from PIL import ImageFile  # pylint: disable=g-import-not-at-top
+  data = _cut(photo_jpeg, where)
+  old = ImageFile.LOAD_TRUNCATED_IMAGES
+  ImageFile.LOAD_TRUNCATED_IMAGES = True
+  try:
+    reference = np.asarray(Image.open(io.BytesIO(data)).convert('RGB'))
+  finally:
+    ImageFile.LOAD_TRUNCATED_IMAGES = old
+  ours = images._open(data, 'x')[0] if where == '20_short' else images._load(data + b'\xff\xd9', 'x')  # pylint: disable=protected-access
+  np.testing.assert_array_equal(np.asarray(ours.convert('RGB')), reference)
+  assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+
+
+def test_progressive_jpeg_cut_in_its_detail_scans_is_whole_and_kept():
+  source = _photo(seed=1)
+  data = fx.encode(source, progressive=True)
+  decoded = images.decode(data[:len(data) // 2])
+  assert decoded.repairs == ('truncated_repaired',)
+  assert np.abs(np.asarray(decoded.image).astype(int) - source).mean() < 40  # coarser, but every row is there
+
+
+def test_truncated_png_is_refused():
+  data = fx.encode(_photo(120, 90), 'PNG')
+  with pytest.raises(images.ImageDecodeError) as info:
+    images.decode(data[:len(data) * 9 // 10])
+  assert info.value.reason == 'truncated'
+
+
+def test_training_pipeline_uses_the_same_policy(photo_jpeg):
+  from overfeat_jax.data import preprocess  # pylint: disable=g-import-not-at-top
+  view = lambda h, w: preprocess.full_resize(h, w, (64, 64))
+  kept, _ = preprocess.crop_image(_cut(photo_jpeg, '20_short'), view)
+  whole, _ = preprocess.crop_image(photo_jpeg, view)
+  assert kept.shape == (64, 64, 3) and np.abs(kept.astype(int) - whole).mean() < 3
+  with pytest.raises(InputError, match='rows are missing'):
+    preprocess.crop_image(_cut(photo_jpeg, 'half'), view)
+
+
+@pytest.mark.parametrize('where,kept', [('20_short', True), ('half', False)])
+def test_builders_keep_or_skip_and_count(photo_jpeg, where, kept):
+  """CLS-LOC and DET build every record through `imagenet_cls_loc.make_example`."""
+  from overfeat_jax.data import annotations, imagenet_cls_loc, report  # pylint: disable=g-import-not-at-top
+  rep = report.BuildReport('val')
+  ann = annotations.RawAnnotation('x', 500, 375, (annotations.RawObject('n1', 11, 21, 300, 200),))
+  example = imagenet_cls_loc.make_example('x', _cut(photo_jpeg, where), 'x.JPEG', ann, {'n1': 0}, None, rep)
+  if kept:
+    assert rep.repaired['truncated_repaired'] == 1 and rep.kept == 1 and not rep.skipped
+    np.testing.assert_allclose(example['boxes'], [[10, 20, 300, 200]])
+  else:
+    assert example is None and rep.skipped['truncated'] == 1 and rep.kept == 0
+
+
+# --- EXIF orientation -------------------------------------------------------------------------------------
+def exif_jpeg(array: np.ndarray, orientation: int) -> bytes:
+  """A JPEG of `array` (as stored) whose EXIF says how to turn it for viewing (6: 90 degrees clockwise)."""
+  image = Image.fromarray(array)
+  exif = image.getexif()
+  exif[images.ORIENTATION_TAG] = orientation
+  return fx.encode(image, exif=exif.tobytes())
+
+
+def test_exif_orientation_is_ignored_by_default_and_applied_on_request():
+  stored = np.zeros((30, 40, 3), np.uint8)
+  stored[:10, :10] = 255  # a white square at the stored top-left corner
+  data = exif_jpeg(stored, 6)
+  plain = images.decode(data)
+  assert plain.size == (40, 30) and plain.repairs == ()
+  turned = images.decode(data, exif_transpose=True)
+  assert turned.size == (30, 40) and turned.repairs == ('exif_transposed',)
+  corner = np.asarray(turned.image)[:10, -10:].mean()  # rotated 90 degrees clockwise: now at the top right
+  assert corner > 200 and np.asarray(turned.image)[:10, :10].mean() < 50
+  assert images.encode_for_storage(turned).reencoded
+  assert images.decode(fx.encode(stored), exif_transpose=True).repairs == ()  # no tag: nothing to do
