@@ -24,7 +24,7 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir (holds <stage>
 _STAGE = flags.DEFINE_enum('stage', 'classification', list(export_lib.STAGES), 'Which stage to export.')
 _OUTPUT = flags.DEFINE_string('output', None, 'Artifact directory, or release weight file, to write.')
 _FORMAT = flags.DEFINE_enum('format', 'artifact', ['artifact', 'release'], 'artifact: config.json + '
-                            'params.npz; release: the original raw float32 weight layout.')
+                            'params.safetensors; release: the original raw float32 weight layout.')
 _STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
 _CLASS_NAMES = flags.DEFINE_string('class_names', None, 'Text file, one class name per line, in output order.')
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'The training config (optional; see above).')

@@ -1,13 +1,18 @@
-"""Export: trained checkpoint -> artifact -> `load_pretrained` in a fresh process, bit for bit; bad artifacts fail."""
+"""Export: trained checkpoint -> artifact -> `load_pretrained` in a fresh process, bit for bit; the safetensors file
+reads with safetensors.numpy / safetensors.flax alone; version-1 (.npz) artifacts still load; bad artifacts fail."""
 
+import hashlib
 import json
 import os
 import subprocess
 import sys
 import textwrap
 
+import jax
 import numpy as np
 import pytest
+import safetensors.numpy
+from flax import traverse_util
 
 import overfeat_jax
 from overfeat_jax.checkpoint import export as export_lib
@@ -18,9 +23,18 @@ from tests.sweeps import checkpoints
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# Runs in a new interpreter: imports only overfeat_jax, jax and numpy, and checks what else got imported.
-_FRESH = textwrap.dedent('''
+# Refuses the training stack in a new interpreter, as if only numpy, jax, flax and safetensors were installed.
+_BLOCK = textwrap.dedent('''
     import sys
+    class _Refuse:
+      def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('optax', 'orbax', 'tensorflow', 'tensorflow_datasets', 'grain', 'torch'):
+          raise ImportError(f'{name} is blocked: not installed in this test')
+    sys.meta_path.insert(0, _Refuse())
+''')
+
+# Runs in a new interpreter: imports only overfeat_jax, jax and numpy, and checks what else got imported.
+_FRESH = _BLOCK + textwrap.dedent('''
     import numpy as np
     import jax
     import overfeat_jax
@@ -56,7 +70,7 @@ def test_export_then_fresh_process_gives_identical_score_maps(trained, tmp_path)
   out = str(tmp_path / 'artifact')
   line = export_lib.export_workdir(workdir, 'classification', out, 'artifact', None)
   assert 'small/32' in line and 'step 7' in line
-  assert sorted(os.listdir(out)) == ['config.json', 'params.npz']
+  assert sorted(os.listdir(out)) == ['config.json', 'params.safetensors']
   model = OverFeat(get_geometry('small', 32), num_classes=10)
   images = np.random.default_rng(0).integers(0, 256, (2, 80, 104, 3), dtype=np.uint8)  # not the training size
   expected = np.asarray(model.apply({'params': params}, images))
@@ -75,9 +89,66 @@ def test_artifact_has_no_optimizer_state_and_describes_the_network(trained, tmp_
   config, spec, loaded = export_lib.read_artifact(out)
   assert spec == export_lib.NetworkSpec('small', 32, 10)
   assert config['network']['fine_stride'] == 8 and config['class_names'][3] == 'c3'
-  with np.load(os.path.join(out, 'params.npz'), allow_pickle=False) as data:
-    assert all(name.split('/')[0] in ('features', 'classifier') for name in data.files)  # no 'opt_state'
-    assert sum(data[n].size for n in data.files) == config['params']['count']
+  assert config['format_version'] == 2 and config['params']['file'] == 'params.safetensors'
+  data = safetensors.numpy.load_file(os.path.join(out, 'params.safetensors'))
+  assert all(name.split('/')[0] in ('features', 'classifier') for name in data)  # no 'opt_state'
+  assert sum(v.size for v in data.values()) == config['params']['count']
+
+
+# What another project does with the file: no overfeat_jax, only safetensors (+ numpy or jax/flax).
+_FOREIGN = _BLOCK + textwrap.dedent('''
+    import numpy as np
+    from flax import traverse_util
+    from safetensors.flax import load_file as load_flax
+    from safetensors.numpy import load_file as load_numpy
+    file, reference = sys.argv[1], np.load(sys.argv[2], allow_pickle=False)
+    flat = load_numpy(file)
+    assert sorted(flat) == sorted(reference.files), (sorted(flat), reference.files)
+    for name in reference.files:
+      assert flat[name].dtype == np.float32 and np.array_equal(flat[name], reference[name]), name
+    tree = traverse_util.unflatten_dict(load_flax(file), sep='/')
+    kernel = tree['features']['conv1']['kernel']
+    assert type(kernel).__module__.startswith('jax') and np.array_equal(kernel, reference['features/conv1/kernel'])
+    assert not [m for m in sys.modules if m.split('.')[0] == 'overfeat_jax']
+    print('FOREIGN OK', len(flat))
+''')
+
+
+def test_safetensors_file_reads_without_overfeat_jax_in_numpy_and_flax(trained, tmp_path):
+  _, params = trained
+  out = export_lib.write_artifact(str(tmp_path / 'a'), params, export_lib.build_config(
+      export_lib.infer_network(params), stage='classification'))
+  flat = traverse_util.flatten_dict(params, sep='/')
+  assert 'features/conv1/kernel' in flat and 'classifier/fc8/bias' in flat  # the names PyTorch users index by
+  np.savez(tmp_path / 'reference.npz', **{k: np.asarray(v) for k, v in flat.items()})
+  result = _run(['-c', _FOREIGN, os.path.join(out, 'params.safetensors'), str(tmp_path / 'reference.npz')])
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert f'FOREIGN OK {len(flat)}' in result.stdout
+
+
+def _write_version_1(path, params, config):
+  """An artifact exactly as format version 1 wrote it: params.npz (np.savez of the flat names) + config.json."""
+  os.makedirs(path)
+  flat = {k: np.asarray(v, np.float32) for k, v in traverse_util.flatten_dict(params, sep='/').items()}
+  np.savez(os.path.join(path, 'params.npz'), **flat)
+  digest = hashlib.sha256(open(os.path.join(path, 'params.npz'), 'rb').read()).hexdigest()
+  config = {**config, 'format_version': 1,
+            'params': {'file': 'params.npz', 'sha256': digest, 'count': sum(v.size for v in flat.values())}}
+  with open(os.path.join(path, 'config.json'), 'w') as f:
+    json.dump(config, f)
+
+
+def test_version_1_npz_artifacts_still_load(tmp_path):
+  params = checkpoints.make_params(seed=4, regressor_outputs=1)
+  spec = export_lib.infer_network(params)
+  _write_version_1(str(tmp_path / 'v1'), params, export_lib.build_config(spec, stage='localization'))
+  model, backbone, regressor, reg_params = overfeat_jax.load_pretrained(str(tmp_path / 'v1'), with_regressor=True)
+  for got, want in ((backbone, params['backbone']), (reg_params, params['regressor'])):
+    jax.tree.map(np.testing.assert_array_equal, got, want)
+  assert regressor.num_outputs == 1 and model.num_classes == 10
+  # Re-exported, it becomes version 2 with identical arrays.
+  out = export_lib.write_artifact(str(tmp_path / 'v1'), params, export_lib.build_config(spec, stage='localization'))
+  assert sorted(os.listdir(out)) == ['config.json', 'params.safetensors']
 
 
 def test_localization_export_keeps_the_regressor(tmp_path):
@@ -104,7 +175,7 @@ def test_damaged_artifacts_fail_with_one_clear_error(trained, tmp_path, damage, 
   _, params = trained
   out = export_lib.write_artifact(str(tmp_path / 'a'), params, export_lib.build_config(
       export_lib.infer_network(params), stage='classification'))
-  cfg_path, npz = os.path.join(out, 'config.json'), os.path.join(out, 'params.npz')
+  cfg_path, npz = os.path.join(out, 'config.json'), os.path.join(out, 'params.safetensors')
   with open(cfg_path) as f:
     cfg = json.load(f)
   if damage == 'flip_byte':

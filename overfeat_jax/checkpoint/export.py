@@ -2,18 +2,26 @@
 
 Why a separate format from the training checkpoints: a training checkpoint holds the optimizer state, the
 input pipeline position and no description of the network (the config that built it lives elsewhere), and
-reading it needs orbax. An artifact is a directory of two files that need only numpy and flax to use:
+reading it needs orbax. An artifact is a directory of two files that need only numpy (or flax, or PyTorch)
+and the safetensors package to use:
 
-  config.json   {"format": "overfeat_jax.pretrained", "format_version": 1, "network": {...}, "regressor": ...,
-                 "stage", "class_names", "preprocessing", "source", "params": {"file", "sha256", "count"}}
-  params.npz    every parameter as a float32 array named by its tree path ('features/conv1/kernel', ...),
-                read with `np.load(..., allow_pickle=False)`: loading executes no code.
+  config.json         {"format": "overfeat_jax.pretrained", "format_version": 2, "network": {...},
+                       "regressor": ..., "stage", "class_names", "preprocessing", "source",
+                       "params": {"file", "sha256", "count"}}
+  params.safetensors  every parameter as a float32 tensor named by its tree path ('features/conv1/kernel',
+                      ...; `flax.traverse_util.flatten_dict(params, sep='/')`), read with
+                      `safetensors.numpy.load_file` / `safetensors.flax.load_file` / `safetensors.torch.load_file`:
+                      a JSON header and raw little-endian bytes, so loading executes no code.
+
+Format version 1 (written before safetensors) stored the same names in `params.npz`; it is still read
+(`np.load(..., allow_pickle=False)`), so old exports keep loading.
 
 The artifact is written into a temporary sibling directory and renamed into place, so a reader never sees a
 half-written one. `read_artifact` checks the format name, the version, the parameter file's SHA-256 and every
 array's shape against the network the config describes, and raises `InputError` (one sentence) on any mismatch.
 
-This module imports only numpy, jax, flax.linen and `overfeat_jax.models` (no optax, no orbax, no TensorFlow).
+This module imports only numpy, jax, flax, safetensors and `overfeat_jax.models` (no optax, no orbax, no
+TensorFlow).
 """
 
 import dataclasses
@@ -28,6 +36,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import safetensors
+import safetensors.numpy
+from flax import traverse_util
 
 from overfeat_jax.errors import InputError
 from overfeat_jax.models.geometry import GEOMETRIES, get_geometry
@@ -35,8 +46,9 @@ from overfeat_jax.models.heads import BoxRegressor
 from overfeat_jax.models.overfeat import OverFeat
 
 FORMAT_NAME = 'overfeat_jax.pretrained'
-FORMAT_VERSION = 1
-CONFIG_FILE, PARAMS_FILE = 'config.json', 'params.npz'
+FORMAT_VERSION = 2  # 2: params.safetensors; 1: params.npz (still read)
+READ_VERSIONS = (1, 2)
+CONFIG_FILE, PARAMS_FILE, LEGACY_PARAMS_FILE = 'config.json', 'params.safetensors', 'params.npz'
 STAGES = ('classification', 'localization', 'detection')
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
@@ -126,22 +138,9 @@ def infer_network(params: Any, dtype: str = 'float32') -> NetworkSpec:
 
 
 def flatten(params: Any) -> dict[str, np.ndarray]:
-  """{'features/conv1/kernel': float32 array, ...}: the tree as named arrays (npz keys)."""
-  flat = {}
-  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-    flat['/'.join(p.key for p in path)] = np.asarray(jax.device_get(leaf), dtype=np.float32)
-  return flat
-
-
-def unflatten(flat: dict[str, np.ndarray]) -> dict[str, Any]:
-  tree: dict[str, Any] = {}
-  for name, value in flat.items():
-    *scopes, leaf = name.split('/')
-    node = tree
-    for s in scopes:
-      node = node.setdefault(s, {})
-    node[leaf] = value
-  return tree
+  """{'features/conv1/kernel': contiguous float32 array, ...}: the tree as named tensors (the file's keys)."""
+  return {name: np.ascontiguousarray(jax.device_get(leaf), dtype=np.float32)
+          for name, leaf in traverse_util.flatten_dict(params, sep='/').items()}
 
 
 def _sha256(path: str) -> str:
@@ -187,7 +186,8 @@ def write_artifact(path: str, params: Any, config: dict[str, Any]) -> str:
   tmp = tempfile.mkdtemp(prefix=f'.{os.path.basename(path)}.tmp-', dir=parent)
   try:
     flat = flatten(params)
-    np.savez(os.path.join(tmp, PARAMS_FILE), **flat)
+    safetensors.numpy.save_file(flat, os.path.join(tmp, PARAMS_FILE),
+                                metadata={'format': FORMAT_NAME, 'format_version': str(FORMAT_VERSION)})
     config = {**config, 'params': {'file': PARAMS_FILE, 'sha256': _sha256(os.path.join(tmp, PARAMS_FILE)),
                                    'count': int(sum(v.size for v in flat.values()))}}
     with open(os.path.join(tmp, CONFIG_FILE), 'w') as f:
@@ -238,9 +238,9 @@ def read_config(path: str) -> dict[str, Any]:
   if not isinstance(config, dict) or config.get('format') != FORMAT_NAME:
     raise InputError(f'{file} is not an overfeat_jax artifact config (format is not {FORMAT_NAME!r}).')
   version = config.get('format_version')
-  if version != FORMAT_VERSION:
-    raise InputError(f'{path} has artifact format version {version!r}; this overfeat_jax reads version '
-                     f'{FORMAT_VERSION} only (export it again, or use a matching overfeat_jax).')
+  if version not in READ_VERSIONS:
+    raise InputError(f'{path} has artifact format version {version!r}; this overfeat_jax reads versions '
+                     f'{READ_VERSIONS} (export it again, or use a matching overfeat_jax).')
   return config
 
 
@@ -255,16 +255,20 @@ def spec_of(config: dict[str, Any]) -> NetworkSpec:
 
 
 def _load_arrays(path: str, config: dict[str, Any]) -> dict[str, np.ndarray]:
+  """The named arrays of a checked artifact: params.safetensors (version 2) or params.npz (version 1)."""
   entry = config.get('params') or {}
-  file = os.path.join(path, str(entry.get('file', PARAMS_FILE)))
+  legacy = config['format_version'] == 1
+  file = os.path.join(path, LEGACY_PARAMS_FILE if legacy else PARAMS_FILE)  # never a path taken from the JSON
   if not os.path.isfile(file):
     raise InputError(f'{file} is missing; the artifact is incomplete.')
   if _sha256(file) != entry.get('sha256'):
     raise InputError(f'{file} does not match the checksum in {CONFIG_FILE}; the artifact is corrupt.')
   try:
+    if not legacy:
+      return safetensors.numpy.load_file(file)
     with np.load(file, allow_pickle=False) as data:
       return {name: data[name] for name in data.files}
-  except (zipfile.BadZipFile, ValueError, OSError) as e:
+  except (safetensors.SafetensorError, zipfile.BadZipFile, ValueError, OSError) as e:
     raise InputError(f'{file} cannot be read ({e}); the artifact is corrupt.') from None
 
 
@@ -272,10 +276,13 @@ def read_artifact(path: str) -> tuple[dict[str, Any], NetworkSpec, dict[str, Any
   """(config, network spec, params as numpy arrays) of an artifact directory, every shape checked."""
   config = read_config(path)
   spec = spec_of(config)
-  params = unflatten(_load_arrays(path, config))
+  arrays = _load_arrays(path, config)
+  try:
+    params = traverse_util.unflatten_dict(arrays, sep='/')
+  except (ValueError, TypeError, KeyError, AttributeError):  # a name that is both a leaf and a scope
+    params = None
   want = jax.tree.map(lambda s: tuple(s.shape), abstract_params(spec))
-  got = jax.tree.map(np.shape, params)
-  if got != want:
+  if params is None or jax.tree.map(np.shape, params) != want:
     raise InputError(f'{path}: the parameters do not match the network in {CONFIG_FILE}; the artifact is '
                      'corrupt or was edited.')
   return config, spec, params
