@@ -5,6 +5,8 @@ r"""Builds one of the project's tfds datasets from local files (no network) and 
   python -m overfeat_jax.data.build --dataset=ilsvrc2014_det --manual_dir=/data/ILSVRC2014 \
       --data_dir=/data/tfds
   python -m overfeat_jax.data.build --dataset=embedded --data_dir=/data/tfds --config=cls_loc
+  python -m overfeat_jax.data.build --dataset=voc_folder --manual_dir=/data/my_photos --name=my_photos \
+      --data_dir=/data/tfds            # also coco_json and image_folder: docs/own_data.md
 
 Why a CLI of our own: `tfds build` would need the dataset module path and tries the network (GCS); this one
 pins `file_format=array_record` (readable without TensorFlow), checks the paths first (one-line error, exit 2)
@@ -12,6 +14,7 @@ and shows what was skipped or repaired.
 """
 
 import os
+import re
 from typing import Callable
 
 from absl import flags
@@ -37,12 +40,32 @@ def _embedded() -> type:
   return embedded.Embedded
 
 
+def _voc() -> type:
+  from overfeat_jax.data import voc_folder
+  return voc_folder.VocFolder
+
+
+def _coco() -> type:
+  from overfeat_jax.data import coco_json
+  return coco_json.CocoJson
+
+
+def _image_folder() -> type:
+  from overfeat_jax.data import image_folder
+  return image_folder.ImageFolder
+
+
 # name -> (builder class loader, needs manual_dir, default config)
 DATASETS: dict[str, tuple[Callable[[], type], bool, str | None]] = {
     'ilsvrc2012_cls_loc': (_cls_loc, True, 'resized256'),
     'ilsvrc2014_det': (_det, True, 'resized256'),
     'embedded': (_embedded, False, None),
+    'voc_folder': (_voc, True, None),
+    'coco_json': (_coco, True, None),
+    'image_folder': (_image_folder, True, None),
 }
+# The own-data builders (docs/own_data.md): configured by --name, --smaller_side and --classes, not --config.
+OWN_DATA = ('voc_folder', 'coco_json', 'image_folder')
 
 _DATASET = flags.DEFINE_enum('dataset', None, list(DATASETS), 'Which dataset to build.')
 _MANUAL_DIR = flags.DEFINE_string('manual_dir', None,
@@ -50,6 +73,13 @@ _MANUAL_DIR = flags.DEFINE_string('manual_dir', None,
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'tfds data_dir to write the dataset into.')
 _CONFIG = flags.DEFINE_string('config', None, 'Builder config: resized256 | original (ImageNet; default '
                               'resized256), or the embedded view. Default: the dataset\'s default.')
+_NAME = flags.DEFINE_string('name', None, 'Own data (voc_folder, coco_json, image_folder): the dataset\'s name '
+                            '(lower case, digits, _); default: the folder\'s name. Train with '
+                            '--config.data.name=<dataset>/<name>.')
+_SMALLER_SIDE = flags.DEFINE_integer('smaller_side', 256, 'Own data: store images with this smaller side '
+                                     '(boxes scaled); 0 keeps the original size.', lower_bound=0)
+_CLASSES = flags.DEFINE_string('classes', None, 'Own data (voc_folder, image_folder): a file with one class name '
+                               'per line, in label order; default: the names found, sorted.')
 
 
 def _check_manual_dir(manual_dir: str | None) -> str:
@@ -62,16 +92,32 @@ def _check_manual_dir(manual_dir: str | None) -> str:
   return os.path.abspath(manual_dir)
 
 
-def build(dataset: str, data_dir: str, manual_dir: str | None = None, config: str | None = None
+def own_data_name(manual_dir: str) -> str:
+  """A dataset name from a folder's name: lower case, runs of other characters as `_`."""
+  name = re.sub(r'[^a-z0-9]+', '_', os.path.basename(os.path.abspath(manual_dir)).lower()).strip('_')
+  return name if name[:1].isalpha() else f'data_{name}'
+
+
+def build(dataset: str, data_dir: str, manual_dir: str | None = None, config: str | None = None, *,
+          name: str | None = None, smaller_side: int = 256, classes: str | None = None
           ) -> tfds.core.DatasetBuilder:
-  """Builds (or finds already built) `dataset` in `data_dir` and returns the prepared builder."""
+  """Builds (or finds already built) `dataset` in `data_dir` and returns the prepared builder.
+
+  `name`, `smaller_side` (0: original size) and `classes` configure the own-data builders (OWN_DATA), whose
+  records go to `data_dir/<dataset>/<name>/`; the other datasets take `config`.
+  """
   if dataset not in DATASETS:
     raise InputError(f'unknown dataset {dataset!r}; choose one of {", ".join(DATASETS)}')
   loader, needs_manual, default_config = DATASETS[dataset]
   cls = loader()
   config = config or default_config
+  if dataset in OWN_DATA:
+    from overfeat_jax.data import folders  # pylint: disable=g-import-not-at-top
+    if config is not None:
+      raise InputError(f'{dataset} takes --name, --smaller_side and --classes, not --config')
+    config = folders.make_config(name or own_data_name(_check_manual_dir(manual_dir)), smaller_side, classes)
   names = [c.name for c in cls.BUILDER_CONFIGS]
-  if config is not None and config not in names:
+  if isinstance(config, str) and config not in names:
     raise InputError(f'--config {config!r} is not a config of {dataset}; choose one of {", ".join(names)}')
   download_config = tfds.download.DownloadConfig(
       manual_dir=_check_manual_dir(manual_dir) if needs_manual else None, try_download_gcs=False)
@@ -101,7 +147,8 @@ def main(argv: list[str]) -> None:
     raise InputError(f'unexpected arguments: {" ".join(argv[1:])}')
   if not _DATASET.value or not _DATA_DIR.value:
     raise InputError('--dataset and --data_dir are required')
-  builder = build(_DATASET.value, _DATA_DIR.value, _MANUAL_DIR.value, _CONFIG.value)
+  builder = build(_DATASET.value, _DATA_DIR.value, _MANUAL_DIR.value, _CONFIG.value, name=_NAME.value,
+                  smaller_side=_SMALLER_SIDE.value, classes=_CLASSES.value)
   print('\n'.join(summary(os.fspath(builder.data_dir))))
 
 

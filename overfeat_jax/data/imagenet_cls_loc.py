@@ -78,7 +78,8 @@ def record_features(with_label: bool, label_names: list[str] | None = None,
 
 def make_example(image_id: str, source: images.Source, name: str, annotation: Any,
                  class_index: dict[str, int], smaller_side: int | None,
-                 report: report_lib.BuildReport, with_ignored: bool = False) -> dict[str, Any] | None:
+                 report: report_lib.BuildReport, with_ignored: bool = False,
+                 boxes_expected: bool = True) -> dict[str, Any] | None:
   """Decodes, repairs and encodes one image and its boxes; None (counted) when the image is unusable.
 
   Args:
@@ -86,6 +87,7 @@ def make_example(image_id: str, source: images.Source, name: str, annotation: An
       file was unreadable: counted, kept without boxes).
     with_ignored: also return `ignore_boxes` [K, 4] / `ignore_labels` [K], the objects marked `ignore` (VOC
       difficult, COCO iscrowd: own-data builders), repaired by the same rules; without it they are dropped.
+    boxes_expected: False for classification-only data (class folders): no annotation is not a repair.
   """
   try:
     decoded = images.decode(source, name=name, min_size=MIN_IMAGE_SIDE)
@@ -96,7 +98,7 @@ def make_example(image_id: str, source: images.Source, name: str, annotation: An
     report.repair(reason, name)
   if isinstance(annotation, InputError):  # counted once, as a skipped annotation; the image is kept
     report.skip('annotation_unreadable', f'{name}: {annotation}')
-  elif annotation is None:
+  elif annotation is None and boxes_expected:
     report.repair('annotation_missing_kept_without_boxes', name)
   groups = {'boxes': (), 'ignore_boxes': ()}
   if isinstance(annotation, annotations.RawAnnotation):

@@ -27,6 +27,7 @@ from overfeat_jax.errors import InputError
 
 EMBEDDED = {'embedded_cls_loc': 'cls_loc', 'embedded_det': 'det'}
 IMAGENET = ('ilsvrc2012_cls_loc', 'ilsvrc2014_det')
+OWN_DATA = ('voc_folder', 'coco_json', 'image_folder')  # '<builder>/<name>', docs/own_data.md
 
 
 def open_source(name: str, split: str, *, data_dir: str, decode_images: bool = False,
@@ -36,7 +37,8 @@ def open_source(name: str, split: str, *, data_dir: str, decode_images: bool = F
   Args:
     name: 'embedded_cls_loc' / 'embedded_det' (built on demand, with `embedded_options`), or
       'ilsvrc2012_cls_loc' / 'ilsvrc2014_det', optionally with a config ('ilsvrc2012_cls_loc/resized256'),
-      built beforehand with `python -m overfeat_jax.data.build` (docs/data_imagenet.md).
+      built beforehand with `python -m overfeat_jax.data.build` (docs/data_imagenet.md); or own data,
+      'voc_folder/NAME', 'coco_json/NAME', 'image_folder/NAME' (built the same way, docs/own_data.md).
     split: e.g. 'train', 'test', 'validation'.
     data_dir: the tfds data directory.
     decode_images: False (default) leaves `image` as encoded bytes, so the preprocessing can decode at
@@ -47,9 +49,10 @@ def open_source(name: str, split: str, *, data_dir: str, decode_images: bool = F
     from overfeat_jax.data import embedded  # pylint: disable=g-import-not-at-top
     builder = embedded.build_embedded(data_dir, EMBEDDED[name], **embedded_options)
     return _as_source(builder, split, decoders)
-  if name.split('/')[0] not in IMAGENET:
+  if name.split('/')[0] not in IMAGENET + OWN_DATA:
     raise InputError(f'Unknown dataset {name!r}; expected one of {sorted(EMBEDDED) + list(IMAGENET)} '
-                     '(ImageNet names may carry a config, e.g. ilsvrc2012_cls_loc/resized256).')
+                     '(ImageNet names may carry a config, e.g. ilsvrc2012_cls_loc/resized256) or '
+                     f'{"/NAME, ".join(OWN_DATA)}/NAME.')
   try:
     return tfds.data_source(name, split=split, data_dir=data_dir, decoders=decoders, download=False)
   except Exception as e:  # tfds raises several types for a missing build.
@@ -124,16 +127,30 @@ class _KeyedSource:
     return {'record': self._source[index], 'epoch': epoch, 'index': index}
 
 
-class _TrainTransform(grain.MapTransform):
-  """Record -> training example (crop, flip, boxes), seeded by (seed, epoch, index)."""
+class _TrainBatcher:
+  """`grain.Batch`'s batch_fn: keyed records -> one training batch built in place (`preprocess.train_batch`),
+  record i seeded by (seed, epoch, index).
+
+  Why a batch function and not a per-record MapTransform followed by grain's stack: the per-record path paid
+  grain's per-record map machinery, a 20 MB `np.stack` per batch of 128 at 231 px and a box transform per
+  record; together they cost as much as a third of the decode (docs/data_pipeline.md). In a worker process
+  grain asks for shared-memory output (`enable_shared_memory_output`): the image buffer is then allocated in
+  shared memory, so the batch reaches the trainer without being pickled.
+  """
 
   def __init__(self, seed: int, crop_size: int, resize_smaller: int | tuple[int, int] | None, max_boxes: int):
     self._seed, self._crop, self._resize, self._max_boxes = seed, crop_size, resize_smaller, max_boxes
+    self._shared_memory = False
 
-  def map(self, element: dict) -> dict:
-    rng = preprocess.example_rng(self._seed, element['epoch'], element['index'])
-    return preprocess.train_example(element['record'], rng, crop_size=self._crop,
-                                    resize_smaller=self._resize, max_boxes=self._max_boxes)
+  def enable_shared_memory_output(self) -> None:
+    self._shared_memory = True
+
+  def __call__(self, elements: Sequence[dict]) -> dict[str, np.ndarray]:
+    shape = (len(elements), self._crop, self._crop, 3)
+    out = grain.SharedMemoryArray(shape, np.uint8) if self._shared_memory else np.empty(shape, np.uint8)
+    rngs = [preprocess.example_rng(self._seed, e['epoch'], e['index']) for e in elements]
+    return preprocess.train_batch([e['record'] for e in elements], rngs, crop_size=self._crop,
+                                  resize_smaller=self._resize, max_boxes=self._max_boxes, out=out)
 
 
 def _shard_options(shard_index: int | None, shard_count: int | None) -> grain.ShardOptions:
@@ -202,8 +219,8 @@ def train_iterator(source: Any, *, global_batch_size: int, crop_size: int,
   sampler = _EpochSampler(len(source), shard, shuffle, num_epochs, seed)
   loader = grain.DataLoader(
       data_source=_KeyedSource(source), sampler=sampler, worker_count=worker_count, shard_options=shard,
-      operations=[_TrainTransform(seed, crop_size, resize_smaller, max_boxes),
-                  grain.Batch(global_batch_size // shard.shard_count, drop_remainder=True)],
+      operations=[grain.Batch(global_batch_size // shard.shard_count, drop_remainder=True,
+                              batch_fn=_TrainBatcher(seed, crop_size, resize_smaller, max_boxes))],
       read_options=grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=4 * read_threads))
   return TrainIterator(loader)
 

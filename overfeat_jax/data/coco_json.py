@@ -1,0 +1,185 @@
+"""tfds builder `coco_json`: photos labelled in a COCO instances file (most labelling tools export it).
+
+  python -m overfeat_jax.data.build --dataset=coco_json --manual_dir=/data/my_coco --name=my_coco \
+      --data_dir=/data/tfds [--smaller_side=256]
+
+Layout: one or more instances files (`*.json` in the folder, in `annotations/`, or in a split folder as
+Roboflow writes `train/_annotations.coco.json`). The split comes from the file or folder name (`train`,
+`val`/`valid`, `test`, digits allowed: `instances_val2017.json`); a single file without one is split by
+file-name hash (`folders.hash_split`: 80 % train, 20 % validation). An image's `file_name` is looked up
+next to its instances file, in `images/` there, in the folder, in `images/` of the folder and in the
+folder's sub-folders named after the split (`train2017/`).
+
+Boxes: `bbox = [x, y, w, h]` in continuous pixels becomes `(x, y, x + w, y + h)` (docs/CONVENTIONS.md);
+`iscrowd: 1` boxes go to `ignore_boxes` (kept out of training). Classes: the categories some annotation uses,
+re-indexed densely by increasing id; `metadata.json` holds `class_names` and `category_ids` (label i is
+category `category_ids[i]`). Images without annotations are kept (COCO lists labelled negatives).
+Skipped or repaired, and counted in `build_report.json`: a missing image file (`image_missing`), two images
+with one `id` (`duplicate_image_id`) or one `file_name` (`duplicate_file_name`), an annotation of an unknown
+image (`annotation_unknown_image`), a bbox that is not 4 numbers (`box_malformed_dropped`), an unknown
+category (`box_unknown_synset_dropped`), and `annotations.to_boxes`' repairs (outside the image: clipped;
+zero area: dropped; `width`/`height` different from the file: rescaled).
+"""
+
+import collections
+import json
+import os
+from typing import Any
+
+from etils import epath
+
+from overfeat_jax.data import annotations
+from overfeat_jax.data import folders
+from overfeat_jax.errors import InputError
+
+
+def find_instance_files(root: str) -> list[str]:
+  """The COCO instances files under `root` (depth <= 2), sorted; files without `images` are left out."""
+  found = []
+  for dirpath, dirnames, filenames in os.walk(root):
+    depth = os.path.relpath(dirpath, root).count(os.sep) + (dirpath != root)
+    if depth >= 2:
+      dirnames[:] = []
+    for name in filenames:
+      if name.lower().endswith('.json') and name != 'metadata.json':
+        found.append(os.path.join(dirpath, name))
+  return [p for p in sorted(found) if _is_instances(p)]
+
+
+def _is_instances(path: str) -> bool:
+  try:
+    with open(path, encoding='utf-8') as f:
+      data = json.load(f)
+  except (OSError, ValueError):
+    return False
+  return isinstance(data, dict) and isinstance(data.get('images'), list)
+
+
+def load(path: str) -> dict[str, Any]:
+  """An instances file as a dict with `images`, `annotations` and `categories` lists."""
+  try:
+    with open(path, encoding='utf-8') as f:
+      data = json.load(f)
+  except ValueError as e:
+    raise InputError(f'{path} is not valid JSON ({e})') from None
+  if not isinstance(data, dict) or not all(isinstance(data.get(k, []), list)
+                                           for k in ('images', 'annotations', 'categories')):
+    raise InputError(f'{path} is not a COCO instances file (images, annotations, categories lists)')
+  return {k: data.get(k, []) for k in ('images', 'annotations', 'categories')}
+
+
+def split_for_file(path: str, root: str, count: int) -> str | None:
+  """The split an instances file states by its name or its folder's; None: split its images by hash."""
+  split = folders.split_of(path)
+  if split is None and os.path.dirname(path) != root:
+    split = folders.split_of(os.path.dirname(path))
+  if split is None and count > 1:
+    raise InputError(f'{count} instances files in {root}, and {path} names no split (train, val, test)')
+  return split
+
+
+def _image_dirs(path: str, root: str, split: str | None) -> list[str]:
+  here = os.path.dirname(path)
+  dirs = [here, os.path.join(here, 'images'), root, os.path.join(root, 'images')]
+  if split is not None:
+    dirs += [os.path.join(root, d) for d in sorted(os.listdir(root)) if folders.split_of(d) == split]
+  return list(dict.fromkeys(dirs))
+
+
+def _raw_object(ann: dict, ids: set[int]) -> annotations.RawObject | str:
+  """The annotation as a RawObject (1-based inclusive, as `to_boxes` reads), or the reason it is dropped."""
+  bbox = ann.get('bbox')
+  if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
+    return 'box_malformed_dropped'
+  try:
+    x, y, w, h = (float(v) for v in bbox)
+  except (TypeError, ValueError):
+    return 'box_malformed_dropped'
+  category = ann.get('category_id')
+  key = str(category) if category in ids else f'unknown category {category}'
+  return annotations.RawObject(key, x + 1.0, y + 1.0, x + w, y + h, ignore=bool(ann.get('iscrowd', 0)))
+
+
+def _size(entry: dict, key: str) -> int | None:
+  value = entry.get(key)
+  return int(value) if isinstance(value, (int, float)) and value > 0 else None
+
+
+def scan_file(path: str, root: str, split: str | None, ids: set[int], reports: folders.Reports,
+              items: dict[str, list[folders.Item]]) -> None:
+  """Adds the usable images of one instances file to `items` (by split); counts what it skips."""
+  data = load(path)
+  by_image: dict[Any, list[dict]] = collections.defaultdict(list)
+  for ann in data['annotations']:
+    if isinstance(ann, dict):
+      by_image[ann.get('image_id')].append(ann)
+  dirs = _image_dirs(path, root, split)
+  seen_ids, seen_names = set(), set()
+  for entry in data['images']:
+    name = str(entry.get('file_name', '')) if isinstance(entry, dict) else ''
+    where = split or folders.hash_split(name)
+    if not name or entry.get('id') in seen_ids:
+      reports[where].skip('duplicate_image_id' if name else 'image_without_file_name', f'{path}: {entry}'[:200])
+      continue
+    seen_ids.add(entry['id'])
+    if name in seen_names:
+      reports[where].skip('duplicate_file_name', f'{path}: {name}')
+      continue
+    seen_names.add(name)
+    image = next((os.path.join(d, name) for d in dirs if os.path.isfile(os.path.join(d, name))), None)
+    if image is None:
+      reports[where].skip('image_missing', f'{path}: {name}')
+      continue
+    objects = []
+    for ann in by_image.pop(entry['id'], []):
+      obj = _raw_object(ann, ids)
+      if isinstance(obj, str):
+        reports[where].repair(obj, name)
+      else:
+        objects.append(obj)
+    raw = annotations.RawAnnotation(name, _size(entry, 'width'), _size(entry, 'height'), tuple(objects))
+    items.setdefault(where, []).append(folders.Item(os.path.splitext(name)[0], image, raw))
+  for image_id, anns in by_image.items():
+    for _ in anns:
+      reports[split or 'train'].skip('annotation_unknown_image', f'{path}: image_id {image_id}')
+
+
+def categories(files: list[str]) -> tuple[list[int], dict[int, str]]:
+  """(ids some annotation uses, sorted; {id: name}) over every instances file (the first name of an id wins)."""
+  names, used = {}, set()
+  for path in files:
+    data = load(path)
+    for cat in data['categories']:
+      if isinstance(cat, dict) and isinstance(cat.get('id'), int):
+        names.setdefault(cat['id'], str(cat.get('name', cat['id'])))
+    used.update(a.get('category_id') for a in data['annotations'] if isinstance(a, dict))
+  return sorted(i for i in names if i in used), names
+
+
+def scan(root: str, reports: folders.Reports) -> tuple[dict[str, list[folders.Item]], list[str], dict]:
+  """The items of each split, the class keys (category ids as str, label order) and metadata (with the
+  `class_names`, which replace the keys in metadata.json)."""
+  files = find_instance_files(root)
+  if not files:
+    raise InputError(f'{root} holds no COCO instances file (*.json with an "images" list)')
+  ids, names = categories(files)
+  items: dict[str, list[folders.Item]] = {}
+  for path in files:
+    scan_file(path, root, split_for_file(path, root, len(files)), set(ids), reports, items)
+  unused = sorted(set(names) - set(ids))
+  metadata = {'category_ids': ids, 'class_names': [names[i] for i in ids],
+              'instances_files': [os.path.relpath(p, root) for p in files],
+              'unused_category_ids': unused}
+  return items, [str(i) for i in ids], metadata
+
+
+class CocoJson(folders.FolderBuilder):
+  """A COCO instances file and its photos as detection records (module docstring); `--name` names the config."""
+
+  code_path = epath.Path(__file__)
+  MANUAL_DOWNLOAD_INSTRUCTIONS = 'Point manual_dir at the folder holding the instances JSON and the images.'
+
+  def _scan(self, root: str, reports: folders.Reports) -> tuple[dict, list[str], dict]:
+    if self.builder_config.classes_file:
+      raise InputError('coco_json takes its classes from the categories of the instances file, not --classes')
+    return scan(root, reports)
