@@ -248,6 +248,10 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
   # Cross-process collectives of the CPU backend; gloo is jax 0.10's default, explicit for clarity. It only
   # concerns the CPU client, so it is harmless on GPU and TPU hosts.
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  # SIGTERM stays ours: jax's preemption notifier would install a handler that only sets a flag (polled once a
+  # second), so a SIGTERM during start-up or compilation would neither stop nor save. Outside the training
+  # loop SIGTERM ends the process at once; inside it every host stops at the same step (train/loop.Preemption).
+  jax.config.update('jax_enable_preemption_service', False)
   logging.info('Starting jax.distributed from %s: %s', spec.source, spec)
   jax.distributed.initialize(initialization_timeout=initialization_timeout, **spec.initialize_kwargs())
   logging.info('jax.distributed ready: process %d of %d, %d local of %d global devices.',

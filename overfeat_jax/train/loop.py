@@ -17,7 +17,6 @@ from typing import Any, Callable
 import jax
 import ml_collections
 import numpy as np
-from jax.experimental import multihost_utils
 
 from overfeat_jax.checkpoint import export as export_lib
 from overfeat_jax.checkpoint import manager as ckpt
@@ -64,28 +63,48 @@ def checkpoint_writes(manager: Any):
 
 
 class Preemption:
-  """SIGTERM sets a flag; the loop saves at the next step boundary and returns (exit status 0)."""
+  """SIGTERM during the training loop: every process saves the same step and returns (exit status 0).
 
-  def __init__(self):
+  The handler only sets a flag. One process reads it after every step. Several processes: after every step
+  each adds its flag to a one-integer all-reduce over the mesh (`any_process`), dispatched behind the step and
+  read one step later, so the read never stalls the device and every process sees the same value at the same
+  step: a SIGTERM to any one host stops all of them at most two steps later. Outside this context SIGTERM
+  keeps its default action, ending the process at once as a kill would (start-up, dataset build, compilation,
+  evaluation); jax's own preemption notifier, which turns SIGTERM into a flag polled once a second and read
+  only through `reached_preemption_sync_point`, is switched off (`parallel.distributed.initialize`).
+  """
+
+  def __init__(self, mesh: Any):
     self.requested = False
     self._previous = None
+    self._any = any_process(mesh) if jax.process_count() > 1 else None
+    self._pending = None
 
   def __enter__(self) -> 'Preemption':
     self._previous = signal.signal(signal.SIGTERM, self._handle)
     return self
 
   def __exit__(self, *exc) -> None:
-    signal.signal(signal.SIGTERM, self._previous)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL if self._previous is None else self._previous)
 
   def _handle(self, signum, frame) -> None:
     del signum, frame
     self.requested = True
 
-  def agreed(self, sync: bool) -> bool:
-    """The flag, OR-ed over processes when `sync` (all must stop at the same step)."""
-    if jax.process_count() == 1 or not sync:
-      return self.requested and jax.process_count() == 1
-    return bool(multihost_utils.process_allgather(np.int32(self.requested)).max())
+  def agreed(self) -> bool:
+    """Whether to stop after the step just dispatched: one process, its flag; several, the OR of every
+    process's flag as of the previous step (the same answer on all of them). Call once per step."""
+    if self._any is None:
+      return self.requested
+    seen, self._pending = self._pending, self._any(self.requested)
+    return seen is not None and bool(jax.device_get(seen))
+
+
+def any_process(mesh: Any) -> Callable[[bool], jax.Array]:
+  """flag -> replicated int32 scalar (not fetched), 1 if any process passed True: one tiny all-reduce."""
+  sharding, local = mesh_lib.batch_sharding(mesh), jax.local_device_count()
+  reduce = jax.jit(lambda flags: flags.max(), out_shardings=mesh_lib.replicated(mesh))
+  return lambda flag: reduce(jax.make_array_from_process_local_data(sharding, np.full((local,), flag, np.int32)))
 
 
 def check_workdir(workdir: str) -> None:
@@ -252,7 +271,7 @@ def save_checkpoint(run: Run, state: state_lib.TrainState, iterator: Any,
   check_finite(run, state)
   step = int(jax.device_get(state.step))
   with checkpoint_writes(run.manager):
-    ckpt.save(run.manager, step, state, {'data': iterator.get_state(), 'task': run.task.name}, metrics)
+    ckpt.save(run.manager, step, state, {'task': run.task.name}, metrics, data=iterator.get_state())
   return step
 
 
@@ -286,7 +305,7 @@ def train(run: Run, state: state_lib.TrainState, iterator: Any, start: int) -> t
   batches = Prefetcher(iterator, device_batches(run, start))
   progress, t0, saved_at = Progress(run.total_steps, cfg.batch_size, start), time.perf_counter(), None
   try:
-    with Preemption() as preemption:
+    with Preemption(run.mesh) as preemption:
       for step in range(start + 1, run.total_steps + 1):
         batch = next(batches)
         with jax.transfer_guard('disallow'):
@@ -294,7 +313,7 @@ def train(run: Run, state: state_lib.TrainState, iterator: Any, start: int) -> t
         log_now = step % cfg.log_every_steps == 0 or step == run.total_steps
         if log_now:
           log_train(run, progress, step, metrics, state)
-        if preemption.agreed(sync=log_now):
+        if preemption.agreed():
           saved_at = save_checkpoint(run, state, batches)
           run.writer.info('SIGTERM: saved step %d, stopping.', step)
           return state, {**info, 'preempted': True, 'saved_at': saved_at}
@@ -334,5 +353,5 @@ def final_evaluation(run: Run, state: state_lib.TrainState, info: dict) -> dict[
   if info.get('saved_at') != step:
     check_finite(run, state)
     with checkpoint_writes(run.manager):
-      ckpt.save(run.manager, step, state, {'data': info['data_state'], 'task': run.task.name}, metrics)
+      ckpt.save(run.manager, step, state, {'task': run.task.name}, metrics, data=info['data_state'])
   return {'final_step': step, 'nonfinite_steps': int(jax.device_get(state.nonfinite_count)), **metrics}

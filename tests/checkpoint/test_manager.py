@@ -1,22 +1,26 @@
-"""Checkpoint manager: retention (latest K + best), atomic tmp dirs, corrupt-checkpoint fallback."""
+"""Checkpoint manager: retention (latest K + best), atomic tmp dirs, corrupt-checkpoint fallback, per-process
+input positions, and what is not corruption (another model config, another process count, a transient OSError)."""
 
 import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from overfeat_jax.checkpoint import manager as ckpt
+from overfeat_jax.errors import InputError
 
 
-def _state(value: float) -> dict:
-  return {'params': {'w': jnp.full((4, 4), value), 'b': jnp.full((4,), value)}, 'step': jnp.asarray(int(value))}
+def _state(value: float, width: int = 4) -> dict:
+  return {'params': {'w': jnp.full((4, width), value), 'b': jnp.full((width,), value)},
+          'step': jnp.asarray(int(value))}
 
 
 def _save_steps(directory, steps, metrics=None, **kwargs):
   mngr = ckpt.make_manager(directory, **kwargs)
   for s in steps:
-    ckpt.save(mngr, s, _state(float(s)), {'data': f'pos{s}'}, None if metrics is None else metrics.get(s))
+    ckpt.save(mngr, s, _state(float(s)), {'task': 't'}, None if metrics is None else metrics.get(s), data=f'pos{s}')
   mngr.wait_until_finished()
   mngr.close()
 
@@ -25,7 +29,8 @@ def test_round_trip_is_exact_and_meta_comes_back(tmp_path):
   _save_steps(tmp_path / 'c', [1, 2])
   mngr = ckpt.make_manager(tmp_path / 'c')
   step, state, meta = ckpt.restore_latest(mngr, ckpt.abstract_like(_state(0.0)))
-  assert step == 2 and meta == {'data': 'pos2'}
+  assert step == 2 and meta == {'task': 't', 'data': 'pos2'}
+  assert 'process_0-of-1.json' in os.listdir(tmp_path / 'c' / '2' / 'data')  # grain's per-process file
   np.testing.assert_array_equal(state['params']['w'], np.full((4, 4), 2.0))
   assert isinstance(state['params']['w'], jax.Array)
 
@@ -67,3 +72,72 @@ def test_unfinished_tmp_directory_is_not_a_step(tmp_path):
   mngr = ckpt.make_manager(tmp_path / 'c')
   assert mngr.all_steps() == [1]
   assert ckpt.restore_latest(mngr, ckpt.abstract_like(_state(0.0)))[0] == 1
+
+
+def _listing(directory) -> list[str]:
+  return sorted(os.path.relpath(os.path.join(d, f), directory) for d, _, fs in os.walk(directory) for f in fs)
+
+
+def test_another_model_shape_stops_naming_the_parameter_and_touches_nothing(tmp_path):
+  _save_steps(tmp_path / 'c', [1, 2])
+  before = _listing(tmp_path / 'c')
+  with pytest.raises(InputError) as e:
+    ckpt.restore_latest(ckpt.make_manager(tmp_path / 'c'), ckpt.abstract_like(_state(0.0, width=2)))
+  message = str(e.value)
+  assert '\n' not in message and 'params/b has shape (4,) there and (2,) here' in message, message
+  assert str(tmp_path / 'c' / '2') in message
+  assert _listing(tmp_path / 'c') == before  # nothing quarantined, nothing rewritten
+
+
+def test_a_missing_parameter_is_a_mismatch_too(tmp_path):
+  _save_steps(tmp_path / 'c', [1])
+  extra = _state(0.0)
+  extra['params']['v'] = jnp.zeros((3,))
+  with pytest.raises(InputError, match=r'params/v has shape absent there and \(3,\) here'):
+    ckpt.restore_latest(ckpt.make_manager(tmp_path / 'c'), ckpt.abstract_like(extra))
+
+
+def test_another_process_count_stops_naming_both_counts(tmp_path):
+  _save_steps(tmp_path / 'c', [1])
+  data = tmp_path / 'c' / '1' / 'data'
+  os.rename(data / 'process_0-of-1.json', data / 'process_0-of-2.json')  # as a 2-process run leaves it
+  (data / 'process_1-of-2.json').write_text('pos1')
+  before = _listing(tmp_path / 'c')
+  with pytest.raises(InputError, match='saved by 2 processes, this run has 1'):
+    ckpt.restore_latest(ckpt.make_manager(tmp_path / 'c'), ckpt.abstract_like(_state(0.0)))
+  assert _listing(tmp_path / 'c') == before
+
+
+class _Flaky:
+  """A manager whose restore raises OSError `failures` times, then works."""
+
+  def __init__(self, manager, failures: int):
+    self._manager, self.failures, self.calls = manager, failures, 0
+
+  def __getattr__(self, name):
+    return getattr(self._manager, name)
+
+  def restore(self, *args, **kwargs):
+    self.calls += 1
+    if self.calls <= self.failures:
+      raise OSError(5, 'Input/output error (transient)')
+    return self._manager.restore(*args, **kwargs)
+
+
+def test_transient_oserror_is_retried_not_quarantined(tmp_path, monkeypatch):
+  monkeypatch.setattr(ckpt, 'IO_RETRIES', (0.0, 0.0, 0.0))
+  _save_steps(tmp_path / 'c', [1, 2])
+  flaky = _Flaky(ckpt.make_manager(tmp_path / 'c'), failures=2)
+  step, state, _ = ckpt.restore_latest(flaky, ckpt.abstract_like(_state(0.0)), warn=pytest.fail)
+  assert step == 2 and flaky.calls == 3
+  np.testing.assert_array_equal(state['params']['w'], np.full((4, 4), 2.0))
+
+
+def test_persistent_oserror_stops_without_touching_anything(tmp_path, monkeypatch):
+  monkeypatch.setattr(ckpt, 'IO_RETRIES', (0.0, 0.0))
+  _save_steps(tmp_path / 'c', [1, 2])
+  before = _listing(tmp_path / 'c')
+  flaky = _Flaky(ckpt.make_manager(tmp_path / 'c'), failures=99)
+  with pytest.raises(InputError, match='failed 3 times'):
+    ckpt.restore_latest(flaky, ckpt.abstract_like(_state(0.0)), warn=pytest.fail)
+  assert flaky.calls == 3 and _listing(tmp_path / 'c') == before
