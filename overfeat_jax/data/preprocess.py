@@ -17,17 +17,30 @@ and training a regressor on it would teach boxes around fragments. Evaluation cr
 keeps any area, so ground truth is never silently dropped.
 
 Per-example randomness comes from `example_rng(seed, epoch, index)`, so an example's crop and flip do not
-depend on batching, sharding or worker count."""
+depend on batching, sharding or worker count.
+
+Training batches (`train_batch`) are built in place: each crop is written into its row of the batch buffer,
+the boxes of the whole batch are mapped in one vectorised pass, and JPEG bytes stored at the training size
+(ImageNet's resized256) decode through libjpeg-turbo with simplejpeg straight into numpy (`crop_into`),
+with Pillow as the fallback for everything else (docs/data_pipeline.md has the measured costs)."""
 
 import dataclasses
+import functools
+import hashlib
 import io
-from typing import Callable
+import struct
+from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image
 
 from overfeat_jax.data import images as images_lib
 from overfeat_jax.errors import InputError
+
+try:  # libjpeg-turbo into numpy; optional: without it every image takes the Pillow path (same pixels).
+  import simplejpeg  # pylint: disable=g-import-not-at-top
+except ImportError:  # pragma: no cover - exercised only where the wheel is missing
+  simplejpeg = None
 
 MIN_VISIBLE_FRACTION = 0.3
 RESAMPLE = Image.BILINEAR  # Pillow's bilinear is antialiased when downscaling (support grows with the scale).
@@ -45,9 +58,37 @@ class Crop:
   flip: bool = False
 
 
-def example_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
-  """The random stream of one example in one epoch (independent of batching and sharding)."""
-  return np.random.default_rng([seed, epoch, index])
+class ExampleRandom:
+  """The random stream of one example: draw k is BLAKE2b of (seed, epoch, index, k), uniform in [0, 1).
+
+  It offers the two `np.random.Generator` methods the augmentation uses (`random`, `integers`), so
+  `train_crop` takes either. Why not `np.random.default_rng([seed, epoch, index])`: seeding a Generator hashes
+  through SeedSequence, ~35-50 us per example (measured), a tenth of the decode of a stored 341x256 JPEG; a
+  keyed hash costs ~1.2 us per draw and, like it, depends on the example alone.
+  """
+
+  def __init__(self, seed: int, epoch: int, index: int):
+    self._key = struct.pack('<3Q', seed, epoch, index)
+    self._count = 0
+
+  def random(self) -> float:
+    """The next draw, uniform in [0, 1) with 53 random bits."""
+    digest = hashlib.blake2b(self._key + struct.pack('<Q', self._count), digest_size=8).digest()
+    self._count += 1
+    return (int.from_bytes(digest, 'little') >> 11) * 2.0**-53
+
+  def integers(self, low: int, high: int) -> int:
+    """The next draw as an integer in [low, high) (like `Generator.integers`, high excluded)."""
+    return low + int(self.random() * (high - low))
+
+
+def example_rng(seed: int, epoch: int, index: int) -> ExampleRandom:
+  """The random stream of one example in one epoch (independent of batching, sharding and workers).
+
+  Args:
+    seed, epoch, index: non-negative integers below 2**64 (the run's seed, the epoch, the record's index).
+  """
+  return ExampleRandom(seed, epoch, index)
 
 
 def _resized_size(height: int, width: int, smaller: int | None, at_least: int = 0) -> tuple[int, int]:
@@ -58,7 +99,7 @@ def _resized_size(height: int, width: int, smaller: int | None, at_least: int = 
   return max(target, round(height * target / width)), target
 
 
-def train_crop(rng: np.random.Generator, height: int, width: int, *, crop_size: int,
+def train_crop(rng: ExampleRandom | np.random.Generator, height: int, width: int, *, crop_size: int,
                resize_smaller: int | tuple[int, int] | None) -> Crop:
   """Random crop and flip of the training augmentation for an image of (height, width).
 
@@ -135,6 +176,57 @@ def _apply(im: Image.Image, crop: Crop, reduction: float) -> np.ndarray:
   return np.asarray(out)
 
 
+def crop_into(out: np.ndarray, image: np.ndarray | bytes, make_crop: Callable[[int, int], Crop]) -> Crop:
+  """Writes the crop of one image into `out` (uint8 `[crop.h, crop.w, 3]`, e.g. a row of a batch buffer).
+
+  JPEG bytes (YCbCr or grayscale) that need no resampling (stored at the training size, as ImageNet's
+  resized256) decode with libjpeg-turbo through simplejpeg straight into numpy: 1.3x Pillow's decode of the
+  same file and the same pixels (libjpeg-turbo, accurate DCT, fancy upsampling both ways; bit-identical on
+  every image measured, tests/data/test_preprocess.py). A flip decodes as BGR and reverses each row's bytes:
+  reversed BGR bytes are the RGB pixels in mirrored order, one fast 1-byte strided copy. Everything else
+  (arrays, other formats, CMYK, resampling, truncated or corrupt data, images above Pillow's size limit)
+  takes `crop_image`, i.e. Pillow and the images module's decode policy.
+
+  Args:
+    out: where the crop goes; its shape must be `(crop.h, crop.w, 3)`.
+    image: as for `crop_image`.
+    make_crop: as for `crop_image`; called exactly once.
+
+  Returns:
+    the Crop used. Raises InputError for undecodable images (as `crop_image`).
+  """
+  size = _turbo_jpeg_size(image)
+  if size is not None:
+    crop = make_crop(*size)
+    if crop.sx == crop.sy == 1.0:
+      try:
+        pixels = simplejpeg.decode_jpeg(image, 'BGR' if crop.flip else 'RGB', strict=True)
+      except (ValueError, RuntimeError):  # truncated or corrupt: the Pillow path applies the decode policy
+        pixels = None
+      if pixels is not None:
+        rows = pixels[crop.y0:crop.y0 + crop.h, crop.x0:crop.x0 + crop.w].reshape(crop.h, crop.w * 3)
+        out.reshape(crop.h, crop.w * 3)[...] = rows[:, ::-1] if crop.flip else rows
+        return crop
+    make_crop = lambda h, w, known=crop: known  # The draws are spent: the fallback takes the same crop.
+  pixels, crop = crop_image(image, make_crop)
+  out[...] = pixels
+  return crop
+
+
+def _turbo_jpeg_size(image: np.ndarray | bytes) -> tuple[int, int] | None:
+  """(height, width) when `image` is JPEG bytes that simplejpeg decodes as Pillow would, else None."""
+  if simplejpeg is None or not isinstance(image, (bytes, bytearray)) or not image.startswith(b'\xff\xd8'):
+    return None
+  try:
+    height, width, colorspace, _ = simplejpeg.decode_jpeg_header(image)
+  except (ValueError, RuntimeError):
+    return None
+  max_pixels = Image.MAX_IMAGE_PIXELS
+  if colorspace not in ('YCbCr', 'Gray') or (max_pixels is not None and height * width > max_pixels):
+    return None
+  return height, width
+
+
 def transform_boxes(boxes: np.ndarray, labels: np.ndarray, crop: Crop,
                     min_visible: float = MIN_VISIBLE_FRACTION) -> tuple[np.ndarray, np.ndarray]:
   """Maps boxes `[N, 4]` into the crop's coordinates, clips them and drops those mostly outside.
@@ -149,16 +241,30 @@ def transform_boxes(boxes: np.ndarray, labels: np.ndarray, crop: Crop,
   Returns:
     boxes float32 `[M, 4]` in the crop's pixels (flipped when the crop is), labels int32 `[M]`.
   """
-  b = np.asarray(boxes, np.float64).reshape(-1, 4) * [crop.sx, crop.sy, crop.sx, crop.sy]
-  b -= [crop.x0, crop.y0, crop.x0, crop.y0]
+  mapped, keep = _map_boxes(np.asarray(boxes, np.float64).reshape(-1, 4), _crop_table([crop]), min_visible)
+  return mapped[keep].reshape(-1, 4), np.asarray(labels, np.int32).reshape(-1)[keep]
+
+
+def _crop_table(crops: Sequence[Crop]) -> np.ndarray:
+  """float64 `[len(crops), 13]` for `_map_boxes`: scale (sx, sy, sx, sy), offset (x0, y0, x0, y0), size
+  (w, h, w, h), flip (0 or 1)."""
+  return np.array([(c.sx, c.sy, c.sx, c.sy, c.x0, c.y0, c.x0, c.y0, c.w, c.h, c.w, c.h, c.flip) for c in crops],
+                  np.float64)
+
+
+def _map_boxes(boxes: np.ndarray, table: np.ndarray, min_visible: float) -> tuple[np.ndarray, np.ndarray]:
+  """Boxes float64 `[N, 4]` (x1, y1, x2, y2), each with its crop's row of `_crop_table` (`table` `[N or 1, 13]`)
+  -> (float32 `[N, 4]` in the crop's pixels, clipped and flipped; bool `[N]`: kept by `transform_boxes`'s rule).
+  """
+  b = boxes * table[:, 0:4] - table[:, 4:8]
   area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-  c = np.clip(b, 0, [crop.w, crop.h, crop.w, crop.h])
+  c = np.clip(b, 0, table[:, 8:12])
   clipped = np.maximum(c[:, 2] - c[:, 0], 0) * np.maximum(c[:, 3] - c[:, 1], 0)
   keep = (clipped > 0) & (clipped >= min_visible * area)
-  c = c[keep]
-  if crop.flip:
-    c = np.stack([crop.w - c[:, 2], c[:, 1], crop.w - c[:, 0], c[:, 3]], axis=1)
-  return c.astype(np.float32).reshape(-1, 4), np.asarray(labels, np.int32).reshape(-1)[keep]
+  w = table[:, 8]
+  flipped = np.stack([w - c[:, 2], c[:, 1], w - c[:, 0], c[:, 3]], axis=1)
+  c = np.where(table[:, 12:13] > 0, flipped, c)
+  return c.astype(np.float32), keep
 
 
 def pad_boxes(boxes: np.ndarray, labels: np.ndarray, max_boxes: int) -> tuple[np.ndarray, np.ndarray, int]:
@@ -188,15 +294,67 @@ def check_resize_smaller(value: int | tuple[int, int] | None) -> int | tuple[int
   return value
 
 
-def train_example(record: dict, rng: np.random.Generator, *, crop_size: int,
+def train_example(record: dict, rng: ExampleRandom | np.random.Generator, *, crop_size: int,
                   resize_smaller: int | tuple[int, int] | None, max_boxes: int) -> dict:
   """One record (docs/CONVENTIONS.md; `image` decoded or encoded) -> one training example of the batch format.
 
-  `label` is -1 for records without one (the det datasets).
+  `label` is -1 for records without one (the det datasets). The row of `train_batch([record], [rng], ...)`.
   """
-  image, crop = crop_image(record['image'], lambda h, w: train_crop(
-      rng, h, w, crop_size=crop_size, resize_smaller=resize_smaller))
-  return _example(record, image, crop, max_boxes, MIN_VISIBLE_FRACTION)
+  batch = train_batch([record], [rng], crop_size=crop_size, resize_smaller=resize_smaller, max_boxes=max_boxes)
+  return {k: v[0] for k, v in batch.items()}
+
+
+def train_batch(records: Sequence[dict], rngs: Sequence[ExampleRandom | np.random.Generator], *, crop_size: int,
+                resize_smaller: int | tuple[int, int] | None, max_boxes: int,
+                out: np.ndarray | None = None) -> dict[str, np.ndarray]:
+  """Records -> one training batch (docs/CONVENTIONS.md), record i cropped and flipped with `rngs[i]`.
+
+  Each crop is written into its row of the image buffer (`crop_into`), and the boxes of all records are
+  mapped (`transform_boxes`' rule) and padded in one vectorised pass; records without boxes cost nothing
+  there. Equal to stacking each record's crop and `transform_boxes` + `pad_boxes` (tested).
+
+  Args:
+    records: dicts with `image` (bytes or uint8 `[H, W, 3]`), `boxes` float `[N, 4]` (x1, y1, x2, y2 in the
+      image's pixels), `box_labels` int `[N]` and optionally `label` (-1 when absent).
+    rngs: one random stream per record (`example_rng`).
+    crop_size, resize_smaller: as for `train_crop`.
+    max_boxes: boxes per example (padded with zeros / -1; extra boxes dropped, first ones kept).
+    out: uint8 `[len(records), crop_size, crop_size, 3]` to write the images into (e.g. shared memory);
+      allocated when None.
+
+  Returns:
+    image uint8 `[B, crop, crop, 3]`, label int32 `[B]`, boxes float32 `[B, max_boxes, 4]`,
+    box_labels int32 `[B, max_boxes]`. Raises InputError for an undecodable image.
+  """
+  n = len(records)
+  images = np.empty((n, crop_size, crop_size, 3), np.uint8) if out is None else out
+  crops = [crop_into(images[i], record['image'], functools.partial(
+      train_crop, rng, crop_size=crop_size, resize_smaller=resize_smaller))
+           for i, (record, rng) in enumerate(zip(records, rngs))]
+  boxes, box_labels = _batch_boxes(records, crops, max_boxes, MIN_VISIBLE_FRACTION)
+  return {'image': images, 'label': np.array([r.get('label', -1) for r in records], np.int32),
+          'boxes': boxes, 'box_labels': box_labels}
+
+
+def _batch_boxes(records: Sequence[dict], crops: Sequence[Crop], max_boxes: int,
+                 min_visible: float) -> tuple[np.ndarray, np.ndarray]:
+  """Every record's boxes through its crop, kept by the visible-area rule, the first `max_boxes` kept ones in
+  its row: (float32 `[B, max_boxes, 4]` zero-padded, int32 `[B, max_boxes]` padded with -1)."""
+  out_boxes = np.zeros((len(records), max_boxes, 4), np.float32)
+  out_labels = np.full((len(records), max_boxes), -1, np.int32)
+  counts = [len(r['boxes']) for r in records]
+  if not sum(counts) or not max_boxes:
+    return out_boxes, out_labels
+  owner = np.repeat(np.arange(len(records)), counts)
+  boxes = np.concatenate([np.asarray(r['boxes'], np.float64).reshape(-1, 4) for r in records])
+  labels = np.concatenate([np.asarray(r['box_labels'], np.int32).reshape(-1) for r in records])
+  mapped, keep = _map_boxes(boxes, _crop_table(crops)[owner], min_visible)
+  owner, mapped, labels = owner[keep], mapped[keep], labels[keep]
+  rank = np.arange(len(owner)) - np.searchsorted(owner, owner)  # position among its record's kept boxes
+  first = rank < max_boxes
+  out_boxes[owner[first], rank[first]] = mapped[first]
+  out_labels[owner[first], rank[first]] = labels[first]
+  return out_boxes, out_labels
 
 
 def eval_example(record: dict, *, view: str, size: int | tuple[int, int], max_boxes: int) -> dict:

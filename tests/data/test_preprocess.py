@@ -162,3 +162,71 @@ def test_pad_boxes_pads_and_truncates():
   assert boxes.shape == (2, 4) and labels.tolist() == [1, 2] and dropped == 1
   boxes, labels, dropped = pp.pad_boxes(np.zeros((0, 4), np.float32), np.zeros((0,)), 3)
   assert labels.tolist() == [-1, -1, -1] and dropped == 0
+
+
+def _stacked_reference(records, seeds, crop_size, resize_smaller, max_boxes):
+  """The per-record definition: Pillow's crop_image, transform_boxes, pad_boxes, then stacked."""
+  rows = []
+  for record, seed in zip(records, seeds):
+    image, crop = pp.crop_image(record['image'], lambda h, w, s=seed: pp.train_crop(
+        pp.example_rng(*s), h, w, crop_size=crop_size, resize_smaller=resize_smaller))
+    boxes, labels = pp.transform_boxes(record['boxes'], record['box_labels'], crop)
+    boxes, labels, _ = pp.pad_boxes(boxes, labels, max_boxes)
+    rows.append({'image': image, 'label': np.int32(record.get('label', -1)), 'boxes': boxes,
+                 'box_labels': labels})
+  return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+
+
+@pytest.mark.parametrize('subsampling', [0, 2])
+def test_train_batch_equals_the_per_record_pillow_path(subsampling):
+  """libjpeg-turbo via simplejpeg at scale 1 (flipped and not), a resampled record, a decoded array, a gray
+  JPEG, a PNG, records with 0, 1 and 6 boxes (max 4): the batch equals the per-record Pillow definition."""
+  rng = np.random.default_rng(subsampling)
+  photo = np.asarray(Image.fromarray(rng.integers(0, 256, (12, 16, 3), np.uint8)).resize((91, 68)))
+  gray = io.BytesIO()
+  Image.fromarray(photo[..., 0]).save(gray, format='jpeg')
+  png = io.BytesIO()
+  Image.fromarray(photo).save(png, format='png')
+  images = [_jpeg(photo, subsampling=subsampling)] * 6 + [gray.getvalue(), png.getvalue(), photo,
+                                                          _jpeg(np.asarray(Image.fromarray(photo).resize((120, 90))))]
+  many = rng.uniform(0, 60, (6, 2))
+  box_sets = [np.zeros((0, 4)), np.array([[10, 5, 60, 50]]), np.concatenate([many, many + 25], axis=1)]
+  records = [{'image': im, 'label': i, 'boxes': box_sets[i % 3].astype(np.float32),
+              'box_labels': np.arange(len(box_sets[i % 3])) + i} for i, im in enumerate(images)]
+  seeds = [(3, 1, i) for i in range(len(records))]
+  batch = pp.train_batch(records, [pp.example_rng(*s) for s in seeds], crop_size=64, resize_smaller=68,
+                         max_boxes=4)
+  reference = _stacked_reference(records, seeds, 64, 68, 4)
+  assert batch.keys() == reference.keys()
+  for k in batch:
+    assert batch[k].dtype == reference[k].dtype and batch[k].shape == reference[k].shape
+    np.testing.assert_array_equal(batch[k], reference[k], err_msg=k)
+  flips = [pp.train_crop(pp.example_rng(*s), 68, 91, crop_size=64, resize_smaller=68).flip for s in seeds[:6]]
+  assert set(flips) == {True, False}  # both turbo paths ran
+  assert (batch['box_labels'][2] >= 0).sum() <= 4 and np.all(batch['box_labels'][0] == -1)
+
+
+def test_train_batch_without_simplejpeg_and_with_a_truncated_jpeg_takes_pillow(monkeypatch):
+  rng = np.random.default_rng(0)
+  photo = np.asarray(Image.fromarray(rng.integers(0, 256, (12, 16, 3), np.uint8)).resize((300, 200)))
+  data = _jpeg(photo)
+  cut = data[:int(len(data) * 0.97)]  # a few rows missing: kept by the images module's policy
+  records = [{'image': d, 'boxes': np.zeros((0, 4), np.float32), 'box_labels': np.zeros((0,), np.int64)}
+             for d in (data, cut)]
+  kw = dict(crop_size=150, resize_smaller=200, max_boxes=1)
+  fast = pp.train_batch(records, [pp.example_rng(0, 0, i) for i in range(2)], **kw)
+  np.testing.assert_array_equal(fast['image'], _stacked_reference(records, [(0, 0, 0), (0, 0, 1)], 150, 200,
+                                                                   1)['image'])
+  monkeypatch.setattr(pp, 'simplejpeg', None)
+  plain = pp.train_batch(records, [pp.example_rng(0, 0, i) for i in range(2)], **kw)
+  np.testing.assert_array_equal(fast['image'], plain['image'])
+
+
+def test_example_rng_is_uniform_and_per_example():
+  draws = np.array([pp.example_rng(0, 0, i).random() for i in range(4000)])
+  assert 0 <= draws.min() and draws.max() < 1 and abs(draws.mean() - 0.5) < 0.02
+  assert np.histogram(draws, bins=10, range=(0, 1))[0].min() > 330  # 400 expected per bin
+  a, b = pp.example_rng(5, 2, 7), pp.example_rng(5, 2, 7)
+  sequence = [a.integers(0, 10) for _ in range(20)]
+  assert sequence == [b.integers(0, 10) for _ in range(20)] and len(set(sequence)) > 3
+  assert pp.example_rng(5, 2, 7).random() != pp.example_rng(5, 2, 8).random() != pp.example_rng(5, 3, 7).random()
