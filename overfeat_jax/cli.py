@@ -48,10 +48,16 @@ def _program() -> str:
   return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else 'overfeat_jax'
 
 
-def _fail(message: str, label: str = 'error') -> NoReturn:
-  """Prints `prog: label: message` as ONE line on stderr and exits 2."""
+def print_error(message: str, label: str = 'error') -> None:
+  """Prints `prog: label: message` as ONE line on stderr (e.g. one unusable input among many; the command
+  goes on and exits 2 at the end)."""
   text = ' '.join(str(message).split())  # multi-line messages (absl, ml_collections) become one line
   print(f'{_program()}: {label}: {text}', file=sys.stderr, flush=True)
+
+
+def _fail(message: str, label: str = 'error') -> NoReturn:
+  """Prints `prog: label: message` as ONE line on stderr and exits 2."""
+  print_error(message, label)
   sys.exit(2)
 
 

@@ -10,6 +10,12 @@ saved) or from `--config` when given, so the network, scales and merge options (
 evaluated with. Each image is resized to the
 stage's evaluation view (a square of `eval.resize` / `box.eval_size` pixels), and boxes are mapped back to the
 original image's pixels (project convention: `x1, y1, x2, y2`, continuous, `x2` exclusive).
+
+Many inputs: every usable image is predicted (and drawn); each unusable one (missing, not an image, a JPEG with
+more than 5 % of its rows missing: docs/data_imagenet.md "Truncated JPEGs") is named on one stderr line, and the
+command then exits with status 2. EXIF orientation is ignored unless `--exif_transpose` (boxes are then in the
+turned image's pixels). Drawings are named by `overfeat_jax.output_names` (`a/x.png`, `b/x.png` -> `a_x_...`,
+`b_x_...`); the same file given twice is refused up front (exit 2).
 """
 
 import json
@@ -25,6 +31,7 @@ from PIL import Image
 from overfeat_jax import cli
 from overfeat_jax.data import images as image_lib
 from overfeat_jax.errors import InputError
+from overfeat_jax.output_names import distinct_stems
 from overfeat_jax.inference import detect as detect_lib
 from overfeat_jax.inference import draw as draw_lib
 from overfeat_jax.inference import localize as localize_lib
@@ -103,8 +110,13 @@ def predict_one(task: str, fn, params, image: np.ndarray, size: int, top: int) -
 
 
 def predict_files(paths: Sequence[str], *, task: str, config, workdir: str, checkpoint: str | None = None,
-                  top: int = 5) -> list[dict[str, Any]]:
-  """Runs the stage on every image file; one record per image (`image`, `task`, `predictions`)."""
+                  top: int = 5, exif_transpose: bool = False) -> list[dict[str, Any]]:
+  """Runs the stage on every image file; one record per image, in order.
+
+  A usable image gives {`image`, `task`, `height`, `width`, `predictions`}; an unusable one {`image`, `task`,
+  `error`} (the one-sentence `InputError` message), and the other images still run. `exif_transpose` turns each
+  image by its EXIF orientation first (heights, widths and boxes are then those of the turned image).
+  """
   if task not in TASKS:
     raise InputError(f'task must be one of {TASKS}, got {task!r}.')
   cfg = stage_settings(config, task)
@@ -113,7 +125,11 @@ def predict_files(paths: Sequence[str], *, task: str, config, workdir: str, chec
   names = class_names(cfg)
   records = []
   for path in paths:
-    image = image_lib.load_rgb(path)
+    try:
+      image = image_lib.load_rgb(path, exif_transpose=exif_transpose)
+    except InputError as e:
+      records.append({'image': path, 'task': task, 'error': str(e)})
+      continue
     preds = predict_one(task, fn, params, image, size, top)
     for p in preds:
       p['name'] = names[p['class']] if p['class'] < len(names) else str(p['class'])
@@ -122,19 +138,21 @@ def predict_files(paths: Sequence[str], *, task: str, config, workdir: str, chec
   return records
 
 
-def draw_records(records: list[dict[str, Any]], out_dir: str) -> list[str]:
+def draw_records(records: list[dict[str, Any]], out_dir: str, exif_transpose: bool = False) -> list[str]:
   """Saves each image with its predictions drawn as `<out_dir>/<stem>_<task>.png`; returns the paths."""
   os.makedirs(out_dir, exist_ok=True)
   written = []
-  for r in records:
+  stems = distinct_stems([r['image'] for r in records])  # over every input, so names do not depend on failures
+  for r, stem in zip(records, stems):
+    if 'error' in r:
+      continue
     preds = [p for p in r['predictions'] if 'box' in p]
-    image = image_lib.load_rgb(r['image'])
+    image = image_lib.load_rgb(r['image'], exif_transpose=exif_transpose)
     title = None if preds else ', '.join(f"{p['name']} {p['score']:.2f}" for p in r['predictions'][:3])
     table = {p['class']: p['name'] for p in r['predictions']}
     names = [table.get(i, str(i)) for i in range(max(table, default=-1) + 1)]
     im = draw_lib.draw_predictions(image, [p['box'] for p in preds], [p['class'] for p in preds],
                                    [p['score'] for p in preds], names, title=title)
-    stem = os.path.splitext(os.path.basename(r['image']))[0]
     path = os.path.join(out_dir, f"{stem}_{r['task']}.png")
     im.save(path)
     written.append(path)
@@ -149,6 +167,8 @@ _TASK = flags.DEFINE_enum('task', 'detection', list(TASKS), 'Which stage to run.
 _DRAW = flags.DEFINE_string('draw', None, 'Directory for PNGs with the predictions drawn.')
 _JSON = flags.DEFINE_bool('json', False, 'Print one JSON object per image (else one text line per prediction).')
 _TOP = flags.DEFINE_integer('top', 5, 'Guesses per image for classification and localization.')
+_EXIF = flags.DEFINE_bool('exif_transpose', False, 'Turn each image by its EXIF orientation tag first (boxes in '
+                          'the turned image); off: the stored pixels, as ILSVRC boxes are.')
 
 
 def main(argv: list[str]) -> None:
@@ -157,20 +177,27 @@ def main(argv: list[str]) -> None:
     raise InputError('give at least one image file.')
   if not _WORKDIR.value and not _CHECKPOINT.value:
     raise InputError('give --workdir (or --checkpoint).')
+  if _DRAW.value:
+    distinct_stems(paths)  # the same file twice: refused before any work
   config = training_config(_CONFIG.value, _WORKDIR.value)
   records = predict_files(paths, task=_TASK.value, config=config, workdir=_WORKDIR.value or '',
-                          checkpoint=_CHECKPOINT.value, top=_TOP.value)
+                          checkpoint=_CHECKPOINT.value, top=_TOP.value, exif_transpose=_EXIF.value)
+  failed = [r for r in records if 'error' in r]
+  for r in failed:
+    cli.print_error(r['error'])
   for r in records:
     if _JSON.value:
       print(json.dumps(r))
     else:
-      for p in r['predictions']:
+      for p in r.get('predictions', ()):  # an unusable image: its line is on stderr
         box = ' '.join(f'{v:.1f}' for v in p.get('box', []))
         print(f"{r['image']}\t{p['name']}\t{p['score']:.4f}\t{box}".rstrip())
   if _DRAW.value:
-    written = draw_records(records, _DRAW.value)
+    written = draw_records(records, _DRAW.value, exif_transpose=_EXIF.value)
     if not _JSON.value:
       print('\n'.join(f'drew {path}' for path in written))
+  if failed:
+    raise SystemExit(2)  # after every usable image: each unusable one was named above
 
 
 if __name__ == '__main__':

@@ -107,3 +107,68 @@ def test_saved_config_is_used_without_flag(workdir, tmp_path):
   assert r.returncode == 0, r.stderr[-2000:]
   (line,) = [l for l in r.stdout.splitlines() if l.startswith('{')]
   assert json.loads(line)['task'] == 'detection'
+
+
+def _photo_jpeg(height=150, width=200, seed=1, **save) -> bytes:
+  """A textured JPEG (waves + noise), big enough that cutting it loses real scan data."""
+  import io  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+  yy, xx = np.mgrid[0:height, 0:width]
+  waves = np.stack([128 + 100 * np.sin(xx / 23 + c) * np.cos(yy / 17 - c) for c in range(3)], -1)
+  image = np.clip(waves + rng.normal(0, 25, (height, width, 3)), 0, 255).astype(np.uint8)
+  buffer = io.BytesIO()
+  Image.fromarray(image).save(buffer, 'JPEG', quality=90, **save)
+  return buffer.getvalue()
+
+
+@pytest.mark.slow
+def test_many_inputs_every_good_one_drawn_under_its_own_name_each_bad_one_named(workdir, tmp_path):
+  """Equal stems in two folders get two drawings; a JPEG 20 bytes short is kept; one cut in half and a missing
+  file are named on one stderr line each; the command exits 2 after the rest."""
+  for folder in ('a', 'b'):
+    (tmp_path / folder).mkdir()
+    (tmp_path / folder / 'x.png').write_bytes((workdir / 'scene.png').read_bytes())
+  data = _photo_jpeg()
+  (tmp_path / 'short.jpg').write_bytes(data[:-20])
+  (tmp_path / 'half.jpg').write_bytes(data[:len(data) // 2])
+  inputs = [tmp_path / 'a' / 'x.png', tmp_path / 'half.jpg', tmp_path / 'b' / 'x.png', tmp_path / 'missing.jpg',
+            tmp_path / 'short.jpg']
+  out = tmp_path / 'drawn'
+  r = run_cli(f'--workdir={workdir}', '--task=detection', '--json', f'--draw={out}', *map(str, inputs))
+  assert r.returncode == 2 and 'Traceback' not in r.stderr, r.stderr[-2000:]
+  errors = [l for l in r.stderr.splitlines() if ': error: ' in l]
+  assert len(errors) == 2 and 'half.jpg' in errors[0] and 'rows are missing' in errors[0], errors
+  assert 'missing.jpg' in errors[1] and 'does not exist' in errors[1], errors
+  records = [json.loads(l) for l in r.stdout.splitlines() if l.startswith('{')]
+  assert [os.path.basename(x['image']) for x in records] == ['x.png', 'half.jpg', 'x.png', 'missing.jpg',
+                                                             'short.jpg']
+  assert ['error' in x for x in records] == [False, True, False, True, False]
+  assert (records[4]['height'], records[4]['width']) == (150, 200)
+  assert sorted(os.listdir(out)) == ['a_x_detection.png', 'b_x_detection.png', 'short_detection.png']
+
+
+def test_the_same_file_twice_is_refused_before_any_work(workdir, tmp_path):
+  image = str(workdir / 'scene.png')
+  r = run_cli(f'--workdir={workdir}', '--task=detection', f'--draw={tmp_path / "out"}', image,
+              os.path.join(os.path.dirname(image), '.', 'scene.png'))
+  assert r.returncode == 2, r.stderr[-2000:]
+  assert 'given twice' in r.stderr.strip().splitlines()[-1] and not (tmp_path / 'out').exists()
+
+
+@pytest.mark.slow
+def test_exif_orientation_is_applied_only_on_request(workdir, tmp_path):
+  """A 150x200 (HxW) JPEG tagged orientation 6: stored pixels by default, a 200x150 image with boxes inside it
+  with `exif_transpose`."""
+  from overfeat_jax import predict  # pylint: disable=g-import-not-at-top
+  from overfeat_jax.data import images  # pylint: disable=g-import-not-at-top
+  exif = Image.Image().getexif()
+  exif[images.ORIENTATION_TAG] = 6
+  path = tmp_path / 'phone.jpg'
+  path.write_bytes(_photo_jpeg(exif=exif.tobytes()))
+  kwargs = dict(task='detection', config=load_config(), workdir=str(workdir), top=50)
+  (plain,) = predict.predict_files([str(path)], **kwargs)
+  (turned,) = predict.predict_files([str(path)], exif_transpose=True, **kwargs)
+  assert (plain['height'], plain['width']) == (150, 200) and (turned['height'], turned['width']) == (200, 150)
+  for p in turned['predictions']:
+    x1, y1, x2, y2 = p['box']
+    assert 0 <= x1 <= x2 <= 150 and 0 <= y1 <= y2 <= 200
