@@ -5,8 +5,12 @@ the pure function `resolve_cluster(env, **explicit)`, so the mapping from enviro
 `jax.distributed.initialize` arguments is tested without starting anything.
 
 Precedence, field by field: explicit arguments (the trainer's flags) > `OVERFEAT_*` variables > SLURM.
-On a Cloud TPU VM with nothing explicit, jax detects everything itself (`jax.distributed.initialize()`).
-A single process with nothing configured starts no coordination service at all.
+When none of these apply, jax's own cluster detection (`jax._src.clusters`) is used where its markers are
+present: on a Cloud TPU VM (GCE or GKE) jax detects everything itself; under OpenMPI's `mpirun`
+(`OMPI_MCA_orte_hnp_uri`, with `OMPI_COMM_WORLD_SIZE` > 1) and in a Kubernetes indexed job
+(`KUBERNETES_SERVICE_HOST` and `JOB_COMPLETION_INDEX`; needs `pip install kubernetes`) jax is asked for that
+one method; `OVERFEAT_CLUSTER=<method>` (tpu, gcetpu, gketpu, ompi, k8s, mpi4py) forces one. A single process
+with nothing configured starts no coordination service at all.
 """
 
 import dataclasses
@@ -25,8 +29,19 @@ ENV_PROCESS_ID = 'OVERFEAT_PROCESS_ID'
 ENV_LOCAL_DEVICE_IDS = 'OVERFEAT_LOCAL_DEVICE_IDS'
 ENV_COORDINATOR_PORT = 'OVERFEAT_COORDINATOR_PORT'
 # `OVERFEAT_CLUSTER=tpu` forces TPU auto-detection (set by `launch.tpu_pod`, whose ssh shells may lack the
-# TPU_* variables because jax reads them from the metadata server).
+# TPU_* variables because jax reads them from the metadata server); another of `JAX_METHODS` forces that jax
+# detector (e.g. `mpi4py`, which jax never tries unasked).
 ENV_CLUSTER = 'OVERFEAT_CLUSTER'
+# jax's detectors that `OVERFEAT_CLUSTER` may name: what they read, and the `cluster_detection_method` that
+# selects exactly that one (`jax._src.clusters.ClusterEnv.name`; jax's Kubernetes detector has no name, so it
+# is reached by jax's own scan of every detector).
+JAX_METHODS = {'tpu': 'Cloud TPU VM', 'gcetpu': 'GCE TPU VM (metadata server)',
+               'gketpu': 'GKE TPU (TPU_WORKER_HOSTNAMES)', 'ompi': 'OpenMPI mpirun (OMPI_* variables)',
+               'k8s': 'Kubernetes indexed job (API server)', 'mpi4py': 'mpi4py (MPI.COMM_WORLD)'}
+_UNNAMED_IN_JAX = ('k8s',)
+# Marks of a multi-process launch that jax detects without being asked (mpi4py is opt-in in jax too).
+OMPI_MARKER, OMPI_SIZE = 'OMPI_MCA_orte_hnp_uri', 'OMPI_COMM_WORLD_SIZE'
+K8S_MARKERS = ('KUBERNETES_SERVICE_HOST', 'JOB_COMPLETION_INDEX')  # a pod alone is not a job of several
 
 # Any of these marks a Cloud TPU VM (the runtime sets them; jax's own detector reads the same ones).
 TPU_MARKERS = ('TPU_WORKER_ID', 'TPU_WORKER_HOSTNAMES', 'TPU_PROCESS_ADDRESSES', 'CLOUD_TPU_TASK_ID',
@@ -43,13 +58,15 @@ _RANGE = re.compile(r'^(\d+)(?:-(\d+))?$')
 
 @dataclasses.dataclass(frozen=True)
 class ClusterSpec:
-  """What `jax.distributed.initialize` gets. `auto_detect`: let jax fill the unset fields (TPU VMs)."""
-  source: str  # 'explicit', 'env', 'slurm' or 'tpu': where the values came from (for logs and errors).
+  """What `jax.distributed.initialize` gets. `auto_detect`: let jax fill the unset fields (with
+  `detection_method` set, only that jax detector is used)."""
+  source: str  # 'explicit', 'env', 'slurm', 'tpu' or 'jax:<method>': where the values came from.
   coordinator_address: str | None = None
   num_processes: int | None = None
   process_id: int | None = None
   local_device_ids: tuple[int, ...] | None = None
   auto_detect: bool = False
+  detection_method: str | None = None
 
   def initialize_kwargs(self) -> dict:
     """Keyword arguments for `jax.distributed.initialize` (without the timeout)."""
@@ -61,6 +78,8 @@ class ClusterSpec:
     if not self.auto_detect:
       # We resolved everything: stop jax's own SLURM detector from pinning a whole-node process to GPU 0.
       kwargs['cluster_detection_method'] = 'deactivate'
+    elif self.detection_method and self.detection_method not in _UNNAMED_IN_JAX:
+      kwargs['cluster_detection_method'] = self.detection_method
     return kwargs
 
 
@@ -176,6 +195,25 @@ def _on_tpu_vm(env: Mapping[str, str]) -> bool:
   return env.get(ENV_CLUSTER, '').lower() == 'tpu' or any(env.get(m) for m in TPU_MARKERS)
 
 
+def _jax_detected(env: Mapping[str, str]) -> ClusterSpec | None:
+  """The jax detector this environment calls for (forced by `OVERFEAT_CLUSTER`, or OpenMPI / Kubernetes
+  indexed-job markers), or None; a one-process `mpirun -np 1` stays plain (None)."""
+  forced = env.get(ENV_CLUSTER, '').strip().lower()
+  if forced and forced != 'tpu':
+    if forced not in JAX_METHODS:
+      raise InputError(f'{ENV_CLUSTER}={forced!r} is not one of {sorted(JAX_METHODS)}')
+    method = forced
+  elif env.get(OMPI_MARKER):
+    if _int_var(env, OMPI_SIZE) == 1:
+      return None
+    method = 'ompi'
+  elif all(env.get(m) for m in K8S_MARKERS):
+    method = 'k8s'
+  else:
+    return None
+  return ClusterSpec(f'jax:{method}', auto_detect=True, detection_method=method)
+
+
 def _check_address(address: str, source: str) -> None:
   host, sep, port = address.rpartition(':')
   if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -220,6 +258,11 @@ def resolve_cluster(env: Mapping[str, str], coordinator_address: str | None = No
               'local_device_ids': None if local_device_ids is None else tuple(local_device_ids)}
   given = {k: v for k, v in explicit.items() if v is not None}
   base = _generic_from_env(env) or _slurm_from_env(env)
+  if base is None:
+    detected = _jax_detected(env)
+    if detected is not None:
+      source = detected.source if not given else f'{detected.source} + explicit arguments'
+      return _validate(dataclasses.replace(detected, source=source, **given))
   if base is None and _on_tpu_vm(env):
     return _validate(ClusterSpec('tpu', auto_detect=True, **given))
   if base is None and not given:
@@ -252,6 +295,9 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
   # second), so a SIGTERM during start-up or compilation would neither stop nor save. Outside the training
   # loop SIGTERM ends the process at once; inside it every host stops at the same step (train/loop.Preemption).
   jax.config.update('jax_enable_preemption_service', False)
+  if spec.detection_method:
+    logging.info('Cluster detected: %s (jax detector %r); jax.distributed reads the rest from it.',
+                 JAX_METHODS[spec.detection_method], spec.detection_method)
   logging.info('Starting jax.distributed from %s: %s', spec.source, spec)
   jax.distributed.initialize(initialization_timeout=initialization_timeout, **spec.initialize_kwargs())
   logging.info('jax.distributed ready: process %d of %d, %d local of %d global devices.',

@@ -151,3 +151,83 @@ def test_initialize_passes_resolved_arguments_to_jax(monkeypatch):
   assert calls == [{'coordinator_address': 'head:5000', 'num_processes': 4, 'process_id': 1,
                     'cluster_detection_method': 'deactivate', 'initialization_timeout': 12}]
   assert jax.config.jax_cpu_collectives_implementation == 'gloo'
+
+
+def _ompi_env(rank: int, size: int = 2, **extra) -> dict:
+  """What `mpirun -np SIZE` (OpenMPI 4) sets in each rank's environment, on localhost."""
+  return {'OMPI_MCA_orte_hnp_uri': '3573743616.0;tcp://127.0.0.1,10.0.0.5:38465',
+          'OMPI_COMM_WORLD_SIZE': str(size), 'OMPI_COMM_WORLD_RANK': str(rank),
+          'OMPI_COMM_WORLD_LOCAL_RANK': str(rank), 'OMPI_COMM_WORLD_LOCAL_SIZE': str(size), **extra}
+
+
+def test_openmpi_falls_back_to_jax_detection():
+  spec = resolve_cluster(_ompi_env(1))
+  assert spec == ClusterSpec('jax:ompi', auto_detect=True, detection_method='ompi')
+  assert spec.initialize_kwargs() == {'cluster_detection_method': 'ompi'}
+  # A flag still wins field by field; jax fills the rest from the OMPI variables.
+  spec = resolve_cluster(_ompi_env(0), coordinator_address='head:1234')
+  assert spec.source == 'jax:ompi + explicit arguments'
+  assert spec.initialize_kwargs() == {'coordinator_address': 'head:1234', 'cluster_detection_method': 'ompi'}
+
+
+def test_project_variables_and_slurm_win_over_jax_detection():
+  env = {**_ompi_env(1), 'OVERFEAT_COORDINATOR_ADDRESS': 'h:1', 'OVERFEAT_NUM_PROCESSES': '2',
+         'OVERFEAT_PROCESS_ID': '1'}
+  assert resolve_cluster(env).source == 'env'
+  assert resolve_cluster({**_slurm_env(), **_ompi_env(1)}).source == 'slurm'
+
+
+def test_kubernetes_indexed_job_and_forced_methods():
+  pod = {'KUBERNETES_SERVICE_HOST': '10.96.0.1', 'HOSTNAME': 'train-0'}
+  assert resolve_cluster(pod) is None  # a pod alone (a notebook, a one-replica job) stays one plain process
+  spec = resolve_cluster({**pod, 'JOB_COMPLETION_INDEX': '3'})
+  assert (spec.source, spec.auto_detect) == ('jax:k8s', True)
+  assert spec.initialize_kwargs() == {}  # jax's scan of its detectors finds Kubernetes (it has no name to ask)
+  assert resolve_cluster({'OVERFEAT_CLUSTER': 'mpi4py'}).detection_method == 'mpi4py'
+  assert resolve_cluster({'OVERFEAT_CLUSTER': 'tpu'}) == ClusterSpec('tpu', auto_detect=True)
+  with pytest.raises(InputError, match='OVERFEAT_CLUSTER'):
+    resolve_cluster({'OVERFEAT_CLUSTER': 'pbs'})
+
+
+def test_single_rank_mpirun_stays_plain():
+  assert resolve_cluster(_ompi_env(0, size=1)) is None
+
+
+def test_jax_knows_every_method_we_may_ask_for():
+  from jax._src import clusters  # pylint: disable=g-import-not-at-top  (the registry jax itself consults)
+  names = {env.name for env in clusters.ClusterEnv._cluster_types}  # pylint: disable=protected-access
+  assert set(distributed.JAX_METHODS) - set(distributed._UNNAMED_IN_JAX) <= names, names  # pylint: disable=protected-access
+  assert any(env.__name__ == 'K8sCluster' and not env.name for env in clusters.ClusterEnv._cluster_types)  # pylint: disable=protected-access
+
+
+@pytest.mark.multiprocess
+def test_two_processes_with_openmpi_variables_initialize_through_jax_detection(tmp_path):
+  """Two real processes with the environment of `mpirun -np 2` on localhost (no MPI installed): the project's
+  resolver finds nothing of its own, jax's OpenMPI detector supplies coordinator, count and rank, and a global
+  all-reduce over both processes is correct."""
+  import os  # pylint: disable=g-import-not-at-top
+  import pathlib  # pylint: disable=g-import-not-at-top
+  import socket  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+  worker = pathlib.Path(__file__).resolve().parents[1] / 'launch' / '_allreduce_worker.py'
+  base = {k: v for k, v in os.environ.items()
+          if not k.startswith(('OVERFEAT_', 'SLURM_', 'OMPI_', 'TPU_', 'KUBERNETES_'))}
+  base.update(JAX_PLATFORMS='cpu', XLA_FLAGS='', JAX_COORDINATOR_PORT=str(port),
+              PYTHONPATH=str(pathlib.Path(__file__).resolve().parents[2]))
+  procs = [subprocess.Popen([sys.executable, str(worker), '--logtostderr'], env={**base, **_ompi_env(rank)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in range(2)]
+  outs = []
+  try:
+    for p in procs:
+      outs.append(p.communicate(timeout=120))
+  finally:
+    for p in procs:
+      p.kill()
+  for rank, (p, (out, err)) in enumerate(zip(procs, outs)):
+    assert p.returncode == 0, err[-3000:]
+    assert f'allreduce ok: process {rank} of 2, 2 devices' in out, out
+    assert "Cluster detected: OpenMPI mpirun (OMPI_* variables) (jax detector 'ompi')" in err, err[-3000:]
