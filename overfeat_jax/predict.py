@@ -18,6 +18,7 @@ turned image's pixels). Drawings are named by `overfeat_jax.output_names` (`a/x.
 `b_x_...`); the same file given twice is refused up front (exit 2).
 """
 
+import io
 import json
 import os
 from typing import Any, Sequence
@@ -28,7 +29,7 @@ from absl import flags
 from ml_collections import config_flags
 from PIL import Image
 
-from overfeat_jax import cli
+from overfeat_jax import cli, storage
 from overfeat_jax.data import images as image_lib
 from overfeat_jax.errors import InputError
 from overfeat_jax.output_names import distinct_stems
@@ -64,7 +65,7 @@ def stage_settings(config, task: str):
 def load_params(workdir: str, task: str, checkpoint: str | None) -> Any:
   from overfeat_jax.checkpoint.manager import restore_params  # pylint: disable=g-import-not-at-top
   directory = checkpoint or os.path.join(workdir, task, 'checkpoints')
-  if not os.path.isdir(directory):
+  if not storage.path(directory).is_dir():
     raise InputError(f'no checkpoint directory {directory}; train the {task} stage first or pass --checkpoint.')
   return restore_params(directory)[1]
 
@@ -139,8 +140,9 @@ def predict_files(paths: Sequence[str], *, task: str, config, workdir: str, chec
 
 
 def draw_records(records: list[dict[str, Any]], out_dir: str, exif_transpose: bool = False) -> list[str]:
-  """Saves each image with its predictions drawn as `<out_dir>/<stem>_<task>.png`; returns the paths."""
-  os.makedirs(out_dir, exist_ok=True)
+  """Saves each image with its predictions drawn as `<out_dir>/<stem>_<task>.png` (`out_dir` may be a gs:// URL;
+  each PNG is written whole, `storage.write_atomic`); returns the paths."""
+  storage.makedirs(out_dir)
   written = []
   stems = distinct_stems([r['image'] for r in records])  # over every input, so names do not depend on failures
   for r, stem in zip(records, stems):
@@ -154,7 +156,9 @@ def draw_records(records: list[dict[str, Any]], out_dir: str, exif_transpose: bo
     im = draw_lib.draw_predictions(image, [p['box'] for p in preds], [p['class'] for p in preds],
                                    [p['score'] for p in preds], names, title=title)
     path = os.path.join(out_dir, f"{stem}_{r['task']}.png")
-    im.save(path)
+    png = io.BytesIO()
+    im.save(png, format='PNG')
+    storage.write_atomic(path, png.getvalue())
     written.append(path)
   return written
 

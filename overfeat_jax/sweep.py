@@ -36,11 +36,10 @@ def main(argv: list[str]) -> None:
   networks = [runner.load_network(p, sweep.task) for p in [_WORKDIR.value, *_CHECKPOINTS.value]]
   setup = runner.make_setup(sweep, runner.load_train_config(sweep.train_config))
   records, stats = runner.run_sweep(sweep, networks, output, setup=setup, log=_log)
-  from overfeat_jax.train.logging import write_json_atomic  # pylint: disable=g-import-not-at-top
-  write_json_atomic(os.path.join(output, 'records.json'), records)
+  from overfeat_jax import storage  # pylint: disable=g-import-not-at-top
+  storage.write_json_atomic(os.path.join(output, 'records.json'), records)
   table = report.markdown_table(records)
-  with open(os.path.join(output, 'table.md'), 'w') as f:
-    f.write(table)
+  storage.write_atomic(os.path.join(output, 'table.md'), table)
   print(table, flush=True)
   if _PLOT.value:
     print('plot:', report.plot_cost(records, os.path.join(output, 'cost.png')))

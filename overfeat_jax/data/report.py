@@ -12,6 +12,8 @@ from typing import Any, Mapping
 
 from absl import logging
 
+from overfeat_jax import storage
+
 REPORT_FILENAME = 'build_report.json'
 _MAX_EXAMPLES = 5  # Item names kept per reason: enough to find the files, small for a 1.2 M-image build.
 
@@ -74,16 +76,15 @@ class BuildReport:
 
 
 def write_reports(directory: os.PathLike | str, reports: Mapping[str, BuildReport], **extra: Any) -> str:
-  """Writes `{split: report}` (plus `extra` top-level fields) as JSON into `directory`; returns the path."""
+  """Writes `{split: report}` (plus `extra` top-level fields) as JSON into `directory` (local or gs://),
+  atomically (`storage.write_json_atomic`); returns the path."""
   path = os.path.join(os.fspath(directory), REPORT_FILENAME)
   payload = dict(extra)
   payload['splits'] = {name: r.to_dict() for name, r in reports.items()}
-  with open(path, 'w') as f:
-    json.dump(payload, f, indent=2, sort_keys=True)
+  storage.write_json_atomic(path, payload)
   return path
 
 
 def read_report(directory: os.PathLike | str) -> dict[str, Any]:
   """Reads the JSON written by `write_reports` (from a dataset's versioned directory)."""
-  with open(os.path.join(os.fspath(directory), REPORT_FILENAME)) as f:
-    return json.load(f)
+  return json.loads(storage.path(os.path.join(os.fspath(directory), REPORT_FILENAME)).read_text())

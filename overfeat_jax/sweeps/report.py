@@ -5,9 +5,12 @@ Table 2 of the paper: approach | top-1 error % | top-5 error %; here with the co
 detection sweeps the localization error or the mAP.
 """
 
+import io
 import math
 import os
 from typing import Sequence
+
+from overfeat_jax import storage
 
 COLUMNS = {
     'classification': [('top-1 err %', 'top1_error', 100), ('top-5 err %', 'top5_error', 100)],
@@ -82,7 +85,9 @@ def plot_cost(records: Sequence[dict], path: str, title: str = '') -> str:
     ax.grid(True, alpha=0.3)
   fig.suptitle(title or f'{task}: error against evaluation cost (blue dense, green crops, red ensembles; '
                'Ns = scales, F/C = fine/coarse stride, +f = flips)', fontsize=9)
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, dpi=110)
+  storage.makedirs(storage.path(path).parent)
+  png = io.BytesIO()
+  fig.savefig(png, dpi=110, format=os.path.splitext(path)[1][1:] or 'png')
+  storage.write_atomic(path, png.getvalue())
   plt.close(fig)
   return path

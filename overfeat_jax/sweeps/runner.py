@@ -9,6 +9,7 @@ import dataclasses
 import importlib.util
 import json
 import os
+import pathlib
 import time
 from typing import Any, Callable, Iterator, Sequence
 
@@ -18,14 +19,15 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from overfeat_jax import storage
 from overfeat_jax.checkpoint import export as export_lib
 from overfeat_jax.errors import InputError
 from overfeat_jax.inference import ensemble
 from overfeat_jax.sweeps.grid import DEFAULT_AVERAGE, Point, expand
-from overfeat_jax.train.logging import format_duration, progress_bar, write_json_atomic
+from overfeat_jax.train.logging import format_duration, progress_bar
 
 RECORD_VERSION = 1
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = str(pathlib.Path(__file__).resolve().parents[2])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,8 +40,8 @@ class Network:
 
 
 def load_network(path: str, stage: str) -> Network:
-  """A training workdir (the stage's latest checkpoint) or an exported artifact directory."""
-  path = os.path.abspath(path)
+  """A training workdir (the stage's latest checkpoint) or an exported artifact directory (local or gs://)."""
+  path = storage.url(path)
   if export_lib.is_artifact(path):
     config, spec, params = export_lib.read_artifact(path)
     ident = f'{path}#{config["params"]["sha256"][:16]}'
@@ -274,18 +276,16 @@ def run_sweep(sweep: ml_collections.ConfigDict, networks: Sequence[Network], out
   """Every point of `sweep`: read from `output/points` if done, else evaluated and written. Returns
   (records in sweep order, {'computed': n, 'cached': n})."""
   points = expand(sweep, len(networks), len(setup.scales))
-  folder = os.path.join(output, 'points')
-  os.makedirs(folder, exist_ok=True)
+  folder = storage.makedirs(os.path.join(output, 'points'))
   ids, context = tuple(n.ident for n in networks), json.dumps(dataclasses.asdict(setup), sort_keys=True)
-  paths = [os.path.join(folder, p.key(ids, context) + '.json') for p in points]
-  todo = sum(not os.path.exists(p) for p in paths)
+  paths = [folder / (p.key(ids, context) + '.json') for p in points]
+  todo = sum(not p.exists() for p in paths)
   records, stats, spent = [], {'computed': 0, 'cached': 0}, 0.0
   log(f'sweep: {len(points)} points, {len(points) - todo} already done, {todo} to evaluate')
   for i, (point, path) in enumerate(zip(points, paths)):
     text = label(point, networks, setup)
-    if os.path.exists(path):
-      with open(path) as f:
-        records.append(json.load(f))
+    if path.exists():
+      records.append(json.loads(path.read_text()))
       stats['cached'] += 1
       continue
     start = time.perf_counter()
@@ -294,7 +294,7 @@ def run_sweep(sweep: ml_collections.ConfigDict, networks: Sequence[Network], out
     stats['computed'] += 1
     record = {'version': RECORD_VERSION, 'task': setup.task, 'label': text, 'point': dataclasses.asdict(point),
               'networks': [networks[j].ident for j in point.models], **result}
-    write_json_atomic(path, record)
+    storage.write_json_atomic(path, record)
     records.append(json.loads(json.dumps(record)))  # as a later run reads it back (lists, not tuples)
     eta = spent / stats['computed'] * (todo - stats['computed'])
     log(f'sweep {progress_bar(i + 1, len(points))} {i + 1}/{len(points)} | {time.perf_counter() - start:.1f} s | '

@@ -1,15 +1,15 @@
-"""Console progress (absl: step/total, img/s, loss, lr, ETA), TensorBoard events (tensorboardX, no TF), and an
-atomically written metrics.json. Only process 0 writes anything.
+"""Console progress (absl: step/total, img/s, loss, lr, ETA) and TensorBoard events (tensorboardX, no TF), local
+or in a remote workdir (`storage.Mirror`). Only process 0 writes anything; JSON files go through
+`overfeat_jax.storage.write_json_atomic`.
 """
 
-import json
-import os
-import tempfile
 import time
 from typing import Any, Mapping
 
 import jax
 from absl import logging
+
+from overfeat_jax import storage
 
 
 def format_duration(seconds: float) -> str:
@@ -24,15 +24,6 @@ def progress_bar(done: int, total: int, width: int = 20) -> str:
   frac = min(max(done / max(total, 1), 0.0), 1.0)
   filled = int(round(frac * width))
   return f'[{"#" * filled}{"." * (width - filled)}] {100 * frac:3.0f}%'
-
-
-def write_json_atomic(path: str, data: Any) -> None:
-  """Writes JSON through a temporary file in the same directory and a rename: never a half-written file."""
-  directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp_', suffix='.json')
-  with os.fdopen(fd, 'w') as f:
-    json.dump(data, f, indent=2, sort_keys=True)
-  os.replace(tmp, path)
 
 
 class Progress:
@@ -55,14 +46,16 @@ class Progress:
 
 
 class Writer:
-  """TensorBoard scalars + absl lines; a no-op on every process but 0."""
+  """TensorBoard scalars + absl lines; a no-op on every process but 0. `logdir` may be remote (gs://): the
+  events file is written locally and uploaded whole at every flush."""
 
   def __init__(self, logdir: str):
     self.active = jax.process_index() == 0
-    self._tb = None
+    self._tb = self._mirror = None
     if self.active:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      self._tb = SummaryWriter(logdir)
+      self._mirror = storage.Mirror(logdir)
+      self._tb = SummaryWriter(self._mirror.local)
 
   def scalars(self, step: int, values: Mapping[str, float], prefix: str = '') -> None:
     if not self.active:
@@ -70,6 +63,7 @@ class Writer:
     for name, value in values.items():
       self._tb.add_scalar(f'{prefix}{name}', float(value), step)
     self._tb.flush()
+    self._mirror.sync()
 
   def info(self, msg: str, *args) -> None:
     if self.active:
@@ -78,3 +72,4 @@ class Writer:
   def close(self) -> None:
     if self._tb is not None:
       self._tb.close()
+      self._mirror.close()

@@ -10,7 +10,6 @@ import contextlib
 import dataclasses
 import os
 import signal
-import tempfile
 import time
 from typing import Any, Callable
 
@@ -18,6 +17,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from overfeat_jax import storage
 from overfeat_jax.checkpoint import export as export_lib
 from overfeat_jax.checkpoint import manager as ckpt
 from overfeat_jax.errors import InputError
@@ -25,7 +25,7 @@ from overfeat_jax.parallel import mesh as mesh_lib
 from overfeat_jax.train import classification, detection, evaluate, inputs, localization, optim
 from overfeat_jax.train import state as state_lib
 from overfeat_jax.train import step as step_lib
-from overfeat_jax.train.logging import Progress, Writer, write_json_atomic
+from overfeat_jax.train.logging import Progress, Writer
 from overfeat_jax.train.task import Task
 
 # The one registry of stages: name -> make_task(stage config, previous_params) -> Task.
@@ -108,13 +108,9 @@ def any_process(mesh: Any) -> Callable[[bool], jax.Array]:
 
 
 def check_workdir(workdir: str) -> None:
-  """Creates `workdir` and proves it writable, so a bad path fails in one line before any work."""
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    with tempfile.TemporaryFile(dir=workdir):
-      pass
-  except OSError as e:
-    raise InputError(f'workdir {workdir!r} is not writable: {e.strerror or e}') from None
+  """Creates `workdir` (local, or a gs:// URL) and proves it writable, so a bad path fails in one line before
+  any work."""
+  storage.check_writable(workdir)
 
 
 def stage_config(config: ml_collections.ConfigDict, stage: str) -> ml_collections.ConfigDict:
@@ -141,13 +137,13 @@ def _tuples(value: Any) -> Any:
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Writes the resolved config (every override applied) as `workdir/config.json`: process 0, atomically."""
   if jax.process_index() == 0:
-    write_json_atomic(os.path.join(workdir, CONFIG_FILE), config.to_dict())
+    storage.write_json_atomic(storage.path(workdir) / CONFIG_FILE, config.to_dict())
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict | None:
   """The config a workdir was trained with (`save_config`), locked; None if the workdir has none."""
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.isfile(path):
+  path = storage.path(workdir) / CONFIG_FILE
+  if not path.is_file():
     return None
   data = export_lib.read_json(path, 'training config')
   if not isinstance(data, dict) or 'stages' not in data:
@@ -175,7 +171,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if results[stage].get('preempted'):
       break
   if jax.process_index() == 0:
-    write_json_atomic(os.path.join(workdir, 'metrics.json'), results)
+    storage.write_json_atomic(storage.path(workdir) / 'metrics.json', results)
   return results
 
 
@@ -219,7 +215,7 @@ def build_optimizer(cfg: ml_collections.ConfigDict, task: Task, steps_per_epoch:
 
 def run_stage(task: Task, cfg: ml_collections.ConfigDict, workdir: str) -> tuple[dict, Any]:
   """Trains (or resumes) one stage to `total_steps`, evaluates it; returns (metrics, final params)."""
-  os.makedirs(workdir, exist_ok=True)
+  storage.makedirs(workdir)
   mesh = mesh_lib.make_mesh()
   source = inputs.open_split(cfg, cfg.data.train_split)
   steps_per_epoch, total = steps_for(cfg, len(source))

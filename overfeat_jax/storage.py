@@ -1,0 +1,183 @@
+"""Workdir and output paths, local or remote (`gs://bucket/run`): the one home for opening, writing and creating
+them. Every file the project writes under a workdir or an output folder goes through here or through
+`etils.epath` directly; orbax and tensorstore are handed `url(path)`, the URL unchanged.
+
+Remote paths need the filesystem package of their scheme (`pip install gcsfs` for `gs://`, which etils.epath
+uses through fsspec when TensorFlow is absent). A GCS emulator is reached through the usual variables
+(`STORAGE_EMULATOR_HOST`, `TENSORSTORE_GCS_HTTP_URL`, `GOOGLE_AUTH_TOKEN_FOR_TESTING`; docs/launch.md).
+
+Why a reader never sees half a file:
+  * local disk: the bytes go to a temporary file in the same directory, then `os.replace` renames it over the
+    target (a rename within one filesystem is atomic);
+  * object stores (gs://, s3://): a file is one object upload. An object becomes visible only when its upload
+    completes, whole, and replaces the previous generation in one step. No rename is used: on GCS a rename is
+    a copy plus a delete (not atomic, and gcsfs first tries the `moveTo` call, which emulators lack).
+A directory (`atomic_dir`) is staged locally and published either by one local rename or, remotely, by
+uploading its files with the commit file (the one a reader opens first, e.g. an artifact's config.json) last
+and deleted first, so a reader finds either no commit file or one whose companions are complete.
+"""
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import tempfile
+from typing import Any, Iterator
+
+from etils import epath
+
+from overfeat_jax.errors import InputError
+
+_COPY_BLOCK = 1 << 20  # bytes per read when copying a file into an object
+
+
+def is_remote(path: str | os.PathLike) -> bool:
+  """Whether `path` is a URL of a remote store (`gs://...`, `s3://...`) rather than a local path."""
+  text = os.fspath(path)
+  return '://' in text and not text.startswith('file://')
+
+
+def path(p: str | os.PathLike) -> epath.Path:
+  """`p` as an `etils.epath.Path`: local paths made absolute, URLs unchanged."""
+  return epath.Path(os.fspath(p) if is_remote(p) else os.path.abspath(os.fspath(p)))
+
+
+def url(p: str | os.PathLike) -> str:
+  """What orbax/tensorstore and log lines get: the absolute local path, or the URL unchanged."""
+  return os.fspath(path(p))
+
+
+def makedirs(p: str | os.PathLike) -> epath.Path:
+  """Creates a local directory and its parents; a no-op on object stores, which have no directories (and
+  whose bucket must already exist: a misspelled bucket is reported by the first write, not created)."""
+  target = path(p)
+  if not is_remote(p):
+    target.mkdir(parents=True, exist_ok=True)
+  return target
+
+
+def check_writable(p: str | os.PathLike) -> None:
+  """Creates `p` and proves it writable by writing and deleting a probe file, so that a bad workdir (read-only,
+  a missing bucket, no credentials) fails in one line before any work.
+
+  Raises:
+    InputError: naming the path and the reason.
+  """
+  probe = path(p) / f'.write_probe-{socket.gethostname()}-{os.getpid()}'
+  try:
+    makedirs(p)
+    probe.write_bytes(b'')
+    probe.unlink()
+  except Exception as e:  # pylint: disable=broad-except  (OSError locally; fsspec/gcsfs raise their own types)
+    reason = getattr(e, 'strerror', None) or f'{type(e).__name__}: {str(e)[:200]}'
+    raise InputError(f'workdir {os.fspath(p)!r} is not writable: {reason}') from None
+
+
+def write_atomic(p: str | os.PathLike, data: bytes | str) -> None:
+  """Writes `data` (str as UTF-8) to `p` so that a reader sees the old content or the new, never a part.
+
+  Local: a temporary file in the same directory, renamed over `p`. Remote: one object upload.
+  """
+  data = data.encode('utf-8') if isinstance(data, str) else data
+  target = path(p)
+  if is_remote(p):
+    target.write_bytes(data)
+    return
+  fd, tmp = tempfile.mkstemp(dir=os.fspath(target.parent), prefix=f'.{target.name}.tmp-')
+  try:
+    with os.fdopen(fd, 'wb') as f:
+      f.write(data)
+    os.replace(tmp, os.fspath(target))
+  except BaseException:
+    with contextlib.suppress(OSError):
+      os.unlink(tmp)
+    raise
+
+
+def write_json_atomic(p: str | os.PathLike, data: Any) -> None:
+  """`data` as indented, key-sorted JSON, written with `write_atomic`."""
+  write_atomic(p, json.dumps(data, indent=2, sort_keys=True))
+
+
+def upload(local_file: str | os.PathLike, p: str | os.PathLike) -> None:
+  """Copies a local file to `p` (remote: one object upload, streamed; local: `write_atomic` semantics)."""
+  if not is_remote(p):
+    write_atomic(p, epath.Path(local_file).read_bytes())
+    return
+  with open(local_file, 'rb') as src, path(p).open('wb') as dst:
+    shutil.copyfileobj(src, dst, _COPY_BLOCK)
+
+
+@contextlib.contextmanager
+def atomic_dir(p: str | os.PathLike, commit_file: str) -> Iterator[epath.Path]:
+  """Yields an empty local staging directory; on a clean exit its files replace the directory `p` at once.
+
+  Local: the staging directory is a sibling of `p`, renamed into place (an existing `p` is moved aside first
+  and deleted after). Remote: `p/commit_file` is deleted, every other staged file uploaded, `commit_file`
+  uploaded last. On an exception nothing is published and the staging directory is removed.
+  """
+  target, remote = path(p), is_remote(p)
+  if not remote:
+    makedirs(target.parent)
+  stage = tempfile.mkdtemp(prefix=f'.{target.name}.tmp-', dir=None if remote else os.fspath(target.parent))
+  try:
+    yield epath.Path(stage)
+    if remote:
+      _publish_remote(stage, target, commit_file)
+    else:
+      _publish_local(stage, target)
+  finally:
+    shutil.rmtree(stage, ignore_errors=True)
+
+
+def _publish_local(stage: str, target: epath.Path) -> None:
+  os.chmod(stage, 0o755)
+  old = None
+  if os.path.lexists(target):
+    old = tempfile.mkdtemp(prefix=f'.{target.name}.old-', dir=os.fspath(target.parent))
+    os.replace(os.fspath(target), os.path.join(old, 'a'))
+  os.replace(stage, os.fspath(target))
+  if old:
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _publish_remote(stage: str, target: epath.Path, commit_file: str) -> None:
+  names = sorted(os.listdir(stage))
+  if commit_file not in names:
+    raise ValueError(f'the staged directory has no {commit_file}')
+  if (target / commit_file).exists():
+    (target / commit_file).unlink()
+  for name in [n for n in names if n != commit_file] + [commit_file]:
+    upload(os.path.join(stage, name), target / name)
+
+
+class Mirror:
+  """A local directory whose files `sync()` copies to `target` (TensorBoard events: tensorboardX appends to
+  ordinary files, an object store takes whole objects). For a local `target` it is `target` itself.
+
+  Each sync uploads every file that grew since the last one, as one object: a reader sees a complete prefix
+  of the events file.
+  """
+
+  def __init__(self, target: str | os.PathLike):
+    self.target, self.remote = path(target), is_remote(target)
+    self.local = tempfile.mkdtemp(prefix='overfeat_mirror-') if self.remote else os.fspath(makedirs(target))
+    self._sizes: dict[str, int] = {}
+
+  def sync(self) -> None:
+    if not self.remote:
+      return
+    for root, _, files in os.walk(self.local):
+      for name in files:
+        file = os.path.join(root, name)
+        size = os.path.getsize(file)
+        if self._sizes.get(file) != size:
+          upload(file, self.target / os.path.relpath(file, self.local))
+          self._sizes[file] = size
+
+  def close(self) -> None:
+    """Final sync; removes the local staging copy."""
+    self.sync()
+    if self.remote:
+      shutil.rmtree(self.local, ignore_errors=True)
