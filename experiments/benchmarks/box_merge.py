@@ -7,7 +7,7 @@ O(N^3): it runs to the end when it fits `--reference_budget_s`, else only its fi
 grown until the budget is spent) and the table says how many merges that time covers. Where the reference
 finished, its merge sequence is checked to be identical to the jitted one.
 
-  JAX_PLATFORMS=cpu python experiments/benchmarks/box_merge.py [--sizes=100,500,2000,5000] \
+  PYTHONPATH=. JAX_PLATFORMS=cpu python experiments/benchmarks/box_merge.py [--sizes=100,500,2000,5000] \
       [--score_fn=overlap --threshold=0.6 | --score_fn=literal --threshold=50]
 """
 
@@ -23,7 +23,7 @@ import numpy as np
 from overfeat_jax import cli
 from overfeat_jax.inference import merge
 from overfeat_jax.inference import nms
-from overfeat_jax.inference.merge_reference import merge_boxes_reference
+from tests.inference.merge_reference import merge_boxes_reference
 
 _SIZES = flags.DEFINE_list('sizes', ['100', '500', '2000', '5000'], 'Numbers of boxes N.')
 _SCORE_FN = flags.DEFINE_enum('score_fn', 'overlap', sorted(merge.SCORE_FUNCTIONS), 'Match score.')

@@ -29,6 +29,7 @@ import numpy as np
 import scipy.io
 
 from overfeat_jax.errors import InputError
+from overfeat_jax.metrics import boxes as box_lib
 
 TextSource = Union[str, os.PathLike, bytes]
 _WNID = re.compile(r'^n\d{8}$')
@@ -241,7 +242,7 @@ def to_boxes(ann: RawAnnotation, image_size: tuple[int, int], class_index: Mappi
     ymin, ymax = sorted((obj.ymin, obj.ymax))
     if (xmin, ymin) != (obj.xmin, obj.ymin):
       reasons.append('box_inverted_swapped')
-    raw = np.array([(xmin - 1) * sx, (ymin - 1) * sy, xmax * sx, ymax * sy])
+    raw = box_lib.from_devkit([xmin, ymin, xmax, ymax])[0] * [sx, sy, sx, sy]
     box = np.clip(raw, 0.0, [width, height, width, height])
     if not np.array_equal(box, raw):
       reasons.append('box_clipped')

@@ -3,7 +3,7 @@
 For each scale s (the image resized to a static (height, width), so every scale compiles once):
   (a) C_s = the top-k classes by the maximum of the class map (softmax) over every location and offset;
   (b) B_s = the regressor's box for each class of C_s at every location and offset of the fine map, decoded from
-      the window-relative encoding (`train.targets`) into the original image's pixels (clipped to the image),
+      the window-relative encoding (`box_ops.encode`) into the original image's pixels (clipped to the image),
       with that window's class probability as its score;
 then (c) B = the union of the B_s, and (d) the greedy merge (`inference.merge`, per class; score 'overlap' or
 'literal', threshold t; merged box the pair average 'pair' or the confidence-weighted 'score') or, as an
@@ -21,12 +21,12 @@ from typing import Any, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 
+from overfeat_jax import box_ops
 from overfeat_jax.errors import InputError
 from overfeat_jax.inference import merge as merge_lib
 from overfeat_jax.inference import nms as nms_lib
 from overfeat_jax.inference.dense import dense_apply
 from overfeat_jax.inference.multiscale import resize_images
-from overfeat_jax.train import targets
 
 MERGE_CHOICES = ('overlap', 'literal', 'nms')
 AVERAGE_CHOICES = merge_lib.AVERAGES  # how the greedy merge averages a pair ('nms' ignores it)
@@ -87,10 +87,10 @@ class Candidates(NamedTuple):
 def decode_dense(geometry, deltas: jax.Array, size: tuple[int, int], image_hw: tuple[int, int],
                  fine: bool) -> jax.Array:
   """Window-relative boxes [B, h, w, R, 4] of a scale -> boxes [B, h, w, R, 4] in the original image's pixels."""
-  windows = targets.window_boxes(geometry, size, fine)[None, :, :, None, :]  # [1, h, w, 1, 4]
-  boxes = targets.decode(deltas, windows, geometry.input_size)
+  windows = box_ops.window_boxes(geometry, size, fine)[None, :, :, None, :]  # [1, h, w, 1, 4]
+  boxes = box_ops.decode(deltas, windows, geometry.input_size)
   scale = (size[1] / image_hw[1], size[0] / image_hw[0])
-  return targets.to_image(boxes, scale, image_hw)
+  return box_ops.to_image(boxes, scale, image_hw)
 
 
 def scale_candidates(box_model: BoxModel, params: Any, images: jax.Array, size: tuple[int, int], *,

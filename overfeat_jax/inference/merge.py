@@ -4,7 +4,8 @@ The paper repeatedly merges the pair of boxes with the lowest `match_score` unti
 threshold `t`. Boxes only merge with boxes of the same class. Merging pair (i, j), i < j, replaces box i by
 an average of the two (see `average` below), gives it the SUM of their scores (so a merged box's score is the
 sum of the class outputs of all windows merged into it) and invalidates box j. Among equal scores the smallest
-(i, j) in row-major order wins, exactly as in the sequential `merge_reference.py`.
+(i, j) in row-major order wins, exactly as in the sequential test oracle
+`tests/inference/merge_reference.py`.
 
 Two ways to average the pair (choose by name, see `AVERAGES`):
 - `'pair'`: `(b_i + b_j) / 2`, the paper's "averaging their coordinates". After a chain of merges the newest
@@ -36,8 +37,8 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from overfeat_jax import box_ops
 from overfeat_jax.errors import InputError
-from overfeat_jax.inference import box_ops
 
 # Mean diagonals below this (degenerate boxes) are floored so that the normalised distance stays finite.
 DIAGONAL_FLOOR = 1e-6

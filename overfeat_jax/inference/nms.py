@@ -4,14 +4,15 @@ Greedy NMS: take the highest-scoring remaining box, keep it, and drop every rema
 whose IoU with it is strictly greater than `iou_threshold`; repeat until nothing remains. Equal scores are
 taken in index order (the lower index first), as a stable sort by decreasing score would. The loop runs once
 per KEPT box and computes one IoU row per iteration (O(N) memory, O(N x kept) time), so several thousand boxes
-are cheap. `merge_reference.nms_reference` is the plain sequential version the tests compare with.
+are cheap. `nms_reference` in tests/inference/merge_reference.py is the plain sequential version the tests
+compare with.
 """
 
 import jax
 import jax.numpy as jnp
 
+from overfeat_jax import box_ops
 from overfeat_jax.errors import InputError
-from overfeat_jax.inference import box_ops
 
 
 @jax.jit

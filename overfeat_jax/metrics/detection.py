@@ -13,7 +13,7 @@ Unmatched and duplicate detections are false positives. The threshold is `iou_th
 ground-truth box's w, h (project convention, equal to the devkit's inclusive size). A match also needs a
 positive intersection, as in the devkits, so a zero-area ground-truth box is never matched but still counts in
 the recall denominator (a zero-area detection is a false positive). Boxes are NOT clipped to the image, as in
-the devkits: clip them first (`inference.box_ops.clip`) if the model can predict past the border.
+the devkits: clip them first (`overfeat_jax.box_ops.clip`) if the model can predict past the border.
 
 AP is the area under the interpolated precision/recall curve with all points (VOC 2010+ and ILSVRC): precision
 is made monotone by taking, at each recall, the maximum precision at any higher recall, and summed over the

@@ -7,7 +7,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from overfeat_jax.inference import box_ops
+from overfeat_jax import box_ops
 from overfeat_jax.inference.merge import merge_boxes
 from overfeat_jax.inference.nms import nms
 

@@ -69,7 +69,7 @@ def test_dense_outputs_keep_only_real_windows_at_demo_scales(size):
 def test_merge_candidates_applies_the_average_per_image():
   # Two images of 6 candidates in 2 classes (one invalid), merged with t = 1e9: each image's result must be
   # the sequential reference's for that image, and 'pair' and 'score' must give different boxes.
-  from overfeat_jax.inference.merge_reference import merge_boxes_reference
+  from tests.inference.merge_reference import merge_boxes_reference
   rng = np.random.default_rng(5)
   xy = rng.uniform(0, 20, (2, 6, 2))
   boxes = np.concatenate([xy, xy + 30], -1).astype(np.float32)

@@ -6,8 +6,8 @@ import pytest
 
 from overfeat_jax.errors import InputError
 from overfeat_jax.inference import merge
-from overfeat_jax.inference import merge_reference
-from overfeat_jax.inference.merge_reference import merge_boxes_reference
+from tests.inference import merge_reference
+from tests.inference.merge_reference import merge_boxes_reference
 
 N_PAD = 24  # every random set is padded to this size, so each score function compiles once
 

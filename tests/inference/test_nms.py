@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from overfeat_jax.errors import InputError
-from overfeat_jax.inference.merge_reference import nms_reference
 from overfeat_jax.inference.nms import nms
+from tests.inference.merge_reference import nms_reference
 
 N_PAD = 32
 

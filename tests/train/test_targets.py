@@ -1,21 +1,11 @@
-"""Window geometry, the >50% rule and the window-relative box encoding, on hand-worked numbers."""
+"""The >50% rule of the box targets, on hand-worked numbers (windows and encoding: tests/test_box_ops.py)."""
 
 import numpy as np
-import pytest
 
 from overfeat_jax.models.geometry import get_geometry
 from overfeat_jax.train import targets
 
 G = get_geometry('small', 8)  # window 64, coarse stride 16, fine stride 8
-
-
-def test_window_boxes_fine_and_coarse():
-  fine = np.asarray(targets.window_boxes(G, (80, 96), fine=True))
-  assert fine.shape == (4, 6, 4)  # output_size(80, fine) = 4, output_size(96, fine) = 6
-  np.testing.assert_array_equal(fine[1, 2], [16, 8, 80, 72])  # (x1, y1, x2, y2): col 2 * 8, row 1 * 8
-  coarse = np.asarray(targets.window_boxes(G, (80, 80), fine=False))
-  assert coarse.shape == (2, 2, 4)
-  np.testing.assert_array_equal(coarse[1, 1], [16, 16, 80, 80])
 
 
 def test_assignment_by_hand():
@@ -49,28 +39,3 @@ def test_best_fitting_box_wins():
   # Window (8, 8, 72, 72) contains only 54^2 / 60^2 = 0.81 of the big box and none of the small one fully:
   # small box coverage = 12*12/18/18 = 0.44 -> only the big box qualifies.
   assert int(t.labels[0, 1, 1]) == 7
-
-
-@pytest.mark.parametrize('fine', [True, False])
-@pytest.mark.parametrize('size', [(64, 64), (80, 96), (128, 112)])
-def test_encode_decode_round_trip(fine, size):
-  image_hw = (72, 72)
-  box = np.array([12.5, 20.0, 50.0, 61.0], np.float32)
-  scale = (size[1] / image_hw[1], size[0] / image_hw[0])
-  scaled = targets.scale_boxes(box, scale)
-  windows = targets.window_boxes(G, size, fine)
-  deltas = targets.encode(scaled, windows, G.input_size)  # [rows, cols, 4]
-  back = targets.to_image(targets.decode(deltas, windows, G.input_size), scale, image_hw)
-  np.testing.assert_allclose(np.asarray(back), np.broadcast_to(box, back.shape), atol=1e-4)
-
-
-def test_encoding_is_scale_free():
-  # A box equal to a window encodes to (0, 0, 1, 1) whatever the window's place.
-  windows = targets.window_boxes(G, (96, 96), True)
-  np.testing.assert_allclose(np.asarray(targets.encode(windows, windows, 64)), np.broadcast_to([0, 0, 1, 1],
-                                                                                                 windows.shape))
-
-
-def test_to_image_clips_outside_predictions():
-  out = np.asarray(targets.to_image(np.array([[-20.0, 5.0, 200.0, -3.0]]), (2.0, 2.0), (50, 60)))
-  np.testing.assert_allclose(out, [[0.0, 2.5, 60.0, 2.5]])

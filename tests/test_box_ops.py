@@ -1,17 +1,22 @@
-"""Tests of the jnp box ops: hand-worked values and hypothesis fuzzing with degenerate boxes."""
+"""Tests of the jnp box and window ops: hand-worked values, the float64 metrics twin, the window encoding,
+and hypothesis fuzzing with degenerate boxes."""
 
 from hypothesis import given, settings, strategies as st
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from overfeat_jax.inference import box_ops
-from overfeat_jax.inference import merge_reference
+from overfeat_jax import box_ops
+from overfeat_jax.metrics import boxes as metric_boxes
+from overfeat_jax.models.geometry import get_geometry
+from tests.inference import merge_reference
 
 # Coordinates from tiny to huge (1e9 px) plus exact small integers, so that zero-area, inverted and identical
 # boxes
 # are frequent.
 _COORD = st.one_of(st.integers(-5, 5).map(float), st.floats(-1e9, 1e9, allow_nan=False, width=32))
 _BOX = st.tuples(_COORD, _COORD, _COORD, _COORD)
+G = get_geometry('small', 8)  # window 64, coarse stride 16, fine stride 8
 
 
 def test_hand_worked_values():
@@ -66,3 +71,50 @@ def test_iou_fuzz_bounded_symmetric_and_finite(a, b):
   # The sequential reference (used by the merge/NMS parity tests) agrees bit for bit.
   ref = merge_reference.iou([np.float32(v) for v in np.asarray(a)], [np.float32(v) for v in np.asarray(b)])
   assert float(ref) == ab
+
+
+def test_iou_matches_the_float64_metrics_twin():
+  # Integer and half-pixel boxes (exact in float32), inverted and empty ones included: the on-device IoU and the
+  # metrics' float64 devkit-exact IoU agree to float32 rounding.
+  rng = np.random.default_rng(0)
+  a = (rng.integers(-10, 200, size=(60, 4)) / 2).astype(np.float32)
+  b = (rng.integers(-10, 200, size=(50, 4)) / 2).astype(np.float32)
+  b[:5] = a[:5]  # identical boxes: IoU 1 where the area is positive
+  got = np.asarray(box_ops.pairwise_iou(jnp.asarray(a), jnp.asarray(b)))
+  want = metric_boxes.pairwise_iou(a, b)
+  np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+  np.testing.assert_array_equal(np.asarray(box_ops.area(jnp.asarray(a))) == 0, metric_boxes.area(a) == 0)
+
+
+def test_window_boxes_fine_and_coarse():
+  fine = np.asarray(box_ops.window_boxes(G, (80, 96), fine=True))
+  assert fine.shape == (4, 6, 4)  # output_size(80, fine) = 4, output_size(96, fine) = 6
+  np.testing.assert_array_equal(fine[1, 2], [16, 8, 80, 72])  # (x1, y1, x2, y2): col 2 * 8, row 1 * 8
+  coarse = np.asarray(box_ops.window_boxes(G, (80, 80), fine=False))
+  assert coarse.shape == (2, 2, 4)
+  np.testing.assert_array_equal(coarse[1, 1], [16, 16, 80, 80])
+
+
+@pytest.mark.parametrize('fine', [True, False])
+@pytest.mark.parametrize('size', [(64, 64), (80, 96), (128, 112)])
+def test_encode_decode_round_trip(fine, size):
+  image_hw = (72, 72)
+  box = np.array([12.5, 20.0, 50.0, 61.0], np.float32)
+  scale = (size[1] / image_hw[1], size[0] / image_hw[0])
+  scaled = box_ops.scale_boxes(box, scale)
+  windows = box_ops.window_boxes(G, size, fine)
+  deltas = box_ops.encode(scaled, windows, G.input_size)  # [rows, cols, 4]
+  back = box_ops.to_image(box_ops.decode(deltas, windows, G.input_size), scale, image_hw)
+  np.testing.assert_allclose(np.asarray(back), np.broadcast_to(box, back.shape), atol=1e-4)
+
+
+def test_encoding_is_scale_free():
+  # A box equal to a window encodes to (0, 0, 1, 1) whatever the window's place.
+  windows = box_ops.window_boxes(G, (96, 96), True)
+  np.testing.assert_allclose(np.asarray(box_ops.encode(windows, windows, 64)), np.broadcast_to([0, 0, 1, 1],
+                                                                                                 windows.shape))
+
+
+def test_to_image_clips_outside_predictions():
+  out = np.asarray(box_ops.to_image(np.array([[-20.0, 5.0, 200.0, -3.0]]), (2.0, 2.0), (50, 60)))
+  np.testing.assert_allclose(out, [[0.0, 2.5, 60.0, 2.5]])
