@@ -7,8 +7,11 @@ r"""Classify images, or extract features, with OverFeat and the release's weight
 Top-N mode reproduces the release: smaller side resized to 231, central square, one 1x1 output, softmax.
 Feature mode (`--features`, `--layer=L`) runs the whole unresized image densely and returns layer L (release
 numbering) as (C, H, W) float32. `--multiscale` uses the paper's six scales, flips and offset pooling instead.
-Without `--weights` the network gets random N(0, 0.01) weights and a warning (to try the tool). Documentation:
-docs/classify.md. Why it is fast: docs/classify.md "Where the time goes".
+Without `--weights` the network gets random N(0, 0.01) weights and a warning (to try the tool). Many images:
+every usable one is classified, each unusable one (missing, not an image, a JPEG with more than 5 % of its rows
+missing) is named on one stderr line, then the command exits 2. `--exif_transpose` turns images by their EXIF
+orientation (off: the stored pixels). Feature files of several images are named by `overfeat_jax.output_names`.
+Documentation: docs/classify.md. Why it is fast: docs/classify.md "Where the time goes".
 """
 
 import time
@@ -31,6 +34,7 @@ from overfeat_jax import cli
 from overfeat_jax.data import class_names as class_names_lib
 from overfeat_jax.data.images import load_rgb
 from overfeat_jax.errors import InputError
+from overfeat_jax.output_names import distinct_stems
 from overfeat_jax.inference import classify_views as views
 from overfeat_jax.inference.multiscale import PAPER_SCALES, multiscale_class_scores
 from overfeat_jax.models import geometry as geometry_lib
@@ -62,6 +66,8 @@ _WIDTH_DIVISOR = flags.DEFINE_integer('width_divisor', 1, 'Network widths divide
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the random weights used without --weights.')
 _CACHE = flags.DEFINE_string('compilation_cache', None, 'Folder for JAX\'s persistent compilation cache.')
 _TIMING = flags.DEFINE_bool('timing', False, 'Print where the time went (stderr).')
+_EXIF = flags.DEFINE_bool('exif_transpose', False, 'Turn each image by its EXIF orientation tag first; off: the '
+                          'stored pixels (as ILSVRC uses them).')
 
 
 # --- timing -----------------------------------------------------------------------------------------------
@@ -172,23 +178,48 @@ def run_batches(runner: Runner, batches: Iterator[views.Batch]) -> dict[int, Any
   return out
 
 
-def _decoded(paths: Sequence[str], prepare: Callable[[np.ndarray, str], np.ndarray],
-             timer: Timer) -> Iterator[tuple[int, np.ndarray]]:
-  for index, path in enumerate(paths):
+@dataclasses.dataclass
+class Reading:
+  """How the images of one call are read, and which turned out unusable.
+
+  `errors` None: an unusable image raises its `InputError`; a dict: it is recorded there (input index -> the
+  one-sentence message), left out of the results, and the other images go on.
+  """
+  exif_transpose: bool = False
+  errors: dict[int, str] | None = None
+
+
+def _decoded(paths: Sequence[str], prepare: Callable[[np.ndarray, str], np.ndarray], timer: Timer,
+             reading: Reading | None = None, first: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+  reading = reading or Reading()
+  for index, path in enumerate(paths, start=first):
     start = time.perf_counter()
-    image = prepare(load_rgb(path), path)
-    timer.add('decode + resize (host)', time.perf_counter() - start)
+    try:
+      image = prepare(load_rgb(path, exif_transpose=reading.exif_transpose), path)
+    except InputError as e:
+      if reading.errors is None:
+        raise
+      reading.errors[index] = str(e)
+      continue
+    finally:
+      timer.add('decode + resize (host)', time.perf_counter() - start)
     yield index, image
 
 
+def _stack(rows: dict[int, np.ndarray], width: int) -> np.ndarray:
+  """The rows of the usable images in input order, [N_usable, width] (width: for the case of none)."""
+  return np.stack([rows[i] for i in sorted(rows)]) if rows else np.zeros((0, width), np.float32)
+
+
 def classify_top(model: OverFeat, params: Any, paths: Sequence[str], batch_size: int,
-                 timer: Timer | None = None) -> np.ndarray:
-  """The release's classification of each image: probabilities [N, C] of the 231 central square's output."""
+                 timer: Timer | None = None, reading: Reading | None = None) -> np.ndarray:
+  """The release's classification of each usable image (all, unless `reading.errors` collects the unusable):
+  probabilities [N, C] of the 231 central square's output, in input order."""
   timer = timer or Timer()
   size = views.view_size(model.geometry)
-  items = _decoded(paths, lambda image, _: views.release_view(image, size), timer)
+  items = _decoded(paths, lambda image, _: views.release_view(image, size), timer, reading)
   rows = run_batches(Runner(top_fn(model), params, timer), views.batches_by_size(items, batch_size))
-  return np.stack([rows[i] for i in range(len(paths))])
+  return _stack(rows, model.num_classes)
 
 
 def check_layer(geometry: geometry_lib.Geometry, layer: int) -> None:
@@ -200,8 +231,8 @@ def check_layer(geometry: geometry_lib.Geometry, layer: int) -> None:
 
 
 def extract_layers(model: OverFeat, params: Any, paths: Sequence[str], layers: Sequence[int], batch_size: int,
-                   timer: Timer | None = None) -> list[dict[int, np.ndarray]]:
-  """Layers (release numbering) of each whole, unresized image: per image {layer: (C, H, W) float32}."""
+                   timer: Timer | None = None, reading: Reading | None = None) -> list[dict[int, np.ndarray]]:
+  """Layers (release numbering) of each whole, unresized, usable image: per image {layer: (C, H, W) float32}."""
   timer = timer or Timer()
   names = model.geometry.layer_names()
   for layer in layers:
@@ -211,35 +242,39 @@ def extract_layers(model: OverFeat, params: Any, paths: Sequence[str], layers: S
     views.check_feature_size(image, model.geometry, path)
     return image
 
-  items = _decoded(paths, prepare, timer)
+  items = _decoded(paths, prepare, timer, reading)
   runner = Runner(layer_fn(model, [names[layer] for layer in layers]), params, timer)
   rows = run_batches(runner, views.batches_by_size(items, batch_size))
   return [{layer: np.ascontiguousarray(rows[i][j].transpose(2, 0, 1), dtype=np.float32)
-           for j, layer in enumerate(layers)} for i in range(len(paths))]
+           for j, layer in enumerate(layers)} for i in sorted(rows)]
 
 
 def extract_features(model: OverFeat, params: Any, paths: Sequence[str], layer: int, batch_size: int,
-                     timer: Timer | None = None) -> list[np.ndarray]:
-  """Layer `layer` (release numbering) of each whole, unresized image, as (C, H, W) float32 arrays."""
-  return [out[layer] for out in extract_layers(model, params, paths, [layer], batch_size, timer)]
+                     timer: Timer | None = None, reading: Reading | None = None) -> list[np.ndarray]:
+  """Layer `layer` (release numbering) of each whole, unresized, usable image, as (C, H, W) float32 arrays."""
+  return [out[layer] for out in extract_layers(model, params, paths, [layer], batch_size, timer, reading)]
 
 
 def classify_multiscale(model: OverFeat, params: Any, paths: Sequence[str], batch_size: int,
                         scales: Sequence[tuple[int, int]] = PAPER_SCALES, flips: bool = True,
-                        timer: Timer | None = None) -> np.ndarray:
-  """The paper's classification: mean over scales (and flips) of the per-class spatial max of softmax. [N, C]."""
+                        timer: Timer | None = None, reading: Reading | None = None) -> np.ndarray:
+  """The paper's classification: mean over scales (and flips) of the per-class spatial max of softmax.
+
+  Returns [N, C] for the usable images, in input order."""
   timer = timer or Timer()
   runner = Runner(scale_fn(model, flips), params, timer)
   total = np.zeros((len(paths), model.num_classes), np.float64)
+  usable = []
   for first in range(0, len(paths), batch_size):
-    chunk = list(_decoded(paths[first:first + batch_size], lambda image, _: image, timer))
+    chunk = list(_decoded(paths[first:first + batch_size], lambda image, _: image, timer, reading, first))
+    usable += [i for i, _ in chunk]
     for height, width in scales:
       start = time.perf_counter()
-      items = [(first + i, views.resize_exact(image, height, width)) for i, image in chunk]
+      items = [(i, views.resize_exact(image, height, width)) for i, image in chunk]
       timer.add('decode + resize (host)', time.perf_counter() - start)
       for index, row in run_batches(runner, views.batches_by_size(items, batch_size)).items():
         total[index] += row
-  return (total / len(scales)).astype(np.float32)
+  return (total[usable] / len(scales)).astype(np.float32)
 
 
 # --- output -----------------------------------------------------------------------------------------------
@@ -262,16 +297,12 @@ def format_top(path: str, best: list[tuple[int, float]], names: list[str] | None
 
 
 def feature_paths(output: str, paths: Sequence[str]) -> list[str]:
-  """`FILE.npy` for one image; `FILE_<stem>.npy` per image for several (distinct stems required)."""
+  """`FILE.npy` for one image; `FILE_<name>.npy` per image for several, names by `output_names.distinct_stems`
+  (`a/x.png`, `b/x.png` -> `FILE_a_x.npy`, `FILE_b_x.npy`). Raises `InputError` for the same file twice."""
   root = output[:-4] if output.endswith('.npy') else output
   if len(paths) == 1:
     return [root + '.npy']
-  stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
-  duplicates = sorted({s for s in stems if stems.count(s) > 1})
-  if duplicates:
-    raise InputError(f'several images share the file stem {duplicates[0]!r}, so their feature files '
-                     f'{root}_<stem>.npy would collide: rename them or run them separately')
-  return [f'{root}_{stem}.npy' for stem in stems]
+  return [f'{root}_{stem}.npy' for stem in distinct_stems(paths)]
 
 
 def write_features(path: str, layer: int, name: str, features: np.ndarray, output: str | None,
@@ -294,9 +325,6 @@ def _check_inputs(paths: Sequence[str]) -> None:
   """Flag combinations, image paths and the weight file's size: checked before any slow work starts."""
   if not paths:
     raise InputError('give at least one image file')
-  for path in paths:
-    if not os.path.isfile(path):
-      raise InputError(f'image {path} does not exist or is not a file')
   geometry = geometry_lib.get_geometry(_MODEL.value, _WIDTH_DIVISOR.value)
   if _LAYER.value is not None:
     check_layer(geometry, _LAYER.value)
@@ -307,10 +335,12 @@ def _check_inputs(paths: Sequence[str]) -> None:
     raise InputError('--multiscale classifies; it cannot be combined with --features/--layer')
   if _OUTPUT.value and not feature_mode:
     raise InputError('--output saves features: use it with --features or --layer')
+  if _OUTPUT.value:
+    feature_paths(_OUTPUT.value, paths)  # the same image twice: refused before any work
 
 
-def _run(paths: Sequence[str], timer: Timer) -> list[str]:
-  """Loads the network, runs the chosen mode and returns the output lines."""
+def _run(paths: Sequence[str], timer: Timer, reading: Reading) -> list[str]:
+  """Loads the network, runs the chosen mode and returns the output lines of the usable images."""
   model = timer.time('build model', make_network, _MODEL.value, _NUM_CLASSES.value, _WIDTH_DIVISOR.value)
   names = timer.time('class names', class_names_lib.class_names, devkit=_DEVKIT.value,
                      synset_words=_SYNSET_WORDS.value, num_classes=_NUM_CLASSES.value)
@@ -321,19 +351,22 @@ def _run(paths: Sequence[str], timer: Timer) -> list[str]:
     default = layer_names.index(model.geometry.fc_names()[-2])  # the last hidden fc layer: fast 19, accurate 22
     layer = _LAYER.value if _LAYER.value is not None else default
     outputs = feature_paths(_OUTPUT.value, paths) if _OUTPUT.value else [None] * len(paths)
-    features = extract_features(model, params, paths, layer, _BATCH_SIZE.value, timer)
+    features = extract_features(model, params, paths, layer, _BATCH_SIZE.value, timer, reading)
+    usable = [i for i in range(len(paths)) if i not in reading.errors]
     start = time.perf_counter()
-    lines = [write_features(p, layer, layer_names[layer], f, o, _JSON.value)
-             for p, f, o in zip(paths, features, outputs)]
+    lines = [write_features(paths[i], layer, layer_names[layer], f, outputs[i], _JSON.value)
+             for i, f in zip(usable, features)]
     timer.add('output', time.perf_counter() - start)
     return lines
   if _MULTISCALE.value:
-    scores = classify_multiscale(model, params, paths, _BATCH_SIZE.value, PAPER_SCALES, _FLIPS.value, timer)
+    scores = classify_multiscale(model, params, paths, _BATCH_SIZE.value, PAPER_SCALES, _FLIPS.value, timer,
+                                 reading)
   else:
-    scores = classify_top(model, params, paths, _BATCH_SIZE.value, timer)
+    scores = classify_top(model, params, paths, _BATCH_SIZE.value, timer, reading)
+  usable = [p for i, p in enumerate(paths) if i not in reading.errors]
   start = time.perf_counter()
   lines = [format_top(p, top_classes(s, _TOP.value), names, _JSON.value, header=len(paths) > 1)
-           for p, s in zip(paths, scores)]
+           for p, s in zip(usable, scores)]
   timer.add('output', time.perf_counter() - start)
   return lines
 
@@ -356,10 +389,16 @@ def main(argv: Sequence[str]) -> None:
     jax.config.update('jax_compilation_cache_dir', _CACHE.value)
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
   timer = Timer()
-  lines = _run(paths, timer)
-  print('\n'.join(lines), flush=True)
+  reading = Reading(exif_transpose=_EXIF.value, errors={})
+  lines = _run(paths, timer, reading)
+  for index in sorted(reading.errors):
+    cli.print_error(reading.errors[index])
+  if lines:
+    print('\n'.join(lines), flush=True)
   if _TIMING.value:
     _print_timing(timer)
+  if reading.errors:
+    raise SystemExit(2)  # after every usable image: each unusable one was named above
 
 
 if __name__ == '__main__':

@@ -227,6 +227,82 @@ def test_cli_features_write_one_file_per_image(files, tmp_path):
     np.testing.assert_allclose(saved, want, rtol=1e-6, atol=1e-6)
 
 
+def test_cli_features_of_equal_stems_get_distinct_files(files, tmp_path):
+  """`a/x.png` and `b/x.png` -> f_a_x.npy and f_b_x.npy (overfeat_jax/output_names.py), each its own image's."""
+  for folder, source in (('a', 'rgb.png'), ('b', 'other.png')):
+    (tmp_path / folder).mkdir()
+    (tmp_path / folder / 'x.png').write_bytes((files / source).read_bytes())
+  paths = [tmp_path / 'a' / 'x.png', tmp_path / 'b' / 'x.png']
+  result = run_cli(f'--weights={files / "fast16"}', '--features', f'--output={tmp_path / "f.npy"}', *paths)
+  assert result.returncode == 0, result.stderr
+  model = OverFeat(FAST.scaled(16), num_classes=CLASSES)
+  params = classify.load_params(str(files / 'fast16'), model.geometry, CLASSES)
+  expected = classify.extract_features(model, params, [str(files / 'rgb.png'), str(files / 'other.png')], 19, 2)
+  for name, want in zip(('f_a_x.npy', 'f_b_x.npy'), expected):
+    np.testing.assert_allclose(np.load(tmp_path / name, allow_pickle=False), want, rtol=1e-6, atol=1e-6)
+  again = run_cli(f'--weights={files / "fast16"}', '--features', f'--output={tmp_path / "g.npy"}', paths[0],
+                  tmp_path / 'b' / '..' / 'a' / 'x.png')
+  assert again.returncode == 2 and 'given twice' in again.stderr, again.stderr
+  assert not list(tmp_path.glob('g*'))
+
+
+def _photo_jpeg(height=240, width=260, seed=1, **save) -> bytes:
+  """A textured JPEG (waves + noise), big enough that cutting it loses real scan data."""
+  import io  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+  yy, xx = np.mgrid[0:height, 0:width]
+  waves = np.stack([128 + 100 * np.sin(xx / 23 + c) * np.cos(yy / 17 - c) for c in range(3)], -1)
+  image = np.clip(waves + rng.normal(0, 25, (height, width, 3)), 0, 255).astype(np.uint8)
+  buffer = io.BytesIO()
+  Image.fromarray(image).save(buffer, 'JPEG', quality=90, **save)
+  return buffer.getvalue()
+
+
+def test_cli_classifies_every_usable_image_names_each_bad_one_and_exits_2(files, tmp_path):
+  data = _photo_jpeg()
+  (tmp_path / 'short.jpg').write_bytes(data[:-20])
+  (tmp_path / 'third.jpg').write_bytes(data[:len(data) // 3])
+  images = [files / 'rgb.png', tmp_path / 'third.jpg', files / 'missing.jpg', tmp_path / 'short.jpg']
+  result = run_cli(f'--weights={files / "fast16"}', '--json', '--top=3', *images)
+  assert result.returncode == 2 and 'Traceback' not in result.stderr, result.stderr
+  errors = result.stderr.strip().splitlines()
+  assert len(errors) == 2 and 'third.jpg' in errors[0] and 'rows are missing' in errors[0], errors
+  assert 'missing.jpg' in errors[1], errors
+  records = [json.loads(line) for line in result.stdout.splitlines()]
+  assert [r['image'] for r in records] == [str(files / 'rgb.png'), str(tmp_path / 'short.jpg')]
+  model = OverFeat(FAST.scaled(16), num_classes=CLASSES)
+  params = classify.load_params(str(files / 'fast16'), model.geometry, CLASSES)
+  reading = classify.Reading(errors={})
+  scores = classify.classify_top(model, params, [str(p) for p in images], 4, reading=reading)
+  assert sorted(reading.errors) == [1, 2] and scores.shape == (2, CLASSES)
+  for record, row in zip(records, scores):
+    np.testing.assert_allclose([t['probability'] for t in record['top']], np.sort(row)[::-1][:3], rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_exif_orientation_is_applied_only_on_request(files, tmp_path):
+  """A JPEG tagged orientation 6 classifies as its stored pixels by default and as the pixels turned 90 degrees
+  clockwise with `exif_transpose` (both modes: top-N and multiscale)."""
+  from overfeat_jax.data import images as images_lib  # pylint: disable=g-import-not-at-top
+  exif = Image.Image().getexif()
+  exif[images_lib.ORIENTATION_TAG] = 6
+  tagged, stored, turned = tmp_path / 'tagged.jpg', tmp_path / 'stored.png', tmp_path / 'turned.png'
+  tagged.write_bytes(_photo_jpeg(exif=exif.tobytes()))
+  pixels = Image.open(tagged).convert('RGB')
+  pixels.save(stored)
+  pixels.transpose(Image.Transpose.ROTATE_270).save(turned)  # 90 degrees clockwise
+  model = OverFeat(FAST.scaled(16), num_classes=CLASSES)
+  params = classify.load_params(str(files / 'fast16'), model.geometry, CLASSES)
+  for fn in (classify.classify_top, lambda *a, **k: classify.classify_multiscale(*a, scales=[(231, 231)], **k)):
+    got = fn(model, params, [str(tagged), str(tagged)], 2, reading=classify.Reading(exif_transpose=False))[0]
+    want = fn(model, params, [str(stored)], 2)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+    got = fn(model, params, [str(tagged)], 2, reading=classify.Reading(exif_transpose=True))[0]
+    want = fn(model, params, [str(turned)], 2)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+    assert not np.allclose(got, fn(model, params, [str(stored)], 2)[0], rtol=1e-5, atol=1e-7)
+
+
 def test_cli_without_weights_warns_and_prints_release_lines(files):
   result = run_cli('--top=2', files / 'rgb.png')
   assert result.returncode == 0, result.stderr
