@@ -6,13 +6,17 @@ resized256 config stores them), then times each stage in this process. Pin it to
 figures:
 
   taskset -c 0 .venv/bin/python experiments/benchmarks/input_pipeline.py --num_images=300 --seconds=3
+  .venv/bin/python experiments/benchmarks/input_pipeline.py --worker_counts=1,2   # + scaling over workers
 
-Rows: decode alone; the reference path (decode, resize smaller side to 256, random 231 crop, flip); the
+Rows: decode alone (Pillow, and libjpeg-turbo through simplejpeg); the reference path (decode, resize smaller side to 256, random 231 crop, flip); the
 project's fused path (`preprocess.crop_image`: DCT-domain `draft` + crop-only resize, or a plain crop when
 stored at 256); full examples (boxes, padding) stacked into batches of 128; and the whole
-`pipeline.train_iterator` (grain) over an in-memory source of records."""
+`pipeline.train_iterator` (grain) over an in-memory source of records, in this process and with each of
+`--worker_counts` grain worker processes (images per CPU-second then add the workers' CPU time, read from
+/proc). The last line turns the in-process per-core rate into the cores that feed 16,000 and 30,000 img/s."""
 
 import io
+import math
 import os
 import time
 from typing import Callable, Sequence
@@ -20,7 +24,9 @@ from typing import Callable, Sequence
 import numpy as np
 from absl import flags
 from PIL import Image
+import simplejpeg
 
+import cpu_time
 from overfeat_jax import cli
 from overfeat_jax.data import pipeline
 from overfeat_jax.data import preprocess as pp
@@ -29,6 +35,11 @@ FLAGS = flags.FLAGS
 flags.DEFINE_integer('num_images', 300, 'Distinct JPEGs to generate.')
 flags.DEFINE_float('seconds', 3.0, 'Minimum time per measurement.')
 flags.DEFINE_integer('crop_size', 231, 'Training crop (231 fast, 221 accurate).')
+flags.DEFINE_list('worker_counts', ['1', '2'], 'grain worker processes to time the iterator with (scaling).')
+flags.DEFINE_list('feed_rates', ['16000', '30000'], 'img/s to size the host cores for (last line).')
+# Host CPU counts to compare with (vendor datasheets): NVIDIA DGX H100, 2x Xeon 8480C = 112 cores (224 threads);
+# Cloud TPU v5p host (4 chips): 208 vCPUs, half of them when bound to one NUMA node.
+HOSTS = (('8-GPU DGX H100 host', '112 cores / 224 threads'), ('TPU v5p host (4 chips)', '208 vCPUs (~104 cores)'))
 
 
 def natural_image(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
@@ -79,6 +90,10 @@ def decode_only(_: int, data: bytes) -> np.ndarray:
   return np.asarray(Image.open(io.BytesIO(data)).convert('RGB'))
 
 
+def decode_turbo(_: int, data: bytes) -> np.ndarray:
+  return simplejpeg.decode_jpeg(data, 'RGB')
+
+
 def reference(i: int, data: bytes, crop: int) -> np.ndarray:
   """The plain path: full decode, resize (smaller side 256, bilinear), random crop, flip."""
   rng = pp.example_rng(0, 0, i)
@@ -127,14 +142,30 @@ class RecordSource:
             'box_labels': np.array([1])}
 
 
-def grain_rate(jpegs: Sequence[bytes], crop: int, seconds: float) -> tuple[float, float]:
+def grain_rate(jpegs: Sequence[bytes], crop: int, seconds: float, workers: int = 0) -> tuple[float, float]:
+  """(images per wall second, images per CPU-second of this process and its workers) of the whole iterator.
+
+  Runs until `seconds` of CPU time (in process) or of wall time (with workers, whose CPU is read from /proc).
+  """
   it = pipeline.train_iterator(RecordSource(jpegs), global_batch_size=128, crop_size=crop, resize_smaller=256,
-                               max_boxes=4, seed=0, shard_index=0, shard_count=1)
-  next(it)
-  done, wall, cpu = 0, time.perf_counter(), time.process_time()
-  while time.process_time() - cpu < seconds:
+                               max_boxes=4, seed=0, shard_index=0, shard_count=1, worker_count=workers)
+  for _ in range(1 + 2 * workers):  # the workers' first batches (start-up) are not timed
+    next(it)
+  done, wall, cpu = 0, time.perf_counter(), cpu_time.tree_cpu_seconds()
+  clock = time.process_time if workers == 0 else time.perf_counter
+  start = clock()
+  while clock() - start < seconds:
     done += len(next(it)['image'])
-  return done / (time.perf_counter() - wall), done / (time.process_time() - cpu)
+  wall, cpu = time.perf_counter() - wall, cpu_time.tree_cpu_seconds() - cpu
+  del it
+  return done / wall, done / cpu
+
+
+def cores_line(per_core: float, rates: Sequence[int]) -> str:
+  """How many cores at `per_core` images per CPU-second feed each of `rates`, next to typical hosts."""
+  need = ', '.join(f'{r:,} img/s needs {math.ceil(r / per_core)} cores' for r in rates)
+  hosts = '; '.join(f'{name}: {cores}' for name, cores in HOSTS)
+  return f'at {per_core:,.0f} images per CPU-second per core: {need} (for comparison, {hosts})'
 
 
 def main(argv: list[str]) -> None:
@@ -151,18 +182,24 @@ def main(argv: list[str]) -> None:
           lambda i, d: reference(i, d, crop), full, secs)),
       ('fused (draft + crop-only resize), 500x375', lambda: rate(lambda i, d: fused(i, d, crop), full, secs)),
       ('decode only, stored 341x256', lambda: rate(decode_only, small, secs)),
+      ('decode only (simplejpeg), stored 341x256', lambda: rate(decode_turbo, small, secs)),
       ('reference, stored 341x256', lambda: rate(lambda i, d: reference(i, d, crop), small, secs)),
       ('fused (plain crop), stored 341x256', lambda: rate(lambda i, d: fused(i, d, crop), small, secs)),
       ('full examples + batches of 128, stored 341x256', lambda: rate(Batched(crop), small, secs)),
       ('pipeline.train_iterator (grain), stored 341x256', lambda: grain_rate(small, crop, secs)),
       ('pipeline.train_iterator (grain), 500x375', lambda: grain_rate(full, crop, secs)),
   ]
-  print(f'load average before: {os.getloadavg()[0]:.2f}')
+  rows += [(f'pipeline.train_iterator, {w} worker process{"es" * (int(w) > 1)}, stored 341x256',
+            lambda w=int(w): grain_rate(small, crop, secs, w)) for w in FLAGS.worker_counts]
+  print(f'load average before: {os.getloadavg()[0]:.2f}; cores usable: {pipeline.usable_cores()}')
   print('| path | images/s (wall) | images per CPU-second (per core) |\n|---|---|---|')
+  results = {}
   for name, measure in rows:
-    wall, cpu = measure()
-    print(f'| {name} | {wall:.0f} | {cpu:.0f} |', flush=True)
+    results[name] = measure()
+    print(f'| {name} | {results[name][0]:.0f} | {results[name][1]:.0f} |', flush=True)
   print(f'load average after: {os.getloadavg()[0]:.2f}')
+  per_core = results['pipeline.train_iterator (grain), stored 341x256'][1]
+  print(cores_line(per_core, [int(r) for r in FLAGS.feed_rates]))
 
 
 if __name__ == '__main__':

@@ -3,27 +3,32 @@ r"""Training fed by the real input pipeline from JPEG files: img/s, and does the
 It writes `--num_images` photo-like JPEGs in ImageNet's extracted (Kaggle) layout, builds them with the
 project's own ILSVRC2012 CLS-LOC builder (`data.build`, config `original`: the JPEG bytes are stored as they
 are), and trains with what `main` uses: `pipeline.train_iterator` (grain: decode fused with the random crop,
-flip, boxes; `--worker_count` processes) -> `pipeline.Prefetcher` with `to_global` in a background thread ->
-the trainer's jitted, donated `jit_train_step` (classification loss, SGD momentum).
+flip, boxes; each of `--worker_counts` grain worker processes, 'auto' = the trainer's rule) ->
+`pipeline.Prefetcher` with `to_global` in a background thread -> the trainer's jitted, donated
+`jit_train_step` (classification loss, SGD momentum).
 
-Three measurements of the same step, on the same machine, one after another:
-  input only:    the iterator alone (host img/s: the most the pipeline can feed);
+Measurements of the same step, on the same machine, one after another:
   compute only:  the step on one device-resident batch (the most the accelerator can take);
+  then for each worker count:
+  input only:    the iterator alone (host img/s: the most the pipeline can feed; per CPU-second of this
+                 process and its workers);
   end to end:    the pipeline feeding the step. `data wait` is the share of the wall time the loop spent
                  blocked in `next(batches)` (the device, fed asynchronously, has nothing queued then), and
                  `device busy` = steps x compute-only step time / wall time.
+The last line is `input pipeline: N img/s per CPU-second (workers W: M img/s wall)` for the last worker count.
 
-  python experiments/benchmarks/train_from_pipeline.py --geometry=fast --batch=256 --worker_count=14 \
-      --num_images=4096 --workdir=/tmp/overfeat_pipeline_bench
-  JAX_PLATFORMS=cpu python experiments/benchmarks/train_from_pipeline.py --geometry=small --width_divisor=32 \
-      --batch=8 --num_images=32 --image_size=96x72 --resize_smaller=72 --steps=3
+  python experiments/benchmarks/train_from_pipeline.py --geometry=fast --batch=256 --worker_counts=0,auto \
+      --num_images=4096 --image_size=341x256 --workdir=/tmp/overfeat_pipeline_bench
+  # The CPU demo network (small/8, batch 64, 64-px crops of 72-px JPEGs), 0, 1 and 2 workers:
+  JAX_PLATFORMS=cpu python experiments/benchmarks/train_from_pipeline.py --geometry=small --width_divisor=8 \
+      --dtype=float32 --batch=64 --num_images=2048 --image_size=72x72 --resize_smaller=72 --steps=30 \
+      --worker_counts=0,1,2
 """
 
 import importlib.util
 import io
 import os
 import shutil
-import sys
 import time
 
 from absl import flags
@@ -43,6 +48,8 @@ from overfeat_jax.train import classification, loop
 from overfeat_jax.train import state as state_lib
 from overfeat_jax.train import step as step_lib
 
+import cpu_time
+
 _WORKDIR = flags.DEFINE_string('workdir', '/tmp/overfeat_pipeline_bench', 'JPEGs and the tfds build go here.')
 _NUM_IMAGES = flags.DEFINE_integer('num_images', 2048, 'Distinct JPEGs written (the epoch repeats).')
 _NUM_SYNSETS = flags.DEFINE_integer('num_synsets', 10, 'Class folders they are spread over.')
@@ -54,7 +61,8 @@ _BATCH = flags.DEFINE_integer('batch', 256, 'Global batch size.')
 _RESIZE = flags.DEFINE_integer('resize_smaller', 256, 'Smaller side before the random crop (paper: 256).')
 _STEPS = flags.DEFINE_integer('steps', 50, 'Timed steps per measurement (after `--warmup`).')
 _WARMUP = flags.DEFINE_integer('warmup', 3, 'Untimed steps first (compilation, pipeline start).')
-_WORKERS = flags.DEFINE_integer('worker_count', 0, 'grain worker processes (0: in this process).')
+_WORKERS = flags.DEFINE_list('worker_counts', ['0'], "grain worker processes to compare (0: in this process; "
+                             "'auto': the trainer's rule, pipeline.resolve_worker_count).")
 _THREADS = flags.DEFINE_integer('read_threads', 0, 'grain read threads.')
 _PREFETCH = flags.DEFINE_integer('prefetch', 2, 'Global batches kept ready on the device by the Prefetcher.')
 _KEEP = flags.DEFINE_bool('keep', True, 'Reuse the JPEGs and the build in --workdir when present.')
@@ -124,10 +132,10 @@ def make_config():
   return c
 
 
-def make_iterator(source, config) -> pipeline.TrainIterator:
+def make_iterator(source, config, workers: int) -> pipeline.TrainIterator:
   return pipeline.train_iterator(source, global_batch_size=config.batch_size, crop_size=config.crop_size,
                                  resize_smaller=config.resize_smaller or None, max_boxes=config.max_boxes,
-                                 seed=config.seed, worker_count=_WORKERS.value, read_threads=_THREADS.value)
+                                 seed=config.seed, worker_count=workers, read_threads=_THREADS.value)
 
 
 def make_step(config, mesh, source_len: int):
@@ -140,14 +148,15 @@ def make_step(config, mesh, source_len: int):
   return step_lib.jit_train_step(mesh, loss_fn=task.loss_fn, tx=tx, schedule=schedule), state
 
 
-def input_only(iterator) -> float:
-  """Seconds per batch of the iterator alone (host side: read, decode, crop, batch)."""
+def input_only(iterator) -> tuple[float, float]:
+  """(seconds per batch, CPU-seconds per batch of this process and its workers) of the iterator alone."""
   for _ in range(_WARMUP.value):
     next(iterator)
-  t0 = time.perf_counter()
+  t0, c0 = time.perf_counter(), cpu_time.tree_cpu_seconds()
   for _ in range(_STEPS.value):
     next(iterator)
-  return (time.perf_counter() - t0) / _STEPS.value
+  cpu = cpu_time.tree_cpu_seconds() - c0
+  return (time.perf_counter() - t0) / _STEPS.value, cpu / _STEPS.value
 
 
 def compute_only(step, state, batch):
@@ -200,32 +209,37 @@ def main(argv: list[str]) -> None:
     raise InputError(f'--batch {config.batch_size} does not split over {mesh.devices.size} devices')
   sharding = mesh_lib.batch_sharding(mesh)
   step, state = make_step(config, mesh, len(source))
+  workers = [pipeline.resolve_worker_count(w) for w in _WORKERS.value]
   d = jax.devices()[0]
-  print(f'device: {d.platform} {d.device_kind} x{jax.device_count()}; host cores {os.cpu_count()}; jax '
+  print(f'device: {d.platform} {d.device_kind} x{jax.device_count()}; host cores usable '
+        f'{pipeline.usable_cores()} of {os.cpu_count()}; load average {os.getloadavg()[0]:.1f}; jax '
         f'{jax.__version__}')
   print(f'data: {len(source)} JPEGs {_IMAGE_SIZE.value} (written in {t_write:.1f} s, built in '
-        f'{t_build:.1f} s); '
-        f'{config.model.geometry}/{_DIVISOR.value} {_DTYPE.value}, batch {config.batch_size}, crop '
-        f'{config.crop_size}, resize_smaller {config.resize_smaller}, worker_count {_WORKERS.value}, '
+        f'{t_build:.1f} s); {config.model.geometry}/{_DIVISOR.value} {_DTYPE.value}, batch {config.batch_size}, '
+        f'crop {config.crop_size}, resize_smaller {config.resize_smaller}, worker counts {workers}, '
         f'read_threads {_THREADS.value}')
-  t_input = input_only(make_iterator(source, config))
-  first = mesh_lib.to_global(next(make_iterator(source, config)), sharding)
+  first = mesh_lib.to_global(next(make_iterator(source, config, 0)), sharding)
   t_compute, state = compute_only(step, state, first)
-  batches = pipeline.Prefetcher(make_iterator(source, config),
-                                lambda b: mesh_lib.to_global(b, sharding), size=_PREFETCH.value)
-  try:
-    t_e2e, t_wait, t_call, state = end_to_end(step, state, batches)
-  finally:
-    batches.close()
   b = config.batch_size
-  print('| measurement | ms/step | img/s | data wait % | step call % | device busy % |')
-  print('|---|---|---|---|---|---|')
-  print(f'| input only | {t_input * 1e3:.1f} | {b / t_input:.1f} | | | |')
-  print(f'| compute only | {t_compute * 1e3:.1f} | {b / t_compute:.1f} | | | 100.0 |')
-  print(f'| end to end | {t_e2e * 1e3:.1f} | {b / t_e2e:.1f} | {100 * t_wait / t_e2e:.1f} | '
-        f'{100 * t_call / t_e2e:.1f} | {100 * min(t_compute / t_e2e, 1.0):.1f} |')
-  print(f'verdict: {verdict(t_e2e, t_wait, t_compute)} (input alone {b / t_input:.0f} img/s, compute alone '
-        f'{b / t_compute:.0f} img/s)')
+  print('| workers | measurement | ms/step | img/s | img per CPU-second | data wait % | step call % | '
+        'device busy % |')
+  print('|---|---|---|---|---|---|---|---|')
+  print(f'| | compute only | {t_compute * 1e3:.1f} | {b / t_compute:.1f} | | | | 100.0 |')
+  for w in workers:
+    t_input, cpu_input = input_only(make_iterator(source, config, w))
+    batches = pipeline.Prefetcher(make_iterator(source, config, w),
+                                  lambda x: mesh_lib.to_global(x, sharding), size=_PREFETCH.value)
+    try:
+      t_e2e, t_wait, t_call, state = end_to_end(step, state, batches)
+    finally:
+      batches.close()
+    print(f'| {w} | input only | {t_input * 1e3:.1f} | {b / t_input:.1f} | {b / cpu_input:.0f} | | | |')
+    print(f'| {w} | end to end | {t_e2e * 1e3:.1f} | {b / t_e2e:.1f} | | {100 * t_wait / t_e2e:.1f} | '
+          f'{100 * t_call / t_e2e:.1f} | {100 * min(t_compute / t_e2e, 1.0):.1f} |', flush=True)
+    print(f'verdict ({w} workers): {verdict(t_e2e, t_wait, t_compute)} (input alone {b / t_input:.0f} img/s, '
+          f'compute alone {b / t_compute:.0f} img/s)')
+  print(f'load average after: {os.getloadavg()[0]:.1f}')
+  print(f'input pipeline: {b / cpu_input:.0f} img/s per CPU-second (workers {w}: {b / t_input:.0f} img/s wall)')
 
 
 if __name__ == '__main__':

@@ -23,7 +23,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.train_split = 'train'
   c.data.eval_split = 'validation'
   c.data.options = ml_collections.ConfigDict()  # embedded dataset options (train_size, ...)
-  c.data.worker_count = 0  # grain worker processes (0: in the training process)
+  # grain worker processes: 'auto' = the cores this process may use less 2 (0 on <= 3 cores), or a number
+  # ('0': in the training process). Keep it when resuming: the batches depend on it (docs/data_pipeline.md).
+  c.data.worker_count = 'auto'
   c.data.read_as_hosts = 0  # N > 0, one process only: read the global batches of an N-host run (0: off)
 
   c.crop_size = 231  # random training crops (and flips) of the network's input size

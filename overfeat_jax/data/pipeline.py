@@ -12,11 +12,13 @@ number of steps). Per-example randomness (crop, flip) comes from `(seed, epoch, 
 (`preprocess.example_rng`), so it does not depend on batch size, host count or worker count."""
 
 import json
+import os
 import queue
 import sys
 import threading
 from typing import Any, Callable, Iterator, Sequence
 
+from absl import logging
 import grain.python as grain
 import jax
 import numpy as np
@@ -189,7 +191,7 @@ class TrainIterator:
 
 def train_iterator(source: Any, *, global_batch_size: int, crop_size: int,
                    resize_smaller: int | tuple[int, int] | None, max_boxes: int, seed: int, shuffle: bool = True,
-                   num_epochs: int | None = None, worker_count: int = 0, read_threads: int = 0,
+                   num_epochs: int | None = None, worker_count: int | str = 0, read_threads: int = 0,
                    shard_index: int | None = None, shard_count: int | None = None) -> TrainIterator:
   """Per-host training batches (docs/CONVENTIONS.md batch format), deterministic for `seed` and resumable.
 
@@ -203,7 +205,9 @@ def train_iterator(source: Any, *, global_batch_size: int, crop_size: int,
     seed: shuffling and augmentation seed (0 <= seed < 2**32).
     shuffle: shuffle each epoch (a new permutation per epoch).
     num_epochs: stop after this many epochs; None repeats forever.
-    worker_count: grain worker processes (0: in this process, best on 2 cores).
+    worker_count: grain worker processes (0: in this process), or 'auto' (`resolve_worker_count`: the cores
+      this process may use, less 2). Shard 0 logs the cores and workers at start. The batches depend on it
+      (each worker builds whole batches from every worker_count-th position), so a resumed run keeps it.
     read_threads: grain threads reading and preprocessing records ahead (0: on demand; on 2 busy cores,
       `Prefetcher`'s one background thread overlaps the input with the train step at less GIL contention).
     shard_index, shard_count: this host's shard; default `jax.process_index()`, `jax.process_count()`.
@@ -214,6 +218,10 @@ def train_iterator(source: Any, *, global_batch_size: int, crop_size: int,
     raise InputError(f'global_batch_size {global_batch_size} is not divisible by {shard.shard_count} hosts.')
   if len(source) < shard.shard_count:
     raise InputError(f'{len(source)} records cannot be split over {shard.shard_count} hosts.')
+  requested, worker_count = worker_count, resolve_worker_count(worker_count)
+  if shard.shard_index == 0:
+    logging.info('Input pipeline: %d CPU cores usable, %d grain worker processes (worker_count=%s).',
+                 usable_cores(), worker_count, requested)
   if worker_count > 0:
     _mark_flags_parsed()
   sampler = _EpochSampler(len(source), shard, shuffle, num_epochs, seed)
@@ -274,6 +282,42 @@ def hosts_train_iterator(source: Any, *, num_hosts: int, **kwargs: Any) -> Hosts
     raise InputError('hosts_train_iterator reads every shard; do not pass shard_index or shard_count.')
   return HostsIterator([train_iterator(source, shard_index=i, shard_count=num_hosts, **kwargs)
                         for i in range(num_hosts)])
+
+
+# Cores `worker_count='auto'` leaves to the training process: its loop and jax dispatch, and the Prefetcher
+# thread that turns batches into device arrays.
+AUTO_RESERVED_CORES = 2
+
+
+def usable_cores() -> int:
+  """CPU cores this process may run on: `os.sched_getaffinity` (what taskset, cpusets and SLURM's
+  --cpus-per-task allow), else `os.cpu_count()` (where the affinity call is missing, e.g. macOS)."""
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:  # pragma: no cover - not on Linux
+    return os.cpu_count() or 1
+
+
+def resolve_worker_count(value: int | str, cores: int | None = None) -> int:
+  """`data.worker_count` as a number of grain worker processes.
+
+  Args:
+    value: an integer >= 0 (a string of digits too: command-line overrides of a string field), or 'auto':
+      `cores - AUTO_RESERVED_CORES` when the process may use more than `AUTO_RESERVED_CORES + 1` cores, else 0
+      (in process: on 2 cores a worker only adds inter-process copies, measured in docs/data_pipeline.md).
+    cores: the cores to count on; default `usable_cores()`.
+
+  Raises:
+    InputError for anything else.
+  """
+  if isinstance(value, str) and value.strip().lower() == 'auto':
+    cores = usable_cores() if cores is None else cores
+    return cores - AUTO_RESERVED_CORES if cores > AUTO_RESERVED_CORES + 1 else 0
+  if isinstance(value, str) and value.strip().isdigit():
+    return int(value)
+  if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+    return value
+  raise InputError(f"data.worker_count must be an integer >= 0 or 'auto', got {value!r}.")
 
 
 def _mark_flags_parsed() -> None:

@@ -1,6 +1,7 @@
 """Tests of the input pipelines: determinism, exact resumption, host sharding, exact eval, global arrays."""
 
 import json
+import os
 
 import jax
 import numpy as np
@@ -57,8 +58,9 @@ def test_same_seed_same_batches_other_seed_differs(det_source):
   assert np.all(batch['label'] == -1)  # det has no label.
 
 
-def test_resumed_iterator_yields_exactly_the_uninterrupted_batches(det_source):
-  kw = dict(global_batch_size=8, crop_size=64, resize_smaller=80, max_boxes=4, seed=7)
+@pytest.mark.parametrize('workers', [0, pytest.param(2, marks=pytest.mark.slow)])  # 2: grain's round robin
+def test_resumed_iterator_yields_exactly_the_uninterrupted_batches(det_source, workers):
+  kw = dict(global_batch_size=8, crop_size=64, resize_smaller=80, max_boxes=4, seed=7, worker_count=workers)
   it = pipeline.train_iterator(det_source, **kw)
   for _ in range(3):
     next(it)
@@ -68,6 +70,31 @@ def test_resumed_iterator_yields_exactly_the_uninterrupted_batches(det_source):
   resumed = pipeline.train_iterator(det_source, **kw)
   resumed.set_state(state)
   assert all(_equal(x, y) for x, y in zip(expected, (next(resumed) for _ in range(8))))
+
+
+def test_state_saved_with_other_workers_is_refused(det_source):
+  kw = dict(global_batch_size=8, crop_size=64, resize_smaller=None, max_boxes=4, seed=7)
+  it = pipeline.train_iterator(det_source, **kw)
+  next(it)
+  with pytest.raises(InputError, match='[Ww]orker count'):
+    pipeline.train_iterator(det_source, worker_count=1, **kw).set_state(it.get_state())
+
+
+@pytest.mark.parametrize('value, cores, expected', [
+    ('auto', 1, 0), ('auto', 2, 0), ('auto', 3, 0), ('auto', 4, 2), ('auto', 96, 94), (' AUTO ', 8, 6),
+    (0, 96, 0), (3, 2, 3), ('5', 2, 5)])
+def test_worker_count_auto_rule(value, cores, expected):
+  assert pipeline.resolve_worker_count(value, cores=cores) == expected
+
+
+@pytest.mark.parametrize('bad', [-1, 'many', '', 1.5, True, None, '-2'])
+def test_bad_worker_count_is_an_input_error(bad):
+  with pytest.raises(InputError, match='worker_count'):
+    pipeline.resolve_worker_count(bad, cores=4)
+
+
+def test_usable_cores_follow_the_affinity_mask():
+  assert pipeline.usable_cores() == len(os.sched_getaffinity(0)) >= 1
 
 
 def test_state_from_another_pipeline_is_refused(det_source):
