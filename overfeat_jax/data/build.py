@@ -73,12 +73,12 @@ _MANUAL_DIR = flags.DEFINE_string('manual_dir', None,
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'tfds data_dir to write the dataset into.')
 _CONFIG = flags.DEFINE_string('config', None, 'Builder config: resized256 | original (ImageNet; default '
                               'resized256), or the embedded view. Default: the dataset\'s default.')
-_NAME = flags.DEFINE_string('name', None, 'Own data (voc_folder, coco_json, image_folder): the dataset\'s name '
+_NAME = flags.DEFINE_string('name', None, 'Own data (voc_folder, coco_json, image_folder): the dataset name '
                             '(lower case, digits, _); default: the folder\'s name. Train with '
                             '--config.data.name=<dataset>/<name>.')
-_SMALLER_SIDE = flags.DEFINE_integer('smaller_side', 256, 'Own data: store images with this smaller side '
-                                     '(boxes scaled); 0 keeps the original size.', lower_bound=0)
-_CLASSES = flags.DEFINE_string('classes', None, 'Own data (voc_folder, image_folder): a file with one class name '
+_SMALLER_SIDE = flags.DEFINE_integer('smaller_side', 256, 'Own data: shrink images whose smaller side is larger '
+                                     'to this (boxes scaled); 0 keeps every size.', lower_bound=0)
+_CLASSES = flags.DEFINE_string('classes', None, 'Own data (voc_folder, image_folder): a file of one class name '
                                'per line, in label order; default: the names found, sorted.')
 
 

@@ -95,6 +95,8 @@ def _raw_object(ann: dict, ids: set[int]) -> annotations.RawObject | str:
     x, y, w, h = (float(v) for v in bbox)
   except (TypeError, ValueError):
     return 'box_malformed_dropped'
+  if not w > 0 or not h > 0:  # as 1-based corners, a zero width would read as an inverted 1-pixel box
+    return 'box_empty_dropped'
   category = ann.get('category_id')
   key = str(category) if category in ids else f'unknown category {category}'
   return annotations.RawObject(key, x + 1.0, y + 1.0, x + w, y + h, ignore=bool(ann.get('iscrowd', 0)))
@@ -119,7 +121,8 @@ def scan_file(path: str, root: str, split: str | None, ids: set[int], reports: f
     name = str(entry.get('file_name', '')) if isinstance(entry, dict) else ''
     where = split or folders.hash_split(name)
     if not name or entry.get('id') in seen_ids:
-      reports[where].skip('duplicate_image_id' if name else 'image_without_file_name', f'{path}: {entry}'[:200])
+      reason = 'duplicate_image_id' if name else 'image_without_file_name'
+      reports[where].skip(reason, f'{path}: {entry}'[:200])
       continue
     seen_ids.add(entry['id'])
     if name in seen_names:
@@ -145,7 +148,7 @@ def scan_file(path: str, root: str, split: str | None, ids: set[int], reports: f
 
 
 def categories(files: list[str]) -> tuple[list[int], dict[int, str]]:
-  """(ids some annotation uses, sorted; {id: name}) over every instances file (the first name of an id wins)."""
+  """(ids some annotation uses, sorted; {id: name}) over every instances file (an id's first name wins)."""
   names, used = {}, set()
   for path in files:
     data = load(path)
@@ -174,7 +177,7 @@ def scan(root: str, reports: folders.Reports) -> tuple[dict[str, list[folders.It
 
 
 class CocoJson(folders.FolderBuilder):
-  """A COCO instances file and its photos as detection records (module docstring); `--name` names the config."""
+  """A COCO instances file and its photos as detection records (module docstring); `--name` names it."""
 
   code_path = epath.Path(__file__)
   MANUAL_DOWNLOAD_INSTRUCTIONS = 'Point manual_dir at the folder holding the instances JSON and the images.'

@@ -1,4 +1,4 @@
-"""What the three own-data builders share (`voc_folder`, `coco_json`, `image_folder`): config, splits, classes.
+"""What the own-data builders (`voc_folder`, `coco_json`, `image_folder`) share: config, splits, classes.
 
 Why one home: a user's folder has no fixed name or size, so every own-data builder is configured the same way
 (a dataset name of the user's choosing, a stored smaller side, an optional class-list file), assigns images
@@ -40,8 +40,9 @@ _NAME = re.compile(r'^[a-z][a-z0-9_]*$')
 
 @dataclasses.dataclass(eq=False)
 class FolderConfig(tfds.core.BuilderConfig):
-  """`smaller_side`: resize at build time so the smaller side is this (None: keep); `classes_file`: one class
-  name per line, in label order (None: the names found in the annotations, sorted)."""
+  """`smaller_side`: at build time, shrink images whose smaller side is larger to this (None: keep every
+  size; smaller images are never enlarged); `classes_file`: one class name per line, in label order (None: the
+  names found in the annotations, sorted)."""
   smaller_side: int | None = DEFAULT_SMALLER_SIDE
   classes_file: str | None = None
 
@@ -50,16 +51,18 @@ def make_config(name: str, smaller_side: int | None = DEFAULT_SMALLER_SIDE,
                 classes_file: str | None = None) -> FolderConfig:
   """The config of one user dataset, stored under `<builder>/<name>`; InputError on a bad name or size."""
   if not _NAME.match(name or ''):
-    raise InputError(f'dataset name {name!r} must be lower case letters, digits and _, starting with a letter')
+    raise InputError(f'dataset name {name!r} must be lower case letters, digits and _, starting with a '
+                     'letter')
   if smaller_side and smaller_side < imagenet_cls_loc.MIN_IMAGE_SIDE:
-    raise InputError(f'smaller_side must be at least {imagenet_cls_loc.MIN_IMAGE_SIDE} (or 0: keep the size), '
+    raise InputError(f'smaller_side must be at least {imagenet_cls_loc.MIN_IMAGE_SIDE} (or 0: keep the '
+                     'size), '
                      f'got {smaller_side}')
   if classes_file is not None and not os.path.isfile(classes_file):
     raise InputError(f'classes file {classes_file} does not exist')
   size = f'smaller side {smaller_side}' if smaller_side else 'original size'
   return FolderConfig(name=name, smaller_side=smaller_side or None,
                       classes_file=os.path.abspath(classes_file) if classes_file else None,
-                      description=f'{name}: {size}' + (f', classes from {classes_file}' if classes_file else ''))
+                      description=f'{name}: {size}' + (f', classes: {classes_file}' if classes_file else ''))
 
 
 def hash_split(key: str) -> str:
@@ -93,6 +96,18 @@ def read_classes_file(path: str) -> list[str]:
   return names
 
 
+def dataset_dir(data_dir: str, name: str) -> str:
+  """The versioned directory of the built own-data dataset `name` ('voc_folder/my_photos') in `data_dir`."""
+  parent = epath.Path(data_dir) / name
+  versions = sorted((p for p in parent.iterdir() if re.match(r'^\d+\.\d+\.\d+$', p.name)),
+                    key=lambda p: tuple(int(v) for v in p.name.split('.'))) if parent.is_dir() else []
+  if not versions:
+    raise InputError(f'{name} is not built in {data_dir}: build it first with '
+                     'python -m overfeat_jax.data.build '
+                     '(docs/own_data.md)')
+  return os.fspath(versions[-1])
+
+
 def class_names(dataset_dir: str | os.PathLike) -> list[str]:
   """The class names (label order) of a built own-data dataset, from its versioned directory."""
   path = epath.Path(dataset_dir) / 'metadata.json'
@@ -124,7 +139,7 @@ class Reports:
 
 
 class FolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-  """Base of the own-data builders: subclasses scan `manual_dir` (`_scan`) into items per split and classes."""
+  """Base of the own-data builders: subclasses scan `manual_dir` (`_scan`) into items per split, classes."""
 
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'First release.'}
@@ -170,8 +185,8 @@ class FolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         report.skip('label_unknown', item.path)
         continue
       example = imagenet_cls_loc.make_example(
-          item.image_id, item.path, item.path, item.annotation, index, self.builder_config.smaller_side, report,
-          with_ignored=not self.WITH_LABEL, boxes_expected=not self.WITH_LABEL)
+          item.image_id, item.path, item.path, item.annotation, index, self.builder_config.smaller_side,
+          report, with_ignored=not self.WITH_LABEL, boxes_expected=not self.WITH_LABEL, shrink_only=True)
       if example is not None:
         if self.WITH_LABEL:
           example['label'] = index[item.label]

@@ -79,7 +79,7 @@ def record_features(with_label: bool, label_names: list[str] | None = None,
 def make_example(image_id: str, source: images.Source, name: str, annotation: Any,
                  class_index: dict[str, int], smaller_side: int | None,
                  report: report_lib.BuildReport, with_ignored: bool = False,
-                 boxes_expected: bool = True) -> dict[str, Any] | None:
+                 boxes_expected: bool = True, shrink_only: bool = False) -> dict[str, Any] | None:
   """Decodes, repairs and encodes one image and its boxes; None (counted) when the image is unusable.
 
   Args:
@@ -88,6 +88,7 @@ def make_example(image_id: str, source: images.Source, name: str, annotation: An
     with_ignored: also return `ignore_boxes` [K, 4] / `ignore_labels` [K], the objects marked `ignore` (VOC
       difficult, COCO iscrowd: own-data builders), repaired by the same rules; without it they are dropped.
     boxes_expected: False for classification-only data (class folders): no annotation is not a repair.
+    shrink_only: resize to `smaller_side` only images larger than it (own data: small photos are kept).
   """
   try:
     decoded = images.decode(source, name=name, min_size=MIN_IMAGE_SIDE)
@@ -104,6 +105,8 @@ def make_example(image_id: str, source: images.Source, name: str, annotation: An
   if isinstance(annotation, annotations.RawAnnotation):
     groups = {'boxes': tuple(o for o in annotation.objects if not o.ignore),
               'ignore_boxes': tuple(o for o in annotation.objects if o.ignore)}
+  if shrink_only and smaller_side is not None and min(decoded.size) <= smaller_side:
+    smaller_side = None
   stored = images.encode_for_storage(decoded, smaller_side=smaller_side)
   scale = np.array([stored.scale_x, stored.scale_y] * 2, np.float64)
   example = {'image': stored.data, 'image_id': image_id}

@@ -1,10 +1,10 @@
-"""tfds builder `voc_folder`: a folder of photos labelled in PASCAL VOC XML (labelImg, CVAT, Roboflow exports).
+"""tfds builder `voc_folder`: a folder of photos labelled in PASCAL VOC XML (labelImg, CVAT, Roboflow).
 
   python -m overfeat_jax.data.build --dataset=voc_folder --manual_dir=/data/my_photos --name=my_photos \
       --data_dir=/data/tfds [--classes=/data/my_photos/classes.txt] [--smaller_side=256]
 
-Layout (folder names compared case-insensitively): images in `JPEGImages/` or `images/`, XML in `Annotations/`,
-`annots/` or `annotations/`; or both side by side in the folder itself (labelImg's default). An XML belongs to
+Layout (folder names compared case-insensitively): images in `JPEGImages/` or `images/`, XML in
+`Annotations/`, `annots/` or `annotations/`; or both side by side in the folder itself (labelImg's default). An XML belongs to
 the image with its own stem, else to the image its `<filename>` names (with or without extension). Splits:
 `ImageSets/Main/{train,val,test}.txt` (`trainval.txt` when there is no `train.txt`) when present, else by
 file-name hash (`folders.hash_split`: 80 % train, 20 % validation). Classes: the `<name>`s of the XML, sorted,
@@ -78,6 +78,7 @@ def read_split_files(layout: VocLayout, reports: folders.Reports) -> dict[str, s
 
 
 def _parsed_annotations(folder: str, reports: folders.Reports, split_for) -> dict[str, Any]:
+  """{XML stem: RawAnnotation, or None for an XML that does not parse (counted here, once)}."""
   out = {}
   for name in sorted(os.listdir(folder)):
     if not name.lower().endswith('.xml'):
@@ -87,6 +88,7 @@ def _parsed_annotations(folder: str, reports: folders.Reports, split_for) -> dic
       out[stem] = annotations.parse_voc_xml(path, name=path)
     except InputError as e:
       reports[split_for(stem)].skip('annotation_unreadable', f'{path}: {e}')
+      out[stem] = None
   return out
 
 
@@ -111,6 +113,9 @@ def scan(root: str, reports: folders.Reports) -> tuple[dict[str, list[folders.It
   parsed = _parsed_annotations(layout.annotations, reports, split_for)
   pairs, used = {}, set()
   for stem, ann in parsed.items():
+    if ann is None:  # its image (same stem) is not counted again as lacking an annotation
+      used.add(stem)
+      continue
     image = _image_for(stem, ann, images)
     if image is None or image in used:
       reports[split_for(stem)].skip('image_missing', os.path.join(layout.annotations, stem + '.xml'))
@@ -128,7 +133,7 @@ def scan(root: str, reports: folders.Reports) -> tuple[dict[str, list[folders.It
     splits.setdefault(split, []).append(folders.Item(stem, images[stem], pairs[stem]))
   for stem in sorted(set(listed or ()) - set(images) - set(parsed)):
     reports[listed[stem]].skip('image_missing', f'{stem} (listed in ImageSets/Main)')
-  names = sorted({o.wnid for a in pairs.values() for o in a.objects})
+  names = sorted({o.wnid for a in pairs.values() for o in a.objects})  # difficult objects name classes too
   how = 'ImageSets/Main' if listed is not None else f'file-name hash ({folders.TRAIN_FRACTION:.0%} train)'
   return splits, names, {'splits_from': how}
 

@@ -6,8 +6,8 @@ r"""Writes the embedded detection data as a PASCAL VOC folder and as a COCO inst
 writes `OUT/voc/{JPEGImages,Annotations,ImageSets/Main/{train,test}.txt,classes.txt}` and
 `OUT/coco/{images/,annotations/instances_{train,test}.json}`: the files a labelling tool would give a user,
 for the same pictures the demo's detection stage trains on. Built back with `voc_folder` / `coco_json`
-(`--smaller_side=0`, and for VOC `--classes=OUT/voc/classes.txt`), the records equal the embedded `det` view's: the same JPEG bytes (`embedded.encode_jpeg`)
-and the same boxes (VOC's 1-based `xmin = x1 + 1`, COCO's `[x1, y1, x2 - x1, y2 - y1]`, both written exactly).
+(`--smaller_side=0`, and for VOC `--classes=OUT/voc/classes.txt`), the records equal the embedded `det`
+view's: the same JPEG bytes (`embedded.encode_jpeg`) and the same boxes (VOC's 1-based `xmin = x1 + 1`, COCO's `[x1, y1, x2 - x1, y2 - y1]`, both written exactly).
 Why: it is the demo's reach into the own-data path (docs/own_data.md): build, train and evaluate a folder,
 with the embedded stage's mAP to compare against.
 """
@@ -99,7 +99,8 @@ def write_embedded_det(out: str, **options: Any) -> tuple[str, str]:
   sizes = {'train': config.train_size, 'test': config.test_size}
   splits = {s: list(det_records(s, sizes[s], **options)) for s in SPLITS}
   names = list(draw.CLASS_NAMES[:config.num_classes])
-  return (write_voc(os.path.join(out, 'voc'), splits, names), write_coco(os.path.join(out, 'coco'), splits, names))
+  return (write_voc(os.path.join(out, 'voc'), splits, names),
+          write_coco(os.path.join(out, 'coco'), splits, names))
 
 
 def main(argv: list[str]) -> None:

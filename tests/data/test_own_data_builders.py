@@ -1,0 +1,193 @@
+"""The own-data builders (voc_folder, coco_json, image_folder) on real-looking photos with every bad case.
+
+Each folder is built once per module; the tests check the build report's counts, hand-worked boxes, the
+phone photo's resize, ignore boxes (VOC difficult, COCO iscrowd), class orders and splits, and the CLI's
+one-line errors. The embedded round trip (write_folders -> both builders -> the det view's exact records) is
+in test_own_data_roundtrip.py.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from overfeat_jax.data import build as build_lib
+from overfeat_jax.data import folders
+from overfeat_jax.data import pipeline
+from overfeat_jax.data import report as report_lib
+from overfeat_jax.errors import InputError
+from tests.data import own_data_photos as photos
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _records(data_dir, name: str) -> dict[str, dict]:
+  """{image_id: record} over every split of a built own-data dataset (images decoded)."""
+  out = {}
+  info = json.loads(open(os.path.join(folders.dataset_dir(data_dir, name), 'dataset_info.json')).read())
+  for split in (s['name'] for s in info['splits']):
+    src = pipeline.open_source(name, split, data_dir=str(data_dir), decode_images=True)
+    for i in range(len(src)):
+      r = src[i]
+      out[r['image_id'].decode()] = dict(r, split=split)
+  return out
+
+
+def _summed(report: dict, kind: str) -> dict[str, int]:
+  total: dict[str, int] = {}
+  for r in report['splits'].values():
+    for k, v in r[kind].items():
+      total[k] = total.get(k, 0) + v
+  return total
+
+
+def _check_report(builder, skipped, repaired_expected, kept):
+  report = report_lib.read_report(builder.data_dir)
+  assert _summed(report, 'skipped') == skipped
+  repaired = _summed(report, 'repaired')
+  assert {k: repaired.get(k) for k in repaired_expected} == repaired_expected
+  assert sum(r['kept'] for r in report['splits'].values()) == kept
+  return report
+
+
+@pytest.fixture(scope='module')
+def voc(tmp_path_factory):
+  root = photos.make_voc(str(tmp_path_factory.mktemp('voc')))
+  data_dir = tmp_path_factory.mktemp('tfds_voc')
+  builder = build_lib.build('voc_folder', str(data_dir), root, name='pets', classes=f'{root}/classes.txt')
+  return builder, data_dir, _records(data_dir, 'voc_folder/pets')
+
+
+def test_voc_counts_every_bad_case(voc):
+  _check_report(voc[0], photos.EXPECTED_VOC_SKIPPED, photos.EXPECTED_VOC_REPAIRED, photos.EXPECTED_VOC_KEPT)
+
+
+def test_voc_boxes_classes_and_ignored_difficult(voc):
+  builder, _, records = voc
+  assert folders.class_names(builder.data_dir) == list(photos.CLASSES)
+  assert sorted(records) == ['p01', 'p02', 'p03', 'p04', 'p07', 'phone']
+  # Float VOC coordinates read as 1-based inclusive: x1 = xmin - 1.
+  np.testing.assert_array_equal(records['p01']['boxes'], [[9.5, 19, 60, 80], [69, 29, 150, 110]])
+  np.testing.assert_array_equal(records['p01']['box_labels'], [1, 2])
+  # The difficult bird is kept out of the boxes, in ignore_boxes.
+  np.testing.assert_array_equal(records['p02']['box_labels'], [2, 1])
+  np.testing.assert_array_equal(records['p02']['ignore_boxes'], [[110, 60, 150, 100]])
+  np.testing.assert_array_equal(records['p02']['ignore_labels'], [0])
+  # Found through <filename>, no <size>, right edge clipped to the 160-px image.
+  np.testing.assert_array_equal(records['p03']['boxes'], [[20, 30, 70, 90], [100, 20, 160, 100]])
+  # The box outside the image and the horse (not in classes.txt) are gone.
+  np.testing.assert_array_equal(records['p04']['box_labels'], [2, 1])
+  assert records['p04']['image'].shape == (photos.H, photos.W, 3)
+
+
+def test_voc_phone_photo_is_stored_at_256_with_scaled_boxes(voc):
+  record = voc[2]['phone']
+  assert record['image'].shape == (256, 341, 3)  # 4032x3024 -> smaller side 256 (the default)
+  expected = np.array([o[1:] for o in photos.PHONE[1]]) * [341 / 4032, 256 / 3024, 341 / 4032, 256 / 3024]
+  np.testing.assert_allclose(record['boxes'], expected, rtol=1e-5)
+
+
+def test_voc_hash_split_is_the_documented_rule(voc):
+  for image_id, record in voc[2].items():
+    assert record['split'] == folders.hash_split(image_id)
+
+
+def test_voc_sorted_classes_without_a_classes_file(tmp_path):
+  root = photos.make_voc(str(tmp_path / 'voc'))
+  builder = build_lib.build('voc_folder', str(tmp_path / 'd'), root, name='sorted', smaller_side=0)
+  assert folders.class_names(builder.data_dir) == ['bird', 'cat', 'dog', 'horse']  # horse is a class now
+  assert 'box_unknown_synset_dropped' not in _summed(report_lib.read_report(builder.data_dir), 'repaired')
+
+
+def test_voc_image_sets_give_the_splits(tmp_path):
+  root = photos.make_voc(str(tmp_path / 'voc'), image_sets=True)
+  builder = build_lib.build('voc_folder', str(tmp_path / 'd'), root, name='sets',
+                            classes=f'{root}/classes.txt')
+  report = report_lib.read_report(builder.data_dir)['splits']
+  assert {s: r['kept'] for s, r in report.items()} == {'train': 4, 'validation': 1, 'unassigned': 0}
+  assert report['unassigned']['skipped'] == {'annotation_missing': 1, 'annotation_unreadable': 1,
+                                             'image_missing': 1, 'not_in_image_sets': 1}
+  assert report['train']['skipped'] == {'image_missing': 1}
+  assert report['validation']['skipped'] == {'duplicate_file_name': 1}
+  assert sorted(builder.info.splits) == ['train', 'validation']
+
+
+@pytest.fixture(scope='module')
+def coco(tmp_path_factory):
+  root = photos.make_coco(str(tmp_path_factory.mktemp('coco')))
+  data_dir = tmp_path_factory.mktemp('tfds_coco')
+  builder = build_lib.build('coco_json', str(data_dir), root, name='pets')
+  return builder, data_dir, _records(data_dir, 'coco_json/pets')
+
+
+def test_coco_counts_every_bad_case(coco):
+  _check_report(coco[0], photos.EXPECTED_COCO_SKIPPED, photos.EXPECTED_COCO_REPAIRED,
+                photos.EXPECTED_COCO_KEPT)
+
+
+def test_coco_dense_categories_crowd_and_boxes(coco):
+  builder, _, records = coco
+  meta = builder.info.metadata
+  assert meta['category_ids'] == [3, 7, 12] and meta['class_names'] == ['cat', 'dog', 'bird']
+  assert meta['unused_category_ids'] == [99]
+  # [x, y, w, h] -> (x, y, x + w, y + h); cat (id 3) is label 0, dog (7) 1, bird (12) 2.
+  np.testing.assert_array_equal(records['p01']['boxes'], [[9.5, 19, 60, 80], [69, 29, 150, 110]])
+  np.testing.assert_array_equal(records['p01']['box_labels'], [0, 1])
+  np.testing.assert_array_equal(records['p02']['box_labels'], [1, 0])  # the crowd of birds is not a box ...
+  np.testing.assert_array_equal(records['p02']['ignore_boxes'], [[110, 60, 150, 100]])  # ... but ignored
+  np.testing.assert_array_equal(records['p02']['ignore_labels'], [2])
+  np.testing.assert_array_equal(records['p03']['boxes'], [[20, 30, 70, 90], [100, 20, 160, 100],
+                                                          [150, 10, 160, 30]])
+  np.testing.assert_array_equal(records['p04']['box_labels'], [1, 0])
+  assert records['phone']['image'].shape == (256, 341, 3)
+
+
+def test_coco_split_from_file_names(tmp_path):
+  root = photos.make_coco(str(tmp_path / 'coco'), split_files=True)
+  builder = build_lib.build('coco_json', str(tmp_path / 'd'), root, name='split', smaller_side=0)
+  assert {s: i.num_examples for s, i in builder.info.splits.items()} == {'train': 4, 'validation': 1}
+
+
+def test_image_folder_labels_and_counts(tmp_path):
+  root = photos.make_image_folder(str(tmp_path / 'classes'))
+  builder = build_lib.build('image_folder', str(tmp_path / 'd'), root, name='pets')
+  report = _check_report(builder, photos.EXPECTED_FOLDER_SKIPPED, {}, photos.EXPECTED_FOLDER_KEPT)
+  assert _summed(report, 'repaired') == {}  # a photo without boxes is what class folders are
+  records = _records(tmp_path / 'd', 'image_folder/pets')
+  assert builder.info.features['label'].names == list(photos.CLASSES)
+  assert {k: int(r['label']) for k, r in records.items() if k.endswith('_1')} == {
+      'bird_1': 0, 'cat_1': 1, 'dog_1': 2}
+  assert int(records['cat_deep']['label']) == 1 and records['cat_deep']['boxes'].shape == (0, 4)
+
+
+def test_bad_folders_are_input_errors(tmp_path):
+  (tmp_path / 'empty_voc' / 'stuff').mkdir(parents=True)
+  with pytest.raises(InputError, match='no VOC layout'):
+    build_lib.build('voc_folder', str(tmp_path / 'd'), str(tmp_path / 'empty_voc'), name='x')
+  (tmp_path / 'no_json' / 'images').mkdir(parents=True)
+  with pytest.raises(InputError, match='no COCO instances file'):
+    build_lib.build('coco_json', str(tmp_path / 'd'), str(tmp_path / 'no_json'), name='x')
+  with pytest.raises(InputError, match='dataset name'):
+    build_lib.build('voc_folder', str(tmp_path / 'd'), str(tmp_path / 'empty_voc'), name='My Photos')
+  with pytest.raises(InputError, match='build it first'):
+    folders.dataset_dir(str(tmp_path / 'd'), 'voc_folder/never_built')
+
+
+def _cli(*args):
+  env = dict(os.environ, PYTHONPATH=REPO)
+  return subprocess.run([sys.executable, '-m', 'overfeat_jax.data.build', *args], capture_output=True,
+                        text=True, cwd=REPO, env=env, timeout=120)
+
+
+def test_cli_builds_a_voc_folder_and_a_bad_one_is_one_line_exit_2(tmp_path):
+  root = photos.make_voc(str(tmp_path / 'My Photos'))
+  ok = _cli('--dataset=voc_folder', f'--manual_dir={root}', f'--data_dir={tmp_path}/d', '--smaller_side=0')
+  assert ok.returncode == 0, ok.stderr[-2000:]
+  assert 'voc_folder/my_photos' in ok.stdout and 'skipped  image_missing: 1' in ok.stdout
+  bad = _cli('--dataset=coco_json', f'--manual_dir={root}', f'--data_dir={tmp_path}/d')
+  assert bad.returncode == 2
+  lines = [line for line in bad.stderr.splitlines() if 'error' in line]
+  assert len(lines) == 1 and 'no COCO instances file' in lines[0] and 'Traceback' not in bad.stderr
