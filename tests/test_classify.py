@@ -14,6 +14,7 @@ from overfeat_jax.data.images import resized_smaller_side
 from overfeat_jax.inference import classify_views as views
 from overfeat_jax.models import ACCURATE, FAST, SMALL
 from overfeat_jax.models.overfeat import OverFeat
+from tests.photos import photo_jpeg
 from tests import release_reference as ref
 
 CLASSES = 10
@@ -246,20 +247,8 @@ def test_cli_features_of_equal_stems_get_distinct_files(files, tmp_path):
   assert not list(tmp_path.glob('g*'))
 
 
-def _photo_jpeg(height=240, width=260, seed=1, **save) -> bytes:
-  """A textured JPEG (waves + noise), big enough that cutting it loses real scan data."""
-  import io  # pylint: disable=g-import-not-at-top
-  rng = np.random.default_rng(seed)
-  yy, xx = np.mgrid[0:height, 0:width]
-  waves = np.stack([128 + 100 * np.sin(xx / 23 + c) * np.cos(yy / 17 - c) for c in range(3)], -1)
-  image = np.clip(waves + rng.normal(0, 25, (height, width, 3)), 0, 255).astype(np.uint8)
-  buffer = io.BytesIO()
-  Image.fromarray(image).save(buffer, 'JPEG', quality=90, **save)
-  return buffer.getvalue()
-
-
 def test_cli_classifies_every_usable_image_names_each_bad_one_and_exits_2(files, tmp_path):
-  data = _photo_jpeg()
+  data = photo_jpeg(260, 240, seed=1)
   (tmp_path / 'short.jpg').write_bytes(data[:-20])
   (tmp_path / 'third.jpg').write_bytes(data[:len(data) // 3])
   images = [files / 'rgb.png', tmp_path / 'third.jpg', files / 'missing.jpg', tmp_path / 'short.jpg']
@@ -287,7 +276,7 @@ def test_exif_orientation_is_applied_only_on_request(files, tmp_path):
   exif = Image.Image().getexif()
   exif[images_lib.ORIENTATION_TAG] = 6
   tagged, stored, turned = tmp_path / 'tagged.jpg', tmp_path / 'stored.png', tmp_path / 'turned.png'
-  tagged.write_bytes(_photo_jpeg(exif=exif.tobytes()))
+  tagged.write_bytes(photo_jpeg(260, 240, seed=1, exif=exif.tobytes()))
   pixels = Image.open(tagged).convert('RGB')
   pixels.save(stored)
   pixels.transpose(Image.Transpose.ROTATE_270).save(turned)  # 90 degrees clockwise

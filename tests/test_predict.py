@@ -15,6 +15,7 @@ from overfeat_jax.train import detection
 from overfeat_jax.errors import InputError
 from overfeat_jax.train.loop import load_config as load_config_file
 from overfeat_jax.train.loop import save_config, stage_config
+from tests.photos import photo_jpeg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, 'experiments', 'configs', 'embedded_detection.py')
@@ -109,18 +110,6 @@ def test_saved_config_is_used_without_flag(workdir, tmp_path):
   assert json.loads(line)['task'] == 'detection'
 
 
-def _photo_jpeg(height=150, width=200, seed=1, **save) -> bytes:
-  """A textured JPEG (waves + noise), big enough that cutting it loses real scan data."""
-  import io  # pylint: disable=g-import-not-at-top
-  rng = np.random.default_rng(seed)
-  yy, xx = np.mgrid[0:height, 0:width]
-  waves = np.stack([128 + 100 * np.sin(xx / 23 + c) * np.cos(yy / 17 - c) for c in range(3)], -1)
-  image = np.clip(waves + rng.normal(0, 25, (height, width, 3)), 0, 255).astype(np.uint8)
-  buffer = io.BytesIO()
-  Image.fromarray(image).save(buffer, 'JPEG', quality=90, **save)
-  return buffer.getvalue()
-
-
 @pytest.mark.slow
 def test_many_inputs_every_good_one_drawn_under_its_own_name_each_bad_one_named(workdir, tmp_path):
   """Equal stems in two folders get two drawings; a JPEG 20 bytes short is kept; one cut in half and a missing
@@ -128,7 +117,7 @@ def test_many_inputs_every_good_one_drawn_under_its_own_name_each_bad_one_named(
   for folder in ('a', 'b'):
     (tmp_path / folder).mkdir()
     (tmp_path / folder / 'x.png').write_bytes((workdir / 'scene.png').read_bytes())
-  data = _photo_jpeg()
+  data = photo_jpeg(200, 150, seed=1)
   (tmp_path / 'short.jpg').write_bytes(data[:-20])
   (tmp_path / 'half.jpg').write_bytes(data[:len(data) // 2])
   inputs = [tmp_path / 'a' / 'x.png', tmp_path / 'half.jpg', tmp_path / 'b' / 'x.png', tmp_path / 'missing.jpg',
@@ -164,7 +153,7 @@ def test_exif_orientation_is_applied_only_on_request(workdir, tmp_path):
   exif = Image.Image().getexif()
   exif[images.ORIENTATION_TAG] = 6
   path = tmp_path / 'phone.jpg'
-  path.write_bytes(_photo_jpeg(exif=exif.tobytes()))
+  path.write_bytes(photo_jpeg(200, 150, seed=1, exif=exif.tobytes()))
   kwargs = dict(task='detection', config=load_config(), workdir=str(workdir), top=50)
   (plain,) = predict.predict_files([str(path)], **kwargs)
   (turned,) = predict.predict_files([str(path)], exif_transpose=True, **kwargs)

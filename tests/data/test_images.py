@@ -12,6 +12,7 @@ import pytest
 
 from overfeat_jax.data import images
 from overfeat_jax.errors import InputError
+from tests import photos
 
 
 def _write(tmp_path, name, data):
@@ -135,17 +136,9 @@ def test_resized_smaller_side_property(w, h, size):
 
 
 # --- truncated JPEGs: the one decode policy (docs/data_imagenet.md "Truncated JPEGs") ----------------------
-def _photo(width=500, height=375, seed=0) -> np.ndarray:
-  """A photo-sized image with texture (smooth waves + noise), so a JPEG cut short loses real scan data."""
-  rng = np.random.default_rng(seed)
-  yy, xx = np.mgrid[0:height, 0:width]
-  waves = np.stack([128 + 100 * np.sin(xx / 23 + c) * np.cos(yy / 17 - c) for c in range(3)], -1)
-  return np.clip(waves + rng.normal(0, 25, (height, width, 3)), 0, 255).astype(np.uint8)
-
-
 @pytest.fixture(scope='module')
 def photo_jpeg():
-  return fx.encode(_photo())
+  return fx.encode(photos.photo())
 
 
 def _cut(data: bytes, where: str) -> bytes:
@@ -189,7 +182,7 @@ def test_per_call_decode_equals_pillow_load_truncated_images_and_leaves_the_flag
 
 
 def test_progressive_jpeg_cut_in_its_detail_scans_is_whole_and_kept():
-  source = _photo(seed=1)
+  source = photos.photo(seed=1)
   data = fx.encode(source, progressive=True)
   decoded = images.decode(data[:len(data) // 2])
   assert decoded.repairs == ('truncated_repaired',)
@@ -197,7 +190,7 @@ def test_progressive_jpeg_cut_in_its_detail_scans_is_whole_and_kept():
 
 
 def test_truncated_png_is_refused():
-  data = fx.encode(_photo(120, 90), 'PNG')
+  data = fx.encode(photos.photo(120, 90), 'PNG')
   with pytest.raises(images.ImageDecodeError) as info:
     images.decode(data[:len(data) * 9 // 10])
   assert info.value.reason == 'truncated'
