@@ -15,6 +15,39 @@ def open_split(config: ml_collections.ConfigDict, split: str) -> Any:
                               **dict(config.data.options))
 
 
+def stage_data_names(config: ml_collections.ConfigDict) -> list[str]:
+  """The dataset of each stage of `config.stages` (a stage's own `data.name`, else the top-level one)."""
+  names = []
+  for stage in config.stages:
+    section = config.get(stage)
+    own = section.get('data', {}).get('name') if isinstance(section, ml_collections.ConfigDict) else None
+    names.append(own or config.data.name)
+  return names
+
+
+def with_classes_from_data(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`config` itself, or with `num_classes = 0` replaced by the class count of its own-data datasets.
+
+  Own data (docs/own_data.md) has as many classes as its builder found; every own-data dataset the stages read
+  must agree (the detection stage extends the classifier's outputs). Raises InputError otherwise, or when
+  no stage reads own data.
+  """
+  if config.num_classes != 0:
+    return config
+  from overfeat_jax.data import folders  # pylint: disable=g-import-not-at-top
+  counts = {n: len(folders.class_names(folders.dataset_dir(config.data.data_dir, n)))
+            for n in stage_data_names(config) if n.split('/')[0] in pipeline.OWN_DATA}
+  if not counts:
+    raise InputError('num_classes = 0 (from the data) needs a stage that reads own data (voc_folder/NAME, '
+                     'coco_json/NAME, image_folder/NAME)')
+  if len(set(counts.values())) > 1:
+    raise InputError(f'the stages\' datasets have different class counts: {counts}')
+  resolved = ml_collections.ConfigDict(config.to_dict())
+  resolved.num_classes = next(iter(counts.values()))
+  resolved.lock()
+  return resolved
+
+
 def train_iterator(config: ml_collections.ConfigDict,
                    source: Any) -> pipeline.TrainIterator | pipeline.HostsIterator:
   """Per-host training batches: random crops of `crop_size` (and flips), seeded by `config.seed`.

@@ -160,6 +160,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   was trained.
   """
   check_workdir(workdir)
+  config = inputs.with_classes_from_data(config)  # num_classes = 0: own data's class count (docs/own_data.md)
   save_config(config, workdir)
   results, previous = {}, None
   for stage in config.stages:
