@@ -4,6 +4,12 @@ The script stays short because `overfeat_jax.parallel.distributed.initialize` re
 itself: process id/count from `SLURM_PROCID`/`SLURM_NTASKS`, the coordinator from the first host of the
 nodelist, and, with one process per GPU, the GPU from `SLURM_LOCALID`.
 
+CPUs: each task asks for `--cpus_per_gpu` (default 10) CPUs per GPU it drives, in `#SBATCH` and again on srun
+(SLURM 22.05+ no longer passes sbatch's --cpus-per-task to srun). Without it many clusters give a
+one-task-per-node job a single CPU, and `data.worker_count='auto'` (the cores the process may use, less 2)
+then starts no input workers: at ~1,000-1,500 images per CPU-second, 16,000 img/s needs 11-16 cores
+(docs/data_pipeline.md). Set it to your node's CPUs / GPUs, or pass --cpus_per_task, or --exclusive.
+
   python -m launch.slurm --nodes=4 --gpus_per_node=8 --time=24:00:00 --partition=gpu \
       --venv=$PWD/.venv --config=experiments/configs/fast_imagenet.py --workdir=/shared/runs/fast \
       --config.batch_size=1024 --dry_run
@@ -29,7 +35,10 @@ def _define_flags() -> None:
   flags.DEFINE_integer('gpus_per_node', 8, 'GPUs on each node.')
   flags.DEFINE_enum('process_per', 'node', ['node', 'gpu'],
                     'node: one process per node owning all its GPUs; gpu: one process per GPU.')
-  flags.DEFINE_integer('cpus_per_task', None, 'CPUs per task (input pipeline); SLURM default if unset.')
+  flags.DEFINE_integer('cpus_per_task', None, 'CPUs per task (input pipeline); default cpus_per_gpu x GPUs '
+                       'per task.')
+  flags.DEFINE_integer('cpus_per_gpu', 10, 'CPUs per GPU when --cpus_per_task is unset (0: ask for none).')
+  flags.DEFINE_bool('exclusive', False, 'Ask for whole nodes (#SBATCH --exclusive).')
   flags.DEFINE_string('time', '24:00:00', 'Wall-clock limit, [D-]HH:MM:SS.')
   flags.DEFINE_string('partition', None, 'SLURM partition.')
   flags.DEFINE_string('account', None, 'SLURM account to charge.')
@@ -62,19 +71,31 @@ def _check(nodes: int, gpus_per_node: int, time_limit: str, job_name: str, port:
     raise InputError(f'--coordinator_port={port} is not a TCP port')
 
 
-def _header(nodes, gpus_per_node, tasks_per_node, time_limit, job_name, log, partition, account, cpus):
+def _header(nodes, gpus_per_node, tasks_per_node, time_limit, job_name, log, partition, account, cpus,
+            exclusive):
   lines = ['#!/bin/bash', f'#SBATCH --job-name={job_name}', f'#SBATCH --nodes={nodes}',
            f'#SBATCH --ntasks-per-node={tasks_per_node}', f'#SBATCH --gpus-per-node={gpus_per_node}',
            f'#SBATCH --time={time_limit}', f'#SBATCH --output={log}']
   lines += [f'#SBATCH --{k}={v}' for k, v in
             (('partition', partition), ('account', account), ('cpus-per-task', cpus)) if v is not None]
-  return lines
+  return lines + ['#SBATCH --exclusive'] * exclusive
+
+
+def cpus_for_task(cpus_per_task: int | None, cpus_per_gpu: int, gpus_per_task: int) -> int | None:
+  """CPUs each task asks for: `cpus_per_task` when given, else `cpus_per_gpu * gpus_per_task` (None: 0)."""
+  if cpus_per_task is not None:
+    if cpus_per_task < 1:
+      raise InputError(f'--cpus_per_task must be at least 1, got {cpus_per_task}')
+    return cpus_per_task
+  if cpus_per_gpu < 0:
+    raise InputError(f'--cpus_per_gpu must be at least 0, got {cpus_per_gpu}')
+  return cpus_per_gpu * gpus_per_task or None
 
 
 def render_script(*, nodes: int, gpus_per_node: int, process_per: str, time_limit: str, job_name: str,
                   code_dir: str, config: str, workdir: str, overrides: Sequence[str] = (),
                   partition: str | None = None, account: str | None = None, cpus_per_task: int | None = None,
-                  venv: str | None = None, container_image: str | None = None, setup: Sequence[str] = (),
+                  cpus_per_gpu: int = 10, exclusive: bool = False, venv: str | None = None, container_image: str | None = None, setup: Sequence[str] = (),
                   coordinator_port: int | None = None, module: str = common.TRAINER_MODULE) -> str:
   """The sbatch script: resources, a guard that it runs under SLURM, environment, then one srun."""
   _check(nodes, gpus_per_node, time_limit, job_name, coordinator_port)
@@ -82,7 +103,8 @@ def render_script(*, nodes: int, gpus_per_node: int, process_per: str, time_limi
     raise InputError('--config and --workdir are required')
   tasks = 1 if process_per == 'node' else gpus_per_node
   log = os.path.join(workdir, 'slurm', '%x-%j.out')
-  lines = _header(nodes, gpus_per_node, tasks, time_limit, job_name, log, partition, account, cpus_per_task)
+  cpus = cpus_for_task(cpus_per_task, cpus_per_gpu, gpus_per_node // tasks)
+  lines = _header(nodes, gpus_per_node, tasks, time_limit, job_name, log, partition, account, cpus, exclusive)
   lines += ['set -euo pipefail', ': "${SLURM_JOB_NODELIST:?submit this script with sbatch}"',
             f'# {nodes * tasks} processes ({tasks} per node, each with {gpus_per_node // tasks} GPU(s)); '
             'overfeat_jax.parallel.distributed reads SLURM_* itself.',
@@ -92,6 +114,7 @@ def render_script(*, nodes: int, gpus_per_node: int, process_per: str, time_limi
   if coordinator_port is not None:
     lines.append(f'export OVERFEAT_COORDINATOR_PORT={coordinator_port}')
   srun = ['srun', '--kill-on-bad-exit=1']  # one dead process ends the step, not a hang until the timeout
+  srun += [f'--cpus-per-task={cpus}'] * (cpus is not None)  # srun (22.05+) does not inherit sbatch's
   if container_image:
     srun += [f'--container-image={container_image}', f'--container-mounts={code_dir}:{code_dir}',
              f'--container-workdir={code_dir}']
@@ -119,7 +142,7 @@ def main(argv: list[str], overrides: list[str]) -> None:
       nodes=FLAGS.nodes, gpus_per_node=FLAGS.gpus_per_node, process_per=FLAGS.process_per,
       time_limit=FLAGS.time, job_name=FLAGS.job_name, code_dir=FLAGS.code_dir, config=FLAGS.config,
       workdir=FLAGS.workdir, overrides=overrides, partition=FLAGS.partition, account=FLAGS.account,
-      cpus_per_task=FLAGS.cpus_per_task,
+      cpus_per_task=FLAGS.cpus_per_task, cpus_per_gpu=FLAGS.cpus_per_gpu, exclusive=FLAGS.exclusive,
       venv=FLAGS.venv, container_image=FLAGS.container_image, setup=FLAGS.setup,
       coordinator_port=FLAGS.coordinator_port, module=FLAGS.module)
   if FLAGS.dry_run:

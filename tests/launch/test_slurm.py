@@ -21,6 +21,7 @@ BASE = dict(nodes=4, gpus_per_node=8, process_per='node', time_limit='12:00:00',
 FAKE_SRUN = """#!/bin/bash
 set -euo pipefail
 [[ "$1" == --kill-on-bad-exit=1 ]] && shift
+[[ "$1" == --cpus-per-task=* ]] && shift
 n=$SLURM_NTASKS; per=$((SLURM_NTASKS / SLURM_JOB_NUM_NODES)); pids=()
 for ((i = 0; i < n; i++)); do
   SLURM_PROCID=$i SLURM_LOCALID=$((i % per)) SLURM_STEP_NUM_TASKS=$n \
@@ -48,10 +49,32 @@ def test_one_process_per_node_script():
                    'set -euo pipefail', 'cd /shared/overfeat', 'source /shared/venv/bin/activate',
                    'export OVERFEAT_COORDINATOR_PORT=29500']:
     assert expected in lines, expected
-  assert lines[-1] == ('srun --kill-on-bad-exit=1 python -m overfeat_jax.main '
+  assert lines[-1] == ('srun --kill-on-bad-exit=1 --cpus-per-task=32 python -m overfeat_jax.main '
                        '--config=experiments/configs/fast_imagenet.py --workdir=/shared/run1 '
                        '--config.train.batch_size=1024')
   assert subprocess.run(['bash', '-n'], input=script, text=True).returncode == 0
+
+
+@pytest.mark.parametrize('process_per, kw, header, srun', [
+    ('node', {}, '#SBATCH --cpus-per-task=80', '--cpus-per-task=80'),  # 10 per GPU x 8 GPUs
+    ('gpu', {}, '#SBATCH --cpus-per-task=10', '--cpus-per-task=10'),
+    ('gpu', {'cpus_per_gpu': 14}, '#SBATCH --cpus-per-task=14', '--cpus-per-task=14'),
+    ('node', {'cpus_per_task': 96, 'cpus_per_gpu': 3}, '#SBATCH --cpus-per-task=96', '--cpus-per-task=96'),
+    ('node', {'cpus_per_gpu': 0, 'exclusive': True}, '#SBATCH --exclusive', None),
+])
+def test_the_script_asks_for_cpus_for_the_input_workers(process_per, kw, header, srun):
+  lines = slurm.render_script(**{**BASE, 'process_per': process_per}, **kw).splitlines()
+  assert header in lines
+  if srun:
+    assert lines[-1].startswith(f'srun --kill-on-bad-exit=1 {srun} python')
+  else:
+    assert not any('cpus-per-task' in line for line in lines)
+
+
+@pytest.mark.parametrize('kw', [{'cpus_per_task': 0}, {'cpus_per_gpu': -1}])
+def test_bad_cpu_counts_are_input_errors(kw):
+  with pytest.raises(InputError, match='cpus_per'):
+    slurm.render_script(**BASE, **kw)
 
 
 def test_one_process_per_gpu_and_container():
