@@ -20,6 +20,7 @@ and deleted first, so a reader finds either no commit file or one whose companio
 import contextlib
 import json
 import os
+import pathlib
 import shutil
 import socket
 import tempfile
@@ -39,8 +40,10 @@ def is_remote(path: str | os.PathLike) -> bool:
 
 
 def path(p: str | os.PathLike) -> epath.Path:
-  """`p` as an `etils.epath.Path`: local paths made absolute, URLs unchanged."""
-  return epath.Path(os.fspath(p) if is_remote(p) else os.path.abspath(os.fspath(p)))
+  """`p` as a path object: a URL as an `etils.epath.Path` (unchanged), a local path as an absolute
+  `pathlib.Path` (the same interface; no filesystem backend to pick, so reading a local artifact never probes
+  for TensorFlow or fsspec)."""
+  return epath.Path(os.fspath(p)) if is_remote(p) else pathlib.Path(os.path.abspath(os.fspath(p)))
 
 
 def url(p: str | os.PathLike) -> str:
@@ -103,7 +106,7 @@ def write_json_atomic(p: str | os.PathLike, data: Any) -> None:
 def upload(local_file: str | os.PathLike, p: str | os.PathLike) -> None:
   """Copies a local file to `p` (remote: one object upload, streamed; local: `write_atomic` semantics)."""
   if not is_remote(p):
-    write_atomic(p, epath.Path(local_file).read_bytes())
+    write_atomic(p, pathlib.Path(local_file).read_bytes())
     return
   with open(local_file, 'rb') as src, path(p).open('wb') as dst:
     shutil.copyfileobj(src, dst, _COPY_BLOCK)
@@ -122,7 +125,7 @@ def atomic_dir(p: str | os.PathLike, commit_file: str) -> Iterator[epath.Path]:
     makedirs(target.parent)
   stage = tempfile.mkdtemp(prefix=f'.{target.name}.tmp-', dir=None if remote else os.fspath(target.parent))
   try:
-    yield epath.Path(stage)
+    yield pathlib.Path(stage)
     if remote:
       _publish_remote(stage, target, commit_file)
     else:

@@ -16,20 +16,22 @@ and the safetensors package to use:
 Format version 1 (written before safetensors) stored the same names in `params.npz`; it is still read
 (`np.load(..., allow_pickle=False)`), so old exports keep loading.
 
-The artifact is written into a temporary sibling directory and renamed into place, so a reader never sees a
+The artifact is written into a temporary sibling directory and renamed into place (on an object store:
+config.json, which holds the params' checksum, is deleted first and uploaded last), so a reader never sees a
 half-written one. `read_artifact` checks the format name, the version, the parameter file's SHA-256 and every
 array's shape against the network the config describes, and raises `InputError` (one sentence) on any mismatch.
 
-This module imports only numpy, jax, flax, safetensors and `overfeat_jax.models` (no optax, no orbax, no
-TensorFlow).
+The artifact and the checkpoints it is exported from may be local or remote (gs://; `overfeat_jax.storage`).
+
+This module imports only numpy, jax, flax, safetensors, etils.epath and `overfeat_jax.models` (no optax, no
+orbax, no TensorFlow).
 """
 
 import dataclasses
 import hashlib
+import io
 import json
 import os
-import shutil
-import tempfile
 import zipfile
 from typing import Any
 
@@ -40,6 +42,7 @@ import safetensors
 import safetensors.numpy
 from flax import traverse_util
 
+from overfeat_jax import storage
 from overfeat_jax.errors import InputError
 from overfeat_jax.models.geometry import GEOMETRIES, get_geometry
 from overfeat_jax.models.heads import BoxRegressor
@@ -143,14 +146,6 @@ def flatten(params: Any) -> dict[str, np.ndarray]:
           for name, leaf in traverse_util.flatten_dict(params, sep='/').items()}
 
 
-def _sha256(path: str) -> str:
-  digest = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for block in iter(lambda: f.read(1 << 20), b''):
-      digest.update(block)
-  return digest.hexdigest()
-
-
 def build_config(spec: NetworkSpec, *, stage: str, class_names: list[str] | None = None,
                  preprocessing: dict | None = None, source: dict | None = None) -> dict[str, Any]:
   """The config.json content (without the params entry, which `write_artifact` adds)."""
@@ -174,35 +169,22 @@ def build_config(spec: NetworkSpec, *, stage: str, class_names: list[str] | None
 
 
 def write_artifact(path: str, params: Any, config: dict[str, Any]) -> str:
-  """Writes params + config as an artifact directory at `path`, atomically. Returns the absolute path.
+  """Writes params + config as an artifact directory at `path` (local or gs://), atomically
+  (`storage.atomic_dir`: one rename locally; remotely config.json, which holds the params' SHA-256, is removed
+  first and uploaded last). Returns the absolute path or the URL.
 
   An existing artifact at `path` is replaced; any other existing file or directory is refused.
   """
-  path = os.path.abspath(path)
-  if os.path.lexists(path) and not is_artifact(path):  # e.g. a training workdir (it has a config.json too)
+  path = storage.url(path)
+  if storage.path(path).exists() and not is_artifact(path):  # e.g. a training workdir (it has a config.json)
     raise InputError(f'{path} exists and is not an overfeat_jax artifact; choose a new --output.')
-  parent = os.path.dirname(path)
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=f'.{os.path.basename(path)}.tmp-', dir=parent)
-  try:
-    flat = flatten(params)
-    safetensors.numpy.save_file(flat, os.path.join(tmp, PARAMS_FILE),
-                                metadata={'format': FORMAT_NAME, 'format_version': str(FORMAT_VERSION)})
-    config = {**config, 'params': {'file': PARAMS_FILE, 'sha256': _sha256(os.path.join(tmp, PARAMS_FILE)),
-                                   'count': int(sum(v.size for v in flat.values()))}}
-    with open(os.path.join(tmp, CONFIG_FILE), 'w') as f:
-      json.dump(config, f, indent=2, sort_keys=True)
-    os.chmod(tmp, 0o755)
-    old = None
-    if os.path.lexists(path):
-      old = tempfile.mkdtemp(prefix=f'.{os.path.basename(path)}.old-', dir=parent)
-      os.replace(path, os.path.join(old, 'a'))
-    os.replace(tmp, path)
-    if old:
-      shutil.rmtree(old, ignore_errors=True)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
+  flat = flatten(params)
+  data = safetensors.numpy.save(flat, metadata={'format': FORMAT_NAME, 'format_version': str(FORMAT_VERSION)})
+  config = {**config, 'params': {'file': PARAMS_FILE, 'sha256': hashlib.sha256(data).hexdigest(),
+                                 'count': int(sum(v.size for v in flat.values()))}}
+  with storage.atomic_dir(path, commit_file=CONFIG_FILE) as stage:
+    (stage / PARAMS_FILE).write_bytes(data)
+    (stage / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
   return path
 
 
@@ -210,8 +192,8 @@ def is_artifact(path: str) -> bool:
   """Whether `path` is an artifact directory rather than a training workdir, which also holds a config.json
   (the training config, `train.loop.save_config`) but whose config has no artifact `format`. An unreadable
   config.json counts as an artifact, so `read_config` reports it."""
-  file = os.path.join(path, CONFIG_FILE)
-  if not os.path.isfile(file):
+  file = storage.path(path) / CONFIG_FILE
+  if not file.is_file():
     return False
   try:
     config = read_json(file, 'config')
@@ -223,16 +205,15 @@ def is_artifact(path: str) -> bool:
 def read_json(file: str, what: str) -> Any:
   """The JSON value of `file` (`what` it is, for the message); unreadable or malformed: one InputError."""
   try:
-    with open(file, encoding='utf-8') as f:
-      return json.load(f)
+    return json.loads(storage.path(file).read_bytes().decode('utf-8'))
   except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
     raise InputError(f'cannot read the {what} {file}: it is not valid JSON ({e}).') from None
 
 
 def read_config(path: str) -> dict[str, Any]:
   """The artifact's config.json, after checking the format name and version."""
-  file = os.path.join(path, CONFIG_FILE)
-  if not os.path.isfile(file):
+  file = storage.path(path) / CONFIG_FILE
+  if not file.is_file():
     raise InputError(f'{path} is not an overfeat_jax artifact (no {CONFIG_FILE}).')
   config = read_json(file, 'artifact config (the artifact is corrupt)')
   if not isinstance(config, dict) or config.get('format') != FORMAT_NAME:
@@ -258,15 +239,16 @@ def _load_arrays(path: str, config: dict[str, Any]) -> dict[str, np.ndarray]:
   """The named arrays of a checked artifact: params.safetensors (version 2) or params.npz (version 1)."""
   entry = config.get('params') or {}
   legacy = config['format_version'] == 1
-  file = os.path.join(path, LEGACY_PARAMS_FILE if legacy else PARAMS_FILE)  # never a path taken from the JSON
-  if not os.path.isfile(file):
+  file = storage.path(path) / (LEGACY_PARAMS_FILE if legacy else PARAMS_FILE)  # never a path from the JSON
+  if not file.is_file():
     raise InputError(f'{file} is missing; the artifact is incomplete.')
-  if _sha256(file) != entry.get('sha256'):
+  raw = file.read_bytes()  # one read (local or gs://): checksummed, then parsed from memory
+  if hashlib.sha256(raw).hexdigest() != entry.get('sha256'):
     raise InputError(f'{file} does not match the checksum in {CONFIG_FILE}; the artifact is corrupt.')
   try:
     if not legacy:
-      return safetensors.numpy.load_file(file)
-    with np.load(file, allow_pickle=False) as data:
+      return safetensors.numpy.load(raw)
+    with np.load(io.BytesIO(raw), allow_pickle=False) as data:
       return {name: data[name] for name in data.files}
   except (safetensors.SafetensorError, zipfile.BadZipFile, ValueError, OSError) as e:
     raise InputError(f'{file} cannot be read ({e}); the artifact is corrupt.') from None
@@ -288,10 +270,16 @@ def read_artifact(path: str) -> tuple[dict[str, Any], NetworkSpec, dict[str, Any
   return config, spec, params
 
 
+def _steps(directory: str) -> list[int]:
+  """The step numbers of the checkpoints in `directory` (local or gs://), ascending; [] if it has none."""
+  folder = storage.path(directory)
+  return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
+
+
 def checkpoint_dir(workdir: str, stage: str) -> str:
   """The orbax checkpoint directory of `stage` in a training workdir (or of a stage directory itself)."""
   for candidate in (os.path.join(workdir, stage, 'checkpoints'), os.path.join(workdir, 'checkpoints'), workdir):
-    if os.path.isdir(candidate) and any(n.isdigit() for n in os.listdir(candidate)):
+    if _steps(candidate):
       return candidate
   raise InputError(f'no {stage} checkpoint in {workdir} (looked for {os.path.join(workdir, stage, "checkpoints")}'
                    '/<step>); train it first or pass the right --workdir/--stage.')
@@ -304,7 +292,7 @@ def load_trained(workdir: str, stage: str, step: int | None = None) -> tuple[int
   """
   from overfeat_jax.checkpoint import manager  # pylint: disable=g-import-not-at-top
   directory = checkpoint_dir(workdir, stage)
-  steps = sorted(int(n) for n in os.listdir(directory) if n.isdigit())
+  steps = _steps(directory)
   if step is not None and step not in steps:
     raise InputError(f'{directory} has no checkpoint at step {step}; it has steps {steps}.')
   try:
@@ -360,7 +348,7 @@ def export_workdir(workdir: str, stage: str, output: str, fmt: str, step: int | 
   if fmt == 'release':
     return export_release(params, spec, output)
   cfg = build_config(spec, stage=stage, class_names=names, preprocessing=pre,
-                                source={'workdir': os.path.abspath(workdir), 'stage': stage, 'step': step})
+                                source={'workdir': storage.url(workdir), 'stage': stage, 'step': step})
   path = write_artifact(output, params, cfg)
   return f'wrote {path}: {spec.geometry}/{spec.width_divisor} {stage}, {spec.num_classes} outputs, step {step}'
 
@@ -375,4 +363,4 @@ def export_release(params: Any, spec: NetworkSpec, output: str) -> str:
   backbone = params['backbone'] if 'backbone' in params else params
   geometry = spec.classifier().geometry
   size = release_weights.save_release_weights(backbone, geometry, output)
-  return f'wrote {os.path.abspath(output)}: {size} bytes, the {spec.geometry} release layout'
+  return f'wrote {storage.url(output)}: {size} bytes, the {spec.geometry} release layout'

@@ -1,0 +1,78 @@
+"""overfeat_jax.storage on local disk: atomic writes leave no partial or temporary files, `atomic_dir` replaces
+a directory at once and publishes nothing on failure, `check_writable` fails in one line. The gs:// side runs
+against an emulator in tests/faults/test_gcs_workdir.py."""
+
+import json
+import os
+
+import pytest
+
+from overfeat_jax import storage
+from overfeat_jax.errors import InputError
+
+
+def test_remote_urls_are_kept_and_local_paths_made_absolute(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  assert storage.url('gs://bkt/run/x') == 'gs://bkt/run/x'
+  assert storage.is_remote('gs://bkt') and storage.is_remote('s3://b/k')
+  assert not storage.is_remote('run/x') and not storage.is_remote('file:///tmp/x')
+  assert storage.url('run/x') == str(tmp_path / 'run' / 'x')
+
+
+def test_write_atomic_replaces_whole_and_leaves_no_temporary_file(tmp_path):
+  target = tmp_path / 'metrics.json'
+  storage.write_json_atomic(target, {'b': 1, 'a': [1, 2]})
+  storage.write_json_atomic(target, {'c': 3})
+  assert json.loads(target.read_text()) == {'c': 3}
+  storage.write_atomic(tmp_path / 'table.md', 'ü\n')
+  assert (tmp_path / 'table.md').read_bytes() == 'ü\n'.encode()
+  assert sorted(os.listdir(tmp_path)) == ['metrics.json', 'table.md']
+
+
+def test_write_atomic_failure_keeps_the_old_file(tmp_path, monkeypatch):
+  target = tmp_path / 'config.json'
+  storage.write_json_atomic(target, {'old': True})
+  with pytest.raises(TypeError):
+    storage.write_json_atomic(target, {'not json': object()})
+
+  def interrupted(src, dst):  # the bytes are written, the process dies before the rename
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(os, 'replace', interrupted)
+  with pytest.raises(KeyboardInterrupt):
+    storage.write_json_atomic(target, {'new': True})
+  monkeypatch.undo()
+  assert json.loads(target.read_text()) == {'old': True}
+  assert os.listdir(tmp_path) == ['config.json']  # the temporary file was removed
+
+
+def test_atomic_dir_replaces_the_directory_and_publishes_nothing_on_failure(tmp_path):
+  target = tmp_path / 'out' / 'artifact'
+  for version in ('1', '2'):
+    with storage.atomic_dir(target, commit_file='config.json') as stage:
+      (stage / 'params.bin').write_text(version)
+      (stage / 'config.json').write_text(version)
+  assert sorted(os.listdir(target)) == ['config.json', 'params.bin']
+  assert (target / 'params.bin').read_text() == '2'
+  with pytest.raises(RuntimeError):
+    with storage.atomic_dir(target, commit_file='config.json') as stage:
+      (stage / 'params.bin').write_text('3')
+      raise RuntimeError('export failed half way')
+  assert (target / 'params.bin').read_text() == '2'
+  assert os.listdir(tmp_path / 'out') == ['artifact']  # no staging or old copies left behind
+
+
+def test_check_writable_is_one_input_error(tmp_path):
+  storage.check_writable(tmp_path / 'new' / 'run')
+  assert os.listdir(tmp_path / 'new' / 'run') == []  # the probe file is gone
+  (tmp_path / 'file').write_text('x')
+  with pytest.raises(InputError, match='is not writable'):
+    storage.check_writable(tmp_path / 'file' / 'run')
+
+
+def test_local_mirror_is_the_folder_itself(tmp_path):
+  mirror = storage.Mirror(tmp_path / 'logs')
+  assert mirror.local == str(tmp_path / 'logs') and os.path.isdir(mirror.local)
+  (tmp_path / 'logs' / 'events').write_bytes(b'x')
+  mirror.close()
+  assert (tmp_path / 'logs' / 'events').read_bytes() == b'x'
