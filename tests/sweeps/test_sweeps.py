@@ -212,6 +212,16 @@ def test_sweep_runs_resumes_without_recomputing_and_reports(sweep_inputs):
   os.remove(os.path.join(out, 'points', sorted(os.listdir(os.path.join(out, 'points')))[0]))
   _, stats3 = runner.run_sweep(sweep, networks, out, setup=setup, evaluate=counting, log=lines.append)
   assert stats3 == {'computed': 1, 'cached': 5}
+  # A named point renamed: the same result (read back, not recomputed) under the new row name, never the old.
+  renamed = sweep.copy_and_resolve_references()
+  renamed.points = ml_collections.ConfigDict({'ten views': dict(view='ten_crop', flips=True),
+                                              'ensemble': dict(models='ensemble', num_scales=2, flips=False)})
+  named, stats4 = runner.run_sweep(renamed, networks, out, setup=setup, evaluate=counting, log=lines.append)
+  assert stats4 == {'computed': 0, 'cached': 6}
+  (old,) = [r for r in records if r['point']['view'] == 'ten_crop']
+  (new,) = [r for r in named if r['point']['view'] == 'ten_crop']
+  assert old['point']['name'] == '10 views' and new['point']['name'] == 'ten views'
+  assert new['metrics'] == old['metrics'] and sorted(r['point']['name'] for r in named).count('10 views') == 0
 
   table = report.markdown_table(records)
   rows = table.strip().splitlines()
