@@ -17,6 +17,7 @@ import jax.numpy as jnp
 
 from overfeat_jax.inference.localize import BoxModel, Candidates, concat, decode_dense, dense_outputs
 from overfeat_jax.inference.localize import check_method, merge_candidates, top_guesses
+from overfeat_jax.inference import nonfinite
 from overfeat_jax.inference.multiscale import resize_images
 
 
@@ -35,7 +36,9 @@ def scale_detections(box_model: BoxModel, params: Any, images: jax.Array, size: 
   scores, idx = jax.lax.top_k(flat_scores, k)  # [B, k]
   classes = (idx % num_classes).astype(jnp.int32)
   boxes = jnp.take_along_axis(boxes.reshape(batch, cells * num_classes, 4), idx[..., None], axis=1)
-  return Candidates(boxes, scores, classes, scores > score_threshold)
+  # A non-finite score is not "below the threshold": it stays a candidate so that the merge drops and counts
+  # it (`inference.nonfinite`) instead of it vanishing silently.
+  return Candidates(boxes, scores, classes, (scores > score_threshold) | ~jnp.isfinite(scores))
 
 
 def detect(box_model: BoxModel, params: Any, images: jax.Array, *, scales: Sequence[tuple[int, int]],
@@ -48,14 +51,17 @@ def detect(box_model: BoxModel, params: Any, images: jax.Array, *, scales: Seque
 
   Returns:
     {'classes': [B, D] int32 (-1 = empty slot), 'boxes': [B, D, 4] original-image pixels, 'scores': [B, D],
-     'valid': [B, D] bool}, best first.
+     'valid': [B, D] bool, 'num_nonfinite': [B] int32 candidates dropped for a non-finite score or box
+     (`inference.nonfinite`)}, best first.
   """
   check_method(method, average)
   parts = [scale_detections(box_model, params, images, tuple(s), score_threshold=score_threshold,
                             max_per_scale=max_per_scale, fine=fine) for s in scales]
-  merged = merge_candidates(concat(parts), method=method, threshold=threshold, average=average)
+  candidates = concat(parts)
+  merged = merge_candidates(candidates, method=method, threshold=threshold, average=average)
   classes, boxes, scores = top_guesses(merged, max_detections)
-  return {'classes': classes, 'boxes': boxes, 'scores': scores, 'valid': classes >= 0}
+  return {'classes': classes, 'boxes': boxes, 'scores': scores, 'valid': classes >= 0,
+          'num_nonfinite': nonfinite.num_dropped(candidates.boxes, candidates.scores, candidates.valid)}
 
 
 def make_detector(box_model: BoxModel, **options):

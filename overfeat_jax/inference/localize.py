@@ -25,6 +25,7 @@ from overfeat_jax import box_ops
 from overfeat_jax.errors import InputError
 from overfeat_jax.inference import merge as merge_lib
 from overfeat_jax.inference import nms as nms_lib
+from overfeat_jax.inference import nonfinite
 from overfeat_jax.inference.dense import dense_apply
 from overfeat_jax.inference.multiscale import resize_images
 
@@ -134,7 +135,8 @@ def merge_candidates(c: Candidates, *, method: str, threshold: float, average: s
   """Step (d) per image: greedy merge (scores summed) or per-class NMS (scores kept); survivors are valid.
 
   `average` is how the greedy merge places a merged box ('pair' or 'score', `inference.merge`); NMS keeps
-  boxes as they are and ignores it.
+  boxes as they are and ignores it. Candidates with a non-finite score or box come out invalid (both methods
+  drop them on entry, `inference.nonfinite`).
   """
   check_method(method, average)
   if method == 'nms':
@@ -149,13 +151,18 @@ def merge_candidates(c: Candidates, *, method: str, threshold: float, average: s
 
 
 def top_guesses(c: Candidates, count: int) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """The `count` best valid boxes per image: classes [B, count] (-1 = none), boxes [B, count, 4], scores."""
-  masked = jnp.where(c.valid, c.scores, -jnp.inf)
+  """The `count` best valid boxes per image: classes [B, count] (-1 = none), boxes [B, count, 4], scores.
+
+  Only finite candidates are ranked (`nonfinite.usable`); an empty slot has class -1, score 0 and box 0, so
+  no NaN from a dropped candidate reaches the metrics.
+  """
+  masked = jnp.where(nonfinite.usable(c.boxes, c.scores, c.valid), c.scores, -jnp.inf)
   count_ = min(count, masked.shape[1])
   scores, idx = jax.lax.top_k(masked, count_)
-  classes = jnp.where(jnp.isfinite(scores), jnp.take_along_axis(c.classes, idx, axis=1), -1)
-  boxes = jnp.take_along_axis(c.boxes, idx[..., None], axis=1)
-  scores = jnp.where(jnp.isfinite(scores), scores, 0.0)
+  found = jnp.isfinite(scores)
+  classes = jnp.where(found, jnp.take_along_axis(c.classes, idx, axis=1), -1)
+  boxes = jnp.where(found[..., None], jnp.take_along_axis(c.boxes, idx[..., None], axis=1), 0.0)
+  scores = jnp.where(found, scores, 0.0)
   pad = count - count_
   if pad:
     classes = jnp.pad(classes, ((0, 0), (0, pad)), constant_values=-1)
@@ -172,13 +179,16 @@ def localize(box_model: BoxModel, params: Any, images: jax.Array, *, scales: Seq
   `method`, `threshold` and `average` are the merge's (`merge_candidates`).
 
   Returns:
-    {'classes': [B, G] int32 (-1 = no guess), 'boxes': [B, G, 4] original-image pixels, 'scores': [B, G]}.
+    {'classes': [B, G] int32 (-1 = no guess), 'boxes': [B, G, 4] original-image pixels, 'scores': [B, G],
+     'num_nonfinite': [B] int32 candidates dropped for a non-finite score or box (`inference.nonfinite`)}.
   """
   check_method(method, average)
   parts = [scale_candidates(box_model, params, images, tuple(s), top_k=top_k, fine=fine) for s in scales]
-  merged = merge_candidates(concat(parts), method=method, threshold=threshold, average=average)
+  candidates = concat(parts)
+  merged = merge_candidates(candidates, method=method, threshold=threshold, average=average)
   classes, boxes, scores = top_guesses(merged, num_guesses)
-  return {'classes': classes, 'boxes': boxes, 'scores': scores}
+  return {'classes': classes, 'boxes': boxes, 'scores': scores,
+          'num_nonfinite': nonfinite.num_dropped(candidates.boxes, candidates.scores, candidates.valid)}
 
 
 def make_localizer(box_model: BoxModel, **options):

@@ -27,8 +27,12 @@ Two readings of `match_score` (choose by name, see `SCORE_FUNCTIONS`):
 
 Cost: the N x N score matrix is built once (O(N^2) memory: 100 MB at N = 5000 in float32); each merge then
 updates only row and column i and j in O(N), and the cached minimum of every row is repaired incrementally (a
-row is rescanned only when its cached minimum pointed at i or j). Scores that are NaN or inf (overflow on huge
-boxes) are treated as "never merge".
+row is rescanned only when its cached minimum pointed at i or j). Match scores that are NaN or inf (overflow on
+huge boxes) are treated as "never merge".
+
+Non-finite input: a candidate whose confidence or box coordinate is NaN or +-inf is dropped on entry (it comes
+out with `valid` False, never merged; `inference.nonfinite`, which also counts them). Inverted boxes are empty
+(`box_ops`) and merge only through the centre-distance term.
 """
 
 import functools
@@ -39,6 +43,7 @@ import jax.numpy as jnp
 
 from overfeat_jax import box_ops
 from overfeat_jax.errors import InputError
+from overfeat_jax.inference import nonfinite
 
 # Mean diagonals below this (degenerate boxes) are floored so that the normalised distance stays finite.
 DIAGONAL_FLOOR = 1e-6
@@ -160,11 +165,14 @@ def _merge_step(st: _State, classes: jax.Array, score_fn, average: str) -> _Stat
 @functools.partial(jax.jit, static_argnames=('score_fn', 'average'))
 def _merge_jit(boxes, scores, classes, valid, threshold, score_fn: str, average: str) -> MergeResult:
   fn = SCORE_FUNCTIONS[score_fn]
-  st = _initial_state(boxes, scores, classes, valid, fn)
+  # Candidates with a non-finite score or coordinate are dropped on entry (`nonfinite`): they would turn
+  # merged boxes and summed scores into NaN. Each merge invalidates one box, so at most N - 1 merges happen;
+  # the bound on `n` makes the loop end whatever the input.
+  st = _initial_state(boxes, scores, classes, nonfinite.usable(boxes, scores, valid), fn)
 
   def cond(st: _State):
     best = st.row_min.min()
-    return (best <= threshold) & jnp.isfinite(best)
+    return (best <= threshold) & jnp.isfinite(best) & (st.n < boxes.shape[0] - 1)
 
   st = jax.lax.while_loop(cond, lambda st: _merge_step(st, classes, fn, average), st)
   return MergeResult(st.boxes, st.scores, classes, st.valid, st.pairs, st.n)
@@ -178,8 +186,8 @@ def merge_boxes(boxes: jax.Array, scores: jax.Array, classes: jax.Array, valid: 
   `threshold` is traced: one compiled program serves every threshold.
 
   Args:
-    boxes: `[N, 4]` boxes in the project convention (finite).
-    scores: `[N]` class confidence (>= 0) of the window that produced each box.
+    boxes: `[N, 4]` boxes in the project convention (a non-finite one is dropped, module docstring).
+    scores: `[N]` class confidence (>= 0) of the window that produced each box (a non-finite one is dropped).
     classes: `[N]` int class of each box; boxes merge only within a class.
     valid: `[N]` bool, False for padding.
     threshold: stop when the best pair's match score is > threshold.

@@ -13,19 +13,25 @@ import jax.numpy as jnp
 
 from overfeat_jax import box_ops
 from overfeat_jax.errors import InputError
+from overfeat_jax.inference import nonfinite
 
 
 @jax.jit
 def _nms_jit(boxes, scores, classes, valid, iou_threshold):
   def body(c):
-    remaining, keep = c
+    remaining, keep, steps = c
     top = jnp.max(jnp.where(remaining, scores, -jnp.inf))
-    k = jnp.argmax(remaining & (scores == top))  # first remaining box with the top score (even if -inf)
+    k = jnp.argmax(remaining & (scores == top))  # first remaining box with the top score (all finite)
     overlap = box_ops.iou(boxes[k][None, :], boxes)  # [N]
     suppress = (classes == classes[k]) & (overlap > iou_threshold)
-    return remaining.at[k].set(False) & ~suppress, keep.at[k].set(True)
+    return remaining.at[k].set(False) & ~suppress, keep.at[k].set(True), steps + 1
 
-  _, keep = jax.lax.while_loop(lambda c: c[0].any(), body, (valid, jnp.zeros_like(valid)))
+  # Non-finite candidates are dropped on entry (`nonfinite`): a NaN score never equals the running maximum, so
+  # it was never removed and the loop spun forever. Each step now removes box k; the step bound N is a
+  # second guarantee that the loop ends whatever the input.
+  remaining = nonfinite.usable(boxes, scores, valid)
+  cond = lambda c: c[0].any() & (c[2] < boxes.shape[0])
+  _, keep, _ = jax.lax.while_loop(cond, body, (remaining, jnp.zeros_like(valid), jnp.zeros((), jnp.int32)))
   return keep
 
 
@@ -42,8 +48,9 @@ def nms(boxes: jax.Array, scores: jax.Array, classes: jax.Array, valid: jax.Arra
   """Per-class greedy NMS of a padded box set -> keep mask `[N]` bool (False for padding).
 
   Args:
-    boxes: `[N, 4]` finite boxes in the project convention.
-    scores: `[N]` confidences (NaN is not allowed; -inf is).
+    boxes: `[N, 4]` boxes in the project convention; inverted boxes are empty (IoU 0), never suppressing.
+    scores: `[N]` confidences. A candidate with a non-finite score or coordinate (NaN, +-inf) is dropped: never
+      kept, never suppressing (`inference.nonfinite`).
     classes: `[N]` int; boxes only suppress boxes of their own class.
     valid: `[N]` bool, False for padding.
     iou_threshold: a box is suppressed when its IoU with a kept box is > this.

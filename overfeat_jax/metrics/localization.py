@@ -8,7 +8,9 @@ distinct labels; the task error is the mean over images. The classification-only
 box condition dropped (the devkit's flat classification error). Boxes are in the project convention; its IoU
 equals the devkit's inclusive-pixel IoU exactly (see `metrics/boxes.py`), so the devkit's 1-based boxes only
 need `boxes.from_devkit` at the border. Images without any ground-truth box have no error defined: they are
-skipped and counted in `num_skipped`. Guesses with class -1 are padding (fewer than `max_guesses` guesses).
+skipped and counted in `num_skipped`. Guesses with class -1 are padding (fewer than `max_guesses` guesses);
+their boxes are not read. A NaN or infinite coordinate in a real guess or a ground-truth box is refused with
+one `InputError`; inverted boxes are empty (IoU 0: never right).
 """
 
 import dataclasses
@@ -31,6 +33,9 @@ def image_errors(guess_classes, guess_boxes, gt_labels, gt_boxes, *, iou_thresho
     gt_boxes: `[M, 4]` ground-truth boxes.
   """
   guess_classes = np.asarray(guess_classes, np.int64).reshape(-1)
+  guess_boxes = np.asarray(guess_boxes, np.float64)
+  if guess_boxes.ndim == 2 and guess_boxes.shape == (guess_classes.size, 4):  # unused slots' boxes are not read
+    guess_boxes = np.where((guess_classes >= 0)[:, None], guess_boxes, 0.0)
   guess_boxes = box_lib.as_boxes(guess_boxes, 'guess_boxes')
   gt_labels = np.asarray(gt_labels, np.int64).reshape(-1)
   gt_boxes = box_lib.as_boxes(gt_boxes, 'gt_boxes')

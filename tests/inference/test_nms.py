@@ -29,11 +29,20 @@ def test_equal_scores_keep_lower_index_and_padding_is_never_kept():
   np.testing.assert_array_equal(np.asarray(keep), [False, True, False, False])
 
 
-def test_zero_area_boxes_and_minus_inf_scores_are_kept_not_suppressing():
-  # Zero-area boxes have IoU 0 with everything, so they neither suppress nor get suppressed.
-  boxes = np.array([[5, 5, 5, 5], [5, 5, 5, 5], [0, 0, 10, 10]], np.float32)
-  keep = nms(boxes, np.array([1.0, -np.inf, -np.inf]), np.zeros(3), np.ones(3, bool), iou_threshold=0.3)
-  np.testing.assert_array_equal(np.asarray(keep), [True, True, True])
+def test_zero_area_and_inverted_boxes_are_kept_not_suppressing():
+  # Zero-area and inverted boxes have IoU 0 with everything, so they neither suppress nor get suppressed.
+  boxes = np.array([[5, 5, 5, 5], [5, 5, 5, 5], [0, 0, 10, 10], [10, 10, 0, 0]], np.float32)
+  keep = nms(boxes, np.array([1.0, 0.5, 0.2, 0.9]), np.zeros(4), np.ones(4, bool), iou_threshold=0.3)
+  np.testing.assert_array_equal(np.asarray(keep), [True, True, True, True])
+
+
+def test_nonfinite_scores_and_boxes_are_dropped():
+  # -inf, +inf and NaN scores, and a NaN coordinate: dropped (never kept, never suppressing; inference.nonfinite),
+  # so the finite box 4 under them survives.
+  boxes = np.array([[0, 0, 10, 10]] * 4 + [[0, 0, 10, 10], [0, 0, np.nan, 10]], np.float32)
+  scores = np.array([-np.inf, np.inf, np.nan, np.nan, 0.1, 0.9])
+  keep = nms(boxes, scores, np.zeros(6), np.ones(6, bool), iou_threshold=0.3)
+  np.testing.assert_array_equal(np.asarray(keep), [False, False, False, False, True, False])
 
 
 def test_empty_input_and_bad_shapes():
