@@ -9,6 +9,12 @@ Class list, in order of preference (docs/data_imagenet.md): `map_det.txt` from t
 (`WNID id name`), or `det_synsets.txt` (`WNID words`), found in `manual_dir` or
 `manual_dir/ILSVRC/devkit/data/`; without either, the WNIDs met in the train and val annotations (a
 warning, and a note in the build report).
+
+Validation blacklist: when the devkit's `ILSVRC2014_det_validation_blacklist.txt` (or the 2015 one) lies in the
+same folders, its (image, class) pairs are recorded per validation record in `ignore_classes` (int64 `[K]`,
+empty elsewhere): the classes whose ground truth and detections `eval_detection.m` ignores in that image. The
+file's lines are `image_index WNID`, `image_index` being the index column of ImageSets/DET/val.txt; lines that
+are malformed or name an unknown image or class are skipped and counted in the build report.
 """
 
 import json
@@ -17,6 +23,7 @@ import re
 from typing import Any, Iterator
 
 from absl import logging
+import numpy as np
 import tensorflow_datasets as tfds
 
 from overfeat_jax.data import annotations
@@ -25,6 +32,7 @@ from overfeat_jax.data import report as report_lib
 from overfeat_jax.errors import InputError
 
 _TRAIN_LIST = re.compile(r'^train(_\d+)?\.txt$')
+BLACKLIST_NAMES = ('ILSVRC2014_det_validation_blacklist.txt', 'ILSVRC2015_det_validation_blacklist.txt')
 _WNID = re.compile(r'^n\d{8}$')
 NUM_DET_CLASSES = 200
 
@@ -66,6 +74,46 @@ def read_image_set(path: str, report: report_lib.BuildReport) -> list[str]:
   return out
 
 
+def read_blacklist(path: str, val_index: dict[int, str], class_index: dict[str, int],
+                   report: report_lib.BuildReport) -> dict[str, list[int]]:
+  """Reads the devkit's DET validation blacklist (`image_index WNID` lines) -> {val relpath: [class, ...]}.
+
+  Args:
+    val_index: ImageSets/DET/val.txt's index column -> image relpath (`read_val_index`).
+    class_index: WNID -> box label.
+    report: the validation build report; bad lines are skipped and counted there.
+  """
+  out: dict[str, list[int]] = {}
+  with open(path) as f:
+    for i, line in enumerate(f):
+      parts = line.split()
+      if not parts:
+        continue
+      if len(parts) != 2 or not parts[0].isdigit():
+        report.skip('blacklist_line_malformed', f'{path}:{i + 1}')
+      elif int(parts[0]) not in val_index:
+        report.skip('blacklist_image_unknown', f'{path}:{i + 1}')
+      elif parts[1] not in class_index:
+        report.skip('blacklist_class_unknown', f'{path}:{i + 1}')
+      else:
+        classes = out.setdefault(val_index[int(parts[0])], [])
+        if class_index[parts[1]] not in classes:  # a repeated line names the same pair
+          classes.append(class_index[parts[1]])
+  return out
+
+
+def read_val_index(path: str) -> dict[int, str]:
+  """ImageSets/DET/val.txt (`name index` lines) -> {index: name}; lines without an integer index are left out
+  (`read_image_set` counts them)."""
+  out = {}
+  with open(path) as f:
+    for line in f:
+      parts = line.split()
+      if len(parts) == 2 and parts[1].isdigit():
+        out[int(parts[1])] = parts[0]
+  return out
+
+
 def det_classes(dataset_dir: str) -> list[tuple[str, str]]:
   """[(wnid, name)] of a built DET dataset, in box-label order, from its versioned directory."""
   with open(os.path.join(dataset_dir, 'metadata.json')) as f:
@@ -94,8 +142,15 @@ class DetLayout:
     return [os.path.join(self.sets, n) for n in names if n == 'val.txt']
 
   def class_list_file(self) -> str | None:
+    return self._devkit_file(('map_det.txt', 'det_synsets.txt'))
+
+  def blacklist_file(self) -> str | None:
+    return self._devkit_file(BLACKLIST_NAMES)
+
+  def _devkit_file(self, names: tuple[str, ...]) -> str | None:
+    """The first of `names` in `root` or `root/ILSVRC/devkit/data`, or None."""
     for folder in (self.root, os.path.join(self.root, 'ILSVRC', 'devkit', 'data')):
-      for name in ('map_det.txt', 'det_synsets.txt'):
+      for name in names:
         if os.path.isfile(os.path.join(folder, name)):
           return os.path.join(folder, name)
     return None
@@ -123,14 +178,17 @@ class DetLayout:
 class Ilsvrc2014Det(tfds.core.GeneratorBasedBuilder):
   """ILSVRC2014 DET: image, image_id, every box and its class (200 DET classes, sorted WNIDs); no `label`."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'First release: negatives kept with empty boxes, build report.'}
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {'1.0.0': 'First release: negatives kept with empty boxes, build report.',
+                   '1.1.0': '`ignore_classes` per record: the devkit validation blacklist (module docstring).'}
   BUILDER_CONFIGS = imagenet_cls_loc.BUILDER_CONFIGS
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
-        features=imagenet_cls_loc.record_features(with_label=False),
+        features=tfds.features.FeaturesDict({
+            **imagenet_cls_loc.record_features(with_label=False),
+            'ignore_classes': tfds.features.Tensor(shape=(None,), dtype=np.int64)}),
         metadata=tfds.core.MetadataDict(),
         homepage='https://image-net.org/challenges/LSVRC/2014/')
 
@@ -159,10 +217,24 @@ class Ilsvrc2014Det(tfds.core.GeneratorBasedBuilder):
     for r in self._reports.values():
       r.note(f'classes: {len(classes)} from {source}')
     index = {w: i for i, (w, _) in enumerate(classes)}
-    return {s: self._generate(layout, s, folder, index) for s, folder in splits.items()}
+    blacklist = self._blacklist(layout, index) if 'validation' in splits else {}
+    self.info.metadata['blacklist_source'] = layout.blacklist_file() if blacklist else None
+    return {s: self._generate(layout, s, folder, index, blacklist if s == 'validation' else {})
+            for s, folder in splits.items()}
 
-  def _generate(self, layout: DetLayout, split: str, folder: str, index: dict[str, int]
-                ) -> Iterator[tuple[str, dict]]:
+  def _blacklist(self, layout: DetLayout, index: dict[str, int]) -> dict[str, list[int]]:
+    """{val relpath: blacklisted classes} from the devkit file, or {} (a note either way)."""
+    report, path = self._reports['validation'], layout.blacklist_file()
+    if path is None:
+      report.note(f'no validation blacklist ({" or ".join(BLACKLIST_NAMES)}): every (image, class) is evaluated')
+      return {}
+    val_index = {k: v for f in layout.image_lists('validation') for k, v in read_val_index(f).items()}
+    blacklist = read_blacklist(path, val_index, index, report)
+    report.note(f'validation blacklist: {sum(map(len, blacklist.values()))} (image, class) pairs from {path}')
+    return blacklist
+
+  def _generate(self, layout: DetLayout, split: str, folder: str, index: dict[str, int],
+                blacklist: dict[str, list[int]]) -> Iterator[tuple[str, dict]]:
     report = self._reports[split]
     relpaths = sorted({p for f in layout.image_lists(split) for p in read_image_set(f, report)})
     for relpath in relpaths:
@@ -174,6 +246,7 @@ class Ilsvrc2014Det(tfds.core.GeneratorBasedBuilder):
       example = imagenet_cls_loc.make_example(os.path.basename(relpath), path, path, ann, index,
                                               self.builder_config.smaller_side, report)
       if example is not None:
+        example['ignore_classes'] = np.asarray(blacklist.get(relpath, []), np.int64)
         yield relpath, example
     report.log()
 

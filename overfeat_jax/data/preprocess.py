@@ -358,7 +358,10 @@ def _batch_boxes(records: Sequence[dict], crops: Sequence[Crop], max_boxes: int,
 
 
 def eval_example(record: dict, *, view: str, size: int | tuple[int, int], max_boxes: int) -> dict:
-  """One record -> one evaluation example: view 'center_crop' (size: int) or 'resize' (size: (h, w))."""
+  """One record -> one evaluation example: view 'center_crop' (size: int) or 'resize' (size: (h, w)).
+
+  A record with `ignore_classes` (DET validation) also gives `ignore_classes` int32 `[max_boxes]`, padded with -1.
+  """
   if view == 'center_crop':
     make_crop = lambda h, w: center_crop(h, w, int(size))
   elif view == 'resize':
@@ -368,4 +371,8 @@ def eval_example(record: dict, *, view: str, size: int | tuple[int, int], max_bo
   else:
     raise InputError(f"Unknown evaluation view {view!r}; expected 'center_crop' or 'resize'.")
   image, crop = crop_image(record['image'], make_crop)
-  return _example(record, image, crop, max_boxes, 0.0)
+  example = _example(record, image, crop, max_boxes, 0.0)
+  if 'ignore_classes' in record:  # the DET validation blacklist (data.imagenet_det), for the detection evaluation
+    ignored = np.asarray(record['ignore_classes'], np.int32).reshape(-1)[:max_boxes]
+    example['ignore_classes'] = np.concatenate([ignored, np.full(max_boxes - len(ignored), -1, np.int32)])
+  return example

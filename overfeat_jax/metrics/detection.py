@@ -20,9 +20,21 @@ is made monotone by taking, at each recall, the maximum precision at any higher 
 recall steps. A class with ground truth but no detection has AP 0. Classes without any ground-truth box in the
 evaluated set have no AP: they are left out of the mean and listed in `classes_without_gt`. Images with no
 boxes are fine.
+
+Blacklist (ILSVRC DET `eval_detection.m`): for each (image, class) pair of the devkit's
+`ILSVRC2014_det_validation_blacklist.txt` (read by `data.imagenet_det`), the ground-truth boxes of that class
+in that image are removed from the recall denominator and the detections of that class in that image are
+ignored (neither true nor false positives). Pass the pair's classes per image (`add_image(...,
+ignore_classes=...)`) or the pairs (`mean_average_precision(..., blacklist=...)`).
+
+Non-finite input is refused with one `InputError` (the host can inspect it, unlike the jitted inference, which
+drops such candidates): a NaN or +-inf detection score, or a NaN/inf coordinate (`boxes.as_boxes`). Inverted
+boxes are empty: an inverted detection is a false positive, an inverted ground-truth box is never matched but
+counts in the recall denominator.
 """
 
 import dataclasses
+from typing import Iterable
 
 import numpy as np
 
@@ -112,18 +124,28 @@ class DetectionAccumulator:
     if too_big or (classes.size and classes.min() < 0):
       raise InputError(f'{name} must lie in [0, {self.num_classes}), got {classes.min()}..{classes.max()}.')
 
-  def add_image(self, det_boxes, det_scores, det_classes, gt_boxes, gt_classes) -> None:
-    """Adds one image: detections `[D, 4]`, `[D]`, `[D]` and ground truth `[M, 4]`, `[M]` (D, M may be 0)."""
+  def add_image(self, det_boxes, det_scores, det_classes, gt_boxes, gt_classes, ignore_classes=()) -> None:
+    """Adds one image: detections `[D, 4]`, `[D]`, `[D]` and ground truth `[M, 4]`, `[M]` (D, M may be 0).
+
+    `ignore_classes [K]`: the classes blacklisted in this image (module docstring); their ground truth and
+    detections here are left out, as the ILSVRC DET devkit does. Raises InputError on non-finite input.
+    """
     det_boxes, gt_boxes = box_lib.as_boxes(det_boxes, 'det_boxes'), box_lib.as_boxes(gt_boxes, 'gt_boxes')
     det_scores = np.asarray(det_scores, np.float64).reshape(-1)
     det_classes = np.asarray(det_classes, np.int64).reshape(-1)
     gt_classes = np.asarray(gt_classes, np.int64).reshape(-1)
     if not det_boxes.shape[0] == det_scores.size == det_classes.size or gt_boxes.shape[0] != gt_classes.size:
       raise InputError('every detection needs a box, a score and a class; every ground-truth box a class.')
-    if np.isnan(det_scores).any():
-      raise InputError('detection scores contain NaN.')
+    if not np.isfinite(det_scores).all():
+      raise InputError(f'detection scores must be finite; got {det_scores[~np.isfinite(det_scores)][0]}.')
     self._check_classes(det_classes, 'detection classes')
     self._check_classes(gt_classes, 'ground-truth classes')
+    ignore = np.asarray(ignore_classes, np.int64).reshape(-1)
+    self._check_classes(ignore, 'ignored (blacklisted) classes')
+    if ignore.size:
+      dets, gts = ~np.isin(det_classes, ignore), ~np.isin(gt_classes, ignore)
+      det_boxes, det_scores, det_classes = det_boxes[dets], det_scores[dets], det_classes[dets]
+      gt_boxes, gt_classes = gt_boxes[gts], gt_classes[gts]
     for c in np.union1d(det_classes, gt_classes):
       dets, gts = det_classes == c, gt_classes == c
       thr = iou_thresholds(gt_boxes[gts], self.iou_threshold, self.small_box_relaxation)
@@ -147,19 +169,26 @@ class DetectionAccumulator:
     return DetectionResult(mean_ap, ap, num_gt, without, self.num_images)
 
 
-def mean_average_precision(detections, ground_truth, num_classes: int | None = None,
-                           **options) -> DetectionResult:
+def mean_average_precision(detections, ground_truth, num_classes: int | None = None, *,
+                           blacklist: Iterable[tuple[int, int]] | None = None, **options) -> DetectionResult:
   """mAP over images given as sequences of per-image tuples.
 
   Args:
     detections: `detections[i] = (boxes [D, 4], scores [D], classes [D])`.
     ground_truth: `ground_truth[i] = (boxes [M, 4], classes [M])`.
     num_classes: if given, every class in [0, num_classes) without ground truth is listed as excluded.
+    blacklist: `(i, class)` pairs: in image `i` (its position in the sequences), the ground truth and the
+      detections of `class` are ignored (module docstring; the ILSVRC DET validation blacklist).
     **options: `iou_threshold`, `small_box_relaxation`, `matching`, as for `DetectionAccumulator`.
   """
   if len(detections) != len(ground_truth):
     raise InputError(f'{len(detections)} images of detections but {len(ground_truth)} of ground truth.')
+  ignored: dict[int, list[int]] = {}
+  for image, cls in blacklist or ():
+    if not 0 <= int(image) < len(ground_truth):
+      raise InputError(f'blacklist names image {image}, but there are {len(ground_truth)} images.')
+    ignored.setdefault(int(image), []).append(int(cls))
   acc = DetectionAccumulator(num_classes, **options)
-  for (boxes, scores, classes), (gt_boxes, gt_classes) in zip(detections, ground_truth):
-    acc.add_image(boxes, scores, classes, gt_boxes, gt_classes)
+  for i, ((boxes, scores, classes), (gt_boxes, gt_classes)) in enumerate(zip(detections, ground_truth)):
+    acc.add_image(boxes, scores, classes, gt_boxes, gt_classes, ignore_classes=ignored.get(i, ()))
   return acc.result()

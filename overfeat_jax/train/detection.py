@@ -137,18 +137,26 @@ def make_summarize(num_classes: int):
   """Host reduction: mAP (`metrics.detection`) and 1 - mAP (lower is better, picks the best checkpoint).
 
   Classes without any ground-truth box in the evaluated set are excluded from the mean, counted and logged.
+  When the examples carry `ignore_classes` (DET validation built with the devkit's blacklist,
+  `data.imagenet_det`), those (image, class) pairs are left out as `eval_detection.m` does; `blacklisted` counts
+  them. `nonfinite` counts the candidate boxes dropped for a NaN/inf score or box (`inference.nonfinite`).
   """
   def summarize(outputs: dict[str, np.ndarray]) -> dict[str, float]:
     acc = DetectionAccumulator(num_classes)
-    for cls, box, score, gt_box, gt_label in zip(outputs['classes'], outputs['boxes'], outputs['scores'],
-                                                 outputs['gt_boxes'], outputs['box_labels']):
+    n = len(outputs['classes'])
+    ignored = outputs.get('ignore_classes', np.full((n, 0), -1))
+    for cls, box, score, gt_box, gt_label, ignore in zip(outputs['classes'], outputs['boxes'], outputs['scores'],
+                                                         outputs['gt_boxes'], outputs['box_labels'], ignored):
       keep, real = cls >= 0, gt_label >= 0
-      acc.add_image(box[keep], score[keep], cls[keep], gt_box[real], gt_label[real])
+      acc.add_image(box[keep], score[keep], cls[keep], gt_box[real], gt_label[real],
+                    ignore_classes=ignore[ignore >= 0])
     r = acc.result()
     if r.classes_without_gt:
       logging.info('detection mAP excludes classes without ground truth: %s', r.classes_without_gt)
     return {'mAP': r.mean_ap, 'map_error': 1.0 - r.mean_ap, 'count': float(r.num_images),
-            'classes_without_gt': float(len(r.classes_without_gt))}
+            'classes_without_gt': float(len(r.classes_without_gt)),
+            'blacklisted': float((np.asarray(ignored) >= 0).sum()),
+            'nonfinite': float(np.sum(outputs.get('num_nonfinite', 0)))}
   return summarize
 
 
@@ -168,8 +176,11 @@ def make_task(config: ml_collections.ConfigDict, previous_params: Any = None) ->
 
   def eval_step(params, batch):
     out = detect_lib.detect(box_model, params, batch['image'], **options)
-    return {'classes': out['classes'], 'boxes': out['boxes'], 'scores': out['scores'],
-            'box_labels': batch['box_labels'], 'gt_boxes': batch['boxes']}
+    step = {'classes': out['classes'], 'boxes': out['boxes'], 'scores': out['scores'],
+            'num_nonfinite': out['num_nonfinite'], 'box_labels': batch['box_labels'], 'gt_boxes': batch['boxes']}
+    if 'ignore_classes' in batch:  # the DET validation blacklist, when the dataset was built with it
+      step['ignore_classes'] = batch['ignore_classes']
+    return step
 
   evaluation = Evaluation('multiscale', 'resize', config.box.eval_size, eval_step, make_summarize(config.num_classes))
   return Task(name='detection',

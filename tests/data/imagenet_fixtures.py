@@ -217,15 +217,17 @@ def _write(root: str, rel: str, data: bytes) -> None:
 ACCORDION, AIRPLANE, ANT = 'n02672831', 'n02691156', 'n02219486'  # sorted: ant 0, accordion 1, airplane 2
 DET_MAP = [(ACCORDION, 1, 'accordion'), (AIRPLANE, 2, 'airplane'), (ANT, 3, 'ant')]
 EXPECTED_DET_SKIPPED = {'train': {'image_missing': 1, 'image_set_line_malformed': 1, 'truncated': 1},
-                        'validation': {}}
+                        'validation': {'blacklist_line_malformed': 1, 'blacklist_image_unknown': 1,
+                                       'blacklist_class_unknown': 1}}
 EXPECTED_DET_REPAIRED = {'train': {'annotation_missing_kept_without_boxes': 1,
                                    'box_unknown_synset_dropped': 1, 'box_clipped': 1, 'cmyk_to_rgb': 1},
                          'validation': {}}
 EXPECTED_DET_KEPT = {'train': 4, 'validation': 2}
 
 
-def write_det(root: str, with_map: bool = True) -> str:
-  """The extracted ILSVRC DET layout with positives, negatives (no objects / no XML) and bad files."""
+def write_det(root: str, with_map: bool = True, with_blacklist: bool = True) -> str:
+  """The extracted ILSVRC DET layout with positives, negatives (no objects / no XML) and bad files; the devkit's
+  validation blacklist (`image_index WNID`) names (val image 1, ant) and three bad lines."""
   tr = [
       ('ILSVRC2013_train/n02672831/n02672831_1', encode(pattern(20)), [(ACCORDION, 3, 4, 20, 25)]),
       ('ILSVRC2014_train_0000/ILSVRC2014_train_00000001', encode(pattern(21), mode='CMYK'),
@@ -250,4 +252,7 @@ def write_det(root: str, with_map: bool = True) -> str:
   _write(root, f'{sets}/val.txt', b'ILSVRC2013_val_00000001 1\nILSVRC2013_val_00000002 2\n')
   if with_map:
     _write(root, 'ILSVRC/devkit/data/map_det.txt', ''.join(f'{w} {i} {n}\n' for w, i, n in DET_MAP).encode())
+  if with_blacklist:
+    _write(root, 'ILSVRC/devkit/data/ILSVRC2014_det_validation_blacklist.txt',
+           f'1 {ANT}\n1 {ANT}\n\nnot a line\n9 {ANT}\n2 n00000009\n'.encode())
   return root

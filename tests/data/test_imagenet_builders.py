@@ -181,12 +181,26 @@ def test_det_counts_and_negatives_kept(det_built):
       (fx.ANT, 'ant'), (fx.ACCORDION, 'accordion'), (fx.AIRPLANE, 'airplane')]
 
 
+def test_det_validation_blacklist_is_recorded_per_record(det_built):
+  """The devkit's (val image 1, ant) pair lands in that record's `ignore_classes`; bad lines are counted (see
+  EXPECTED_DET_SKIPPED) and the pair count is noted in the report."""
+  val = _records(det_built, 'validation')
+  assert val['ILSVRC2013_val_00000001']['ignore_classes'].tolist() == [0]  # ant, once although listed twice
+  assert val['ILSVRC2013_val_00000002']['ignore_classes'].tolist() == []
+  assert all(r['ignore_classes'].size == 0 for r in _records(det_built, 'train').values())
+  assert det_built.info.metadata['blacklist_source'].endswith('ILSVRC2014_det_validation_blacklist.txt')
+  notes = report_lib.read_report(det_built.data_dir)['splits']['validation']['notes']
+  assert any('validation blacklist: 1 (image, class) pairs' in n for n in notes)
+
+
 def test_det_without_class_file_uses_annotated_wnids(tmp_path):
-  root = fx.write_det(str(tmp_path / 'det'), with_map=False)
+  root = fx.write_det(str(tmp_path / 'det'), with_map=False, with_blacklist=False)
   builder = build_lib.build('ilsvrc2014_det', str(tmp_path / 'tfds'), root, 'original')
   classes = imagenet_det.det_classes(os.fspath(builder.data_dir))
   assert [w for w, _ in classes] == ['n00000001', fx.ANT, fx.ACCORDION, fx.AIRPLANE]
   assert builder.info.metadata['class_source'] == 'WNIDs found in the annotations'
+  assert builder.info.metadata['blacklist_source'] is None  # no blacklist file: nothing ignored
+  assert all(r['ignore_classes'].size == 0 for r in _records(builder, 'validation').values())
 
 
 def test_det_class_list_formats(tmp_path):

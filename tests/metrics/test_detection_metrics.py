@@ -108,3 +108,36 @@ def test_bad_records_raise():
     acc.add_image(np.zeros((1, 4)), [np.nan], [0], np.zeros((0, 4)), [])
   with pytest.raises(InputError):
     acc.add_image(np.zeros((2, 4)), [0.5], [0], np.zeros((0, 4)), [])
+
+
+def _blacklist_case():
+  """Issue 15's worked case: class 0 only. Image 0 (the issue's image 1) has ground truth (1,1,50,50) and a
+  missed detection at 0.9; image 1 (its image 2) ground truth (1,1,50,50) and an exact detection at 0.8."""
+  gt = (np.array([[1, 1, 50, 50]]), np.array([0]))
+  dets = [(np.array([[60, 60, 90, 90]]), np.array([0.9]), np.array([0])),
+          (np.array([[1, 1, 50, 50]]), np.array([0.8]), np.array([0]))]
+  return dets, [gt, gt]
+
+
+def test_blacklist_reproduces_the_devkit_worked_case():
+  dets, gts = _blacklist_case()
+  # Without the blacklist: ranked FP (0.9), TP (0.8) of 2 gt -> recall 1/2 at precision 1/2: AP 0.25.
+  assert detection.mean_average_precision(dets, gts).ap[0] == pytest.approx(0.25)
+  # eval_detection.m with (image 1, class 0) blacklisted: that image's gt and detection are ignored: AP 1.0.
+  result = detection.mean_average_precision(dets, gts, blacklist=[(0, 0)])
+  assert result.ap[0] == 1.0 and result.num_gt == {0: 1} and result.num_images == 2
+
+
+def test_blacklist_is_per_image_and_class():
+  dets, gts = _blacklist_case()
+  # Another class blacklisted in image 0, or class 0 in an image where the detection was right: no help.
+  assert detection.mean_average_precision(dets, gts, 2, blacklist=[(0, 1)]).ap[0] == pytest.approx(0.25)
+  assert detection.mean_average_precision(dets, gts, blacklist=[(1, 0)]).ap[0] == 0.0  # only the FP is left
+  acc = detection.DetectionAccumulator(2)
+  for (boxes, scores, classes), (gt_boxes, gt_classes), ignore in zip(dets, gts, ([0], [])):
+    acc.add_image(boxes, scores, classes, gt_boxes, gt_classes, ignore_classes=ignore)
+  assert acc.result().ap == {0: 1.0}
+  with pytest.raises(InputError, match='blacklist names image 2'):
+    detection.mean_average_precision(dets, gts, blacklist=[(2, 0)])
+  with pytest.raises(InputError, match='blacklisted'):
+    acc.add_image(np.zeros((0, 4)), [], [], np.zeros((0, 4)), [], ignore_classes=[5])

@@ -118,3 +118,22 @@ def test_eval_options_carry_the_merge_average():
   config.box.merge_average = 'weighted'
   with pytest.raises(InputError, match='average'):
     detection.eval_options(config)
+
+
+def test_evaluation_applies_the_devkit_blacklist_from_the_records():
+  """Issue 15's worked case through the detection evaluation: a DET validation record's `ignore_classes`
+  reaches the batch (`preprocess.eval_example`) and the summary leaves that (image, class) pair out: mAP 0.25
+  without the blacklist, 1.0 (the devkit's value) with it."""
+  from overfeat_jax.data import preprocess  # pylint: disable=g-import-not-at-top
+  record = {'image': np.zeros((60, 60, 3), np.uint8), 'boxes': np.array([[1, 1, 50, 50]], np.float32),
+            'box_labels': np.array([0]), 'ignore_classes': np.array([0])}
+  example = preprocess.eval_example(record, view='resize', size=60, max_boxes=2)
+  assert example['ignore_classes'].tolist() == [0, -1]
+  outputs = {'classes': np.array([[0, -1], [0, -1]]), 'scores': np.array([[0.9, 0.0], [0.8, 0.0]]),
+             'boxes': np.array([[[60, 60, 90, 90], [0, 0, 0, 0]], [[1, 1, 50, 50], [0, 0, 0, 0]]], np.float32),
+             'gt_boxes': np.array([[[1, 1, 50, 50], [0, 0, 0, 0]]] * 2, np.float32),
+             'box_labels': np.array([[0, -1], [0, -1]]), 'num_nonfinite': np.array([0, 3])}
+  summarize = detection.make_summarize(1)
+  assert summarize(outputs)['mAP'] == pytest.approx(0.25)
+  metrics = summarize({**outputs, 'ignore_classes': np.array([example['ignore_classes'], [-1, -1]])})
+  assert metrics['mAP'] == 1.0 and metrics['blacklisted'] == 1 and metrics['nonfinite'] == 3
