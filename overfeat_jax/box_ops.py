@@ -1,12 +1,12 @@
-"""Box and window geometry in jnp, the one home of the project's on-device box math (train targets, inference).
+"""Box and window geometry in jnp: the one home of the on-device box math (training targets, inference).
 
 Boxes are `(x1, y1, x2, y2)` float pixel coordinates, pixel `i` covering `[i, i + 1)` (docs/CONVENTIONS.md),
 so the area is `(x2 - x1) * (y2 - y1)` with no `+ 1`. An inverted box (`x2 < x1` or `y2 < y1`) has zero width
 or height and therefore zero area: the ops never produce negative areas or NaNs for finite inputs. All
 functions broadcast over leading dimensions, so the same code gives elementwise (`[N, 4]` with `[N, 4]`) and
 pairwise (`[N, 1, 4]` with `[1, M, 4]`) results. `metrics/boxes.py` is the float64 numpy twin used by the
-host-side metrics (and the only place of the devkit's `+ 1` shift); tests/test_box_ops.py checks that both give
-the same IoU.
+host-side metrics (and the only place of the devkit's `+ 1` shift); tests/test_box_ops.py checks that both
+give the same IoU.
 
 Fused multiply-add guard: the operation order is fixed and mirrored by the sequential test oracle
 (tests/inference/merge_reference.py), so float32 results agree bit for bit with it: products that feed an
@@ -125,8 +125,8 @@ def to_image(boxes: jax.Array, scale_xy: tuple[float, float], image_hw: tuple[fl
   """
   sx, sy = scale_xy
   b = clip(boxes / jnp.asarray([sx, sy, sx, sy], jnp.float32), image_hw[0], image_hw[1])
-  return jnp.stack([b[..., 0], b[..., 1], jnp.maximum(b[..., 2], b[..., 0]), jnp.maximum(b[..., 3], b[..., 1])],
-                   axis=-1)
+  x2, y2 = jnp.maximum(b[..., 2], b[..., 0]), jnp.maximum(b[..., 3], b[..., 1])
+  return jnp.stack([b[..., 0], b[..., 1], x2, y2], axis=-1)
 
 
 # --- windows of a dense map and the window-relative encoding ------------------------------------------------
@@ -141,7 +141,8 @@ def map_size(geometry: Geometry, size: tuple[int, int], fine: bool) -> tuple[int
 
 
 def window_boxes(geometry: Geometry, size: tuple[int, int], fine: bool) -> jax.Array:
-  """The input window of every cell of the dense map of a (height, width) input: [rows, cols, 4] (x1, y1, x2, y2)."""
+  """The input window of each cell of the dense map of a (height, width) input: [rows, cols, 4] (x1, y1, x2, y2).
+  """
   rows, cols = map_size(geometry, size, fine)
   s, w = stride(geometry, fine), geometry.input_size
   y = jnp.arange(rows, dtype=jnp.float32) * s

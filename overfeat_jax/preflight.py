@@ -21,7 +21,8 @@ from ml_collections import config_flags
 from overfeat_jax import cli
 from overfeat_jax.errors import InputError
 from overfeat_jax.parallel import topology
-from overfeat_jax.parallel.preflight_report import format_text, run_preflight
+from overfeat_jax.parallel.preflight_report import format_text
+from overfeat_jax.train.preflight import run_preflight
 
 EXIT_FITS, EXIT_BAD_INPUT, EXIT_DOES_NOT_FIT = 0, 2, 3
 

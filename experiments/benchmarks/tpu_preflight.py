@@ -27,6 +27,7 @@ import importlib.util  # pylint: disable=g-import-not-at-top,wrong-import-positi
 from absl import app, flags
 
 from overfeat_jax.parallel import aot, topology
+from overfeat_jax.train import preflight
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _TOPOLOGIES = flags.DEFINE_list('topologies', ['v5e:4x4', 'v4:2x2x4', 'v5p:2x2x4'], 'Slices to compile for.')
@@ -53,8 +54,8 @@ def run_cell(name: str, network: str, dtype: str) -> dict:
   """One cell: the train step at the upper bound, then the fit search; the facts of the largest that fits."""
   tpu_slice = topology.get_slice(name)
   n = len(tpu_slice.devices)
-  (program,) = aot.trainer_programs(load_config(network, dtype), topology.training_mesh(tpu_slice),
-                                    include=('train',))
+  (program,) = preflight.trainer_programs(load_config(network, dtype), topology.training_mesh(tpu_slice),
+                                          include=('train',))
   per_gib = 512 if dtype == 'bfloat16' else 256  # activations take half the bytes in bfloat16
   upper = _UPPER.value or per_gib * tpu_slice.hbm_per_device // topology.GIB
   start = time.perf_counter()

@@ -1,11 +1,12 @@
-"""Ahead-of-time compilation of the trainer's programs for a mesh, and what the compiled executables say.
+"""Ahead-of-time compilation of jitted programs for a mesh, and what the compiled executables say.
 
 Why: a pod run that does not fit in HBM, or whose step contains an unexpected collective, fails minutes into
-the allocation. Compiling the *same* jitted functions the trainer runs (`train.step.jit_train_step`, the
-evaluations' `jit_eval_step`) on abstract inputs (`jax.ShapeDtypeStruct` with shardings; nothing is allocated)
-over a mesh of compile-only TPU devices (`parallel.topology`) gives the TPU executable itself: its per-device
-memory (`memory_analysis`), FLOPs (`cost_analysis`) and collectives (its HLO), or the TPU compiler's
-out-of-memory error, for which the largest per-device batch that fits is found by bisection.
+the allocation. Compiling a jitted function on abstract inputs (`jax.ShapeDtypeStruct` with shardings; nothing
+is allocated) over a mesh of compile-only TPU devices (`parallel.topology`) gives the TPU executable itself:
+its per-device memory (`memory_analysis`), FLOPs (`cost_analysis`) and collectives (its HLO), or the TPU
+compiler's out-of-memory error, for which the largest per-device batch that fits is found by bisection.
+Which programs are compiled (the trainer's own train and evaluation steps) is `train.preflight`'s business:
+this module knows nothing of training.
 
 `cost_analysis()['optimal_seconds']` is not used: libtpu reports negative values for it on v4 and v5e.
 """
@@ -16,13 +17,6 @@ import time
 from typing import Any, Callable, Sequence
 
 import jax
-import ml_collections
-import numpy as np
-from jax.sharding import Mesh
-
-from overfeat_jax.data import preprocess
-from overfeat_jax.errors import InputError
-from overfeat_jax.parallel import mesh as mesh_lib
 
 COLLECTIVES = ('all-reduce', 'all-gather', 'reduce-scatter', 'all-to-all', 'collective-permute')
 # An op of the optimised HLO: `all-reduce(` or the async `all-reduce-start(` (its `-done` is the same op).
@@ -32,7 +26,6 @@ _OOM = re.compile(r'RESOURCE_EXHAUSTED|[Rr]an out of memory|exceeds available HB
 # Across slices (multislice) XLA splits an all-reduce hierarchically: reduce-scatter inside each slice,
 # all-reduce over the data-centre network, all-gather inside each slice. Still pure data parallelism.
 MULTISLICE_COLLECTIVES = frozenset({'reduce-scatter', 'all-gather'})
-ILSVRC2012_TRAIN_RECORDS = 1_281_167  # only sets the schedule's boundaries, which do not change the program
 
 
 class DoesNotFit(Exception):
@@ -200,118 +193,6 @@ def search_fitting_batch(program: Program, failing_per_device: int, num_devices:
 
   lo, hi, probes = bisect_largest(fits, failing_per_device, max_compiles)
   return FitSearch(lo, hi, probes, reports.get(lo))
-
-
-# --- the trainer's programs ---------------------------------------------------------------------------------
-def abstract_tree(tree: Any, sharding: Any) -> Any:
-  """Shapes and dtypes of `tree` with `sharding`: an argument that is never allocated."""
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
-
-
-def example_structure(example: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-  """(shape, dtype) of each field of one host example."""
-  return {k: (np.shape(v), np.asarray(v).dtype) for k, v in example.items()}
-
-
-def train_example_structure(cfg: ml_collections.ConfigDict) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-  """The fields of one training example exactly as the input pipeline makes them (`preprocess.train_example`
-  on a blank record), so the compiled step sees the run's batch layout."""
-  record = {'image': np.zeros((cfg.crop_size, cfg.crop_size, 3), np.uint8), 'label': 0,
-            'boxes': np.zeros((0, 4), np.float32), 'box_labels': np.zeros((0,), np.int64)}
-  example = preprocess.train_example(record, np.random.default_rng(0), crop_size=cfg.crop_size,
-                                     resize_smaller=cfg.resize_smaller or None, max_boxes=cfg.max_boxes)
-  return example_structure(example)
-
-
-def eval_example_structure(cfg: ml_collections.ConfigDict, view: str,
-                           size: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-  """The fields of one evaluation example of `view` (`preprocess.eval_example`) plus the pipeline's `mask`."""
-  side = size if isinstance(size, int) else max(size)
-  record = {'image': np.zeros((side, side, 3), np.uint8), 'label': 0, 'boxes': np.zeros((0, 4), np.float32),
-            'box_labels': np.zeros((0,), np.int64)}
-  example = preprocess.eval_example(record, view=view, size=size, max_boxes=cfg.max_boxes)
-  return {**example_structure(example), 'mask': ((), np.dtype(np.int32))}
-
-
-def abstract_batch(structure: dict[str, tuple[tuple[int, ...], np.dtype]], global_batch: int,
-                   mesh: Mesh) -> dict[str, jax.ShapeDtypeStruct]:
-  """A global batch of `global_batch` examples, split over the mesh's 'data' axis (never allocated)."""
-  mesh_lib.local_batch_size(global_batch, mesh)  # the run's own check: the batch must split over the devices
-  sharding = mesh_lib.batch_sharding(mesh)
-  return {k: jax.ShapeDtypeStruct((global_batch,) + shape, dtype, sharding=sharding)
-          for k, (shape, dtype) in structure.items()}
-
-
-def stage_task(config: ml_collections.ConfigDict, stage: str | None = None) -> tuple[Any, Any]:
-  """(stage config, Task) as the loop builds them; `stage` defaults to the config's first stage.
-
-  A later stage is built without the earlier stage's parameters: its frozen part is initialised instead,
-  which has the same shapes, so the program is the one the run compiles.
-  """
-  from overfeat_jax.train import loop  # pylint: disable=g-import-not-at-top  (imports the data pipeline)
-  stage = stage or config.stages[0]
-  if stage not in loop.TASKS:
-    raise InputError(f'unknown stage {stage!r}; available: {sorted(loop.TASKS)}.')
-  cfg = loop.stage_config(config, stage)
-  return cfg, loop.TASKS[stage](cfg, previous_params=None)
-
-
-def abstract_state(cfg: ml_collections.ConfigDict, task: Any, mesh: Mesh,
-                   num_train_records: int = ILSVRC2012_TRAIN_RECORDS) -> tuple[Any, Any, Callable]:
-  """(abstract replicated TrainState, optax transformation, schedule), as `loop.run_stage` builds them."""
-  from overfeat_jax.train import loop, state as state_lib  # pylint: disable=g-import-not-at-top
-  steps_per_epoch, total = loop.steps_for(cfg, num_train_records)
-  tx, schedule = loop.build_optimizer(cfg, task, steps_per_epoch, total)
-  init_fn = lambda rng: state_lib.create(task.init_params(rng), tx, rng)
-  shapes = jax.eval_shape(init_fn, jax.random.PRNGKey(cfg.seed))
-  return abstract_tree(shapes, mesh_lib.replicated(mesh)), tx, schedule
-
-
-def train_program(cfg: ml_collections.ConfigDict, task: Any, mesh: Mesh, state: Any, tx: Any,
-                  schedule: Callable) -> Program:
-  """The loop's jitted train step (`step.jit_train_step`), the state and a batch of the pipeline's layout."""
-  from overfeat_jax.train import step as step_lib  # pylint: disable=g-import-not-at-top
-  jitted = step_lib.jit_train_step(mesh, loss_fn=task.loss_fn, tx=tx, schedule=schedule,
-                                   skip_nonfinite=cfg.skip_nonfinite)
-  structure = train_example_structure(cfg)
-  return Program('train', jitted, lambda batch: (state, abstract_batch(structure, batch, mesh)),
-                 cfg.batch_size, frozenset({'all-reduce'}))
-
-
-def eval_programs(cfg: ml_collections.ConfigDict, task: Any, mesh: Mesh, params: Any) -> list[Program]:
-  """Each evaluation's jitted step as `train.evaluate.Evaluator` compiles it (outputs gathered to every
-  device, hence all-gather besides all-reduce), at the config's global eval batch."""
-  from overfeat_jax.train import evaluate, step as step_lib  # pylint: disable=g-import-not-at-top
-  programs = []
-  for evaluation in task.evaluations:
-    jitted = step_lib.jit_eval_step(mesh, evaluate.with_mask(evaluation.eval_step))
-    structure = eval_example_structure(cfg, evaluation.view, evaluation.size)
-    make_args = lambda batch, s=structure: (params, abstract_batch(s, batch, mesh))
-    programs.append(Program(f'eval/{evaluation.name}', jitted, make_args, cfg.eval.batch_size,
-                            frozenset({'all-reduce', 'all-gather'})))
-  return programs
-
-
-def trainer_programs(config: ml_collections.ConfigDict, mesh: Mesh, *, stage: str | None = None,
-                     include: Sequence[str] = ('train', 'eval'),
-                     num_train_records: int = ILSVRC2012_TRAIN_RECORDS,
-                     multislice: bool = False) -> list[Program]:
-  """The programs a run of `config` compiles on `mesh`: its train step and/or its evaluations.
-
-  `multislice`: the mesh spans several slices, so the hierarchical all-reduce's collectives are expected too.
-  """
-  unknown = set(include) - {'train', 'eval'}
-  if unknown:
-    raise InputError(f'unknown program kind(s) {sorted(unknown)}; use train and/or eval.')
-  cfg, task = stage_task(config, stage)
-  state, tx, schedule = abstract_state(cfg, task, mesh, num_train_records)
-  programs = [train_program(cfg, task, mesh, state, tx, schedule)] if 'train' in include else []
-  if 'eval' in include:
-    programs += eval_programs(cfg, task, mesh, state.params)
-  if multislice:
-    programs = [dataclasses.replace(p, expected_collectives=p.expected_collectives | MULTISLICE_COLLECTIVES)
-                for p in programs]
-  return programs
 
 
 def check_program(program: Program, num_devices: int, max_compiles: int,

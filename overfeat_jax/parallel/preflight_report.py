@@ -1,16 +1,15 @@
-"""What the pre-flight computes and how it prints it: the library half of `python -m overfeat_jax.preflight`.
+"""How a pre-flight result (`train.preflight.run_preflight`, plain data) prints, and the versions it records.
 
-Kept apart from the command's flags so that other code (and tests) can run a pre-flight and format its result
-without defining the command's absl flags.
+Kept apart from the command's flags so that other code (and tests) can format a result without defining the
+command's absl flags.
 """
 
-import dataclasses
 import importlib.metadata
 from typing import Any
 
 import jax
 
-from overfeat_jax.parallel import aot, topology
+from overfeat_jax.parallel import topology
 
 
 def versions() -> dict[str, str]:
@@ -21,31 +20,6 @@ def versions() -> dict[str, str]:
     except importlib.metadata.PackageNotFoundError:
       out[name] = 'not installed'
   return out
-
-
-def run_preflight(config: Any, tpu_slice: topology.Slice, *, stage: str | None = None,
-                  programs: tuple[str, ...] = ('train', 'eval'), max_compiles: int = 8) -> dict[str, Any]:
-  """Compiles every requested program of `config` on the slice's training mesh; the result as plain data."""
-  mesh = topology.training_mesh(tpu_slice)
-  n = len(tpu_slice.devices)
-  results = []
-  for program in aot.trainer_programs(config, mesh, stage=stage, include=programs,
-                                      multislice=tpu_slice.num_slices > 1):
-    report, search = aot.check_program(program, n, max_compiles)
-    entry = dataclasses.asdict(report)
-    if search is not None:
-      entry['search'] = {
-          'largest_fitting_per_device': search.largest_fitting,
-          'largest_fitting_global': search.largest_fitting * n,
-          'smallest_failing_per_device': search.smallest_failing, 'compiles': search.compiles,
-          'exact': search.exact,
-          'fitting_peak_bytes': search.fitting_report.memory.get('peak') if search.fitting_report else None}
-    results.append(entry)
-  return {'topology': tpu_slice.name, 'chip_config': tpu_slice.chip_config,
-          'num_slices': tpu_slice.num_slices,
-          'device_kind': tpu_slice.device_kind, 'num_devices': n, 'num_chips': tpu_slice.num_chips,
-          'hbm_per_device_bytes': tpu_slice.hbm_per_device, 'stage': stage or config.stages[0],
-          'fits': all(r['fits'] for r in results), 'programs': results, 'versions': versions()}
 
 
 def _gib(value: float | None) -> str:

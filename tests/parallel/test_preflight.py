@@ -18,6 +18,7 @@ from jax.sharding import PartitionSpec as P
 
 from overfeat_jax.errors import InputError
 from overfeat_jax.parallel import aot, topology
+from overfeat_jax.train import preflight
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GIB = 1024 ** 3
@@ -151,7 +152,7 @@ def test_cli_bad_topology_is_one_line_and_exit_2():
 def test_batches_have_the_pipelines_layout_and_must_split_over_devices():
   config = load_config('embedded', **{'model.width_divisor': 32, 'batch_size': 24})
   mesh = topology.training_mesh(topology.get_slice('v5e:4x4'))
-  train, center, multiscale = aot.trainer_programs(config, mesh)
+  train, center, multiscale = preflight.trainer_programs(config, mesh)
   assert [p.name for p in (train, center, multiscale)] == ['train', 'eval/center_crop', 'eval/multiscale']
   state, batch = train.abstract_args(32)
   assert {k: (v.shape, str(v.dtype)) for k, v in batch.items()} == {
@@ -170,7 +171,7 @@ def compile_train(name: str, config, per_device: int):
   """(report, compiled executable, program, slice) of the config's train step at `per_device` examples."""
   tpu_slice = topology.get_slice(name)
   n = len(tpu_slice.devices)
-  (program,) = aot.trainer_programs(config, topology.training_mesh(tpu_slice), include=('train',))
+  (program,) = preflight.trainer_programs(config, topology.training_mesh(tpu_slice), include=('train',))
   compiled, seconds = aot.compile_abstract(program.jitted, program.abstract_args(per_device * n))
   return aot.analyze(program, compiled, seconds, per_device * n, n), compiled, program, tpu_slice
 
@@ -229,7 +230,7 @@ def test_dense_multiscale_evaluation_compiles_sharded():
   config = load_config('embedded',
                        **{'model.width_divisor': 32, 'eval.scales': (72, 88), 'eval.batch_size': 32})
   tpu_slice = topology.get_slice('v5e:4x4')
-  programs = aot.trainer_programs(config, topology.training_mesh(tpu_slice), include=('eval',))
+  programs = preflight.trainer_programs(config, topology.training_mesh(tpu_slice), include=('eval',))
   for program in programs:
     report = aot.compile_report(program, program.global_batch, len(tpu_slice.devices))
     assert report.fits and report.per_device_batch == 2
@@ -272,8 +273,8 @@ def test_cli_reports_an_oversize_batch_with_the_largest_that_fits():
 def test_multislice_train_step_splits_the_all_reduce_hierarchically():
   tpu_slice = topology.get_slice('v5e:2x2', num_slices=2)
   config = load_config('embedded', **{'model.width_divisor': 32})
-  (program,) = aot.trainer_programs(config, topology.training_mesh(tpu_slice), include=('train',),
-                                    multislice=True)
+  (program,) = preflight.trainer_programs(config, topology.training_mesh(tpu_slice), include=('train',),
+                                          multislice=True)
   report = aot.compile_report(program, 64, len(tpu_slice.devices))
   assert report.fits and report.per_device_batch == 8
   assert report.argument_shardings == [['P()'], ["P('data',)"]]
