@@ -232,8 +232,9 @@ class Metrics:
     else:
       for b in np.flatnonzero(mask):
         keep, gt = out['valid'][b], batch['box_labels'][b] >= 0
+        ignore = batch['ignore_classes'][b] if 'ignore_classes' in batch else np.zeros(0, int)  # DET blacklist
         self.det.add_image(out['boxes'][b][keep], out['scores'][b][keep], out['classes'][b][keep],
-                           batch['boxes'][b][gt], batch['box_labels'][b][gt])
+                           batch['boxes'][b][gt], batch['box_labels'][b][gt], ignore_classes=ignore[ignore >= 0])
 
   def result(self) -> dict[str, float]:
     if self.task == 'classification':

@@ -285,3 +285,16 @@ def test_box_points_evaluate_on_real_checkpoints(sweep_inputs, task, merge, clas
   assert result['gflop_per_image'] == pytest.approx(runner.network_gflop(net.spec, point, setup))
   with pytest.raises(InputError, match=f'no {task} checkpoint'):
     runner.load_network(str(root / 'run0'), task)
+
+
+def test_detection_points_apply_the_det_validation_blacklist():
+  """A batch with `ignore_classes` (DET validation built with the devkit's blacklist) is scored as the devkit
+  does: issue 15's worked case gives mAP 1.0 with it, 0.25 without."""
+  out = {'valid': np.array([[True], [True]]), 'classes': np.array([[0], [0]]), 'scores': np.array([[0.9], [0.8]]),
+         'boxes': np.array([[[60, 60, 90, 90]], [[1, 1, 50, 50]]], np.float32)}
+  batch = {'mask': np.array([1, 1]), 'boxes': np.array([[[1, 1, 50, 50]]] * 2, np.float32),
+           'box_labels': np.array([[0], [0]])}
+  for ignore, want in ((None, 0.25), (np.array([[0], [-1]]), 1.0)):
+    metrics = runner.Metrics('detection', 1)
+    metrics.add(out, batch if ignore is None else {**batch, 'ignore_classes': ignore})
+    assert metrics.result()['mAP'] == pytest.approx(want)
