@@ -40,7 +40,8 @@ MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Put the extracted ILSVRC DET data in `manual_dir`: ILSVRC/Data/DET/{train,val}/,
 ILSVRC/Annotations/DET/{train,val}/, ILSVRC/ImageSets/DET/{train_*.txt or train.txt, val.txt}, and
 preferably the devkit's map_det.txt (or a det_synsets.txt of `WNID words` lines) in manual_dir or
-manual_dir/ILSVRC/devkit/data/.
+manual_dir/ILSVRC/devkit/data/, and for the official DET-val numbers the devkit's
+ILSVRC2014_det_validation_blacklist.txt in the same place.
 """
 
 
