@@ -2,8 +2,11 @@
 traceback. Each case is a real `python -m ...` process."""
 
 import os
+import pathlib
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -36,8 +39,11 @@ def test_classify_weights(corpus, case):
   assert time.monotonic() - t0 < 120  # the 10 GB sparse file is never read (see test_no_code_loading)
 
 
+CONFIG = cli_runner.REPO / 'experiments' / 'configs' / 'embedded.py'
+
+
 def _smoke(workdir, data_dir, *extra):
-  return ('--config=experiments/configs/embedded.py:smoke', f'--workdir={workdir}',
+  return (f'--config={CONFIG}:smoke', f'--workdir={workdir}',
           f'--config.data.data_dir={data_dir}', *extra)
 
 
@@ -69,7 +75,7 @@ BAD_VALUES = [
 def test_main_bad_config_values(tmp_path, data_dir, name, extra, mentions):
   args = list(_smoke(tmp_path / 'w', data_dir, *extra))
   if name == 'config_arg':
-    args[0] = '--config=experiments/configs/embedded.py:bogus'
+    args[0] = f'--config={CONFIG}:bogus'
   done = run_cli('overfeat_jax.main', *args)
   assert_one_line_error(done, mentions)
   assert not (tmp_path / 'w' / 'classification' / 'checkpoints').exists() or name == 'zero_batch'
@@ -81,16 +87,29 @@ def test_main_workdir_under_a_file(tmp_path, data_dir):
   assert_one_line_error(done, 'a_file')
 
 
+@pytest.fixture
+def nobody_dir():
+  """A directory nobody can enter and read, whatever the clone's or pytest's temporary directory allow (either may
+  be under a 0700 directory): made with `mkdtemp` in the system's temporary directory, opened to 0755."""
+  path = pathlib.Path(tempfile.mkdtemp(prefix='overfeat as nobody '))  # a space in the path, on purpose
+  path.chmod(0o755)
+  yield path
+  shutil.rmtree(path)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason='needs root to drop to nobody (as a user, any read-only dir works)')
-def test_main_workdir_without_permission(tmp_path, data_dir):
-  locked = tmp_path / 'locked'
-  locked.mkdir(mode=0o755)  # owned by root: nobody may not create anything in it
-  os.chmod(tmp_path, 0o755)  # ... but may look into its parent
+def test_main_workdir_without_permission(nobody_dir, data_dir):
+  configs = nobody_dir / 'configs'  # the user's config files: readable by the user (nobody)
+  shutil.copytree(cli_runner.REPO / 'experiments' / 'configs', configs)
+  locked = nobody_dir / 'locked'
+  locked.mkdir(mode=0o755)  # owned by root: nobody may look into it but not create anything in it
   script = cli_runner.REPO / 'tests' / 'bad_input' / 'as_nobody.py'
   env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=str(cli_runner.REPO))
-  done = subprocess.run([sys.executable, str(script), 'overfeat_jax.main', *_smoke(locked / 'w', data_dir)],
-                        cwd=cli_runner.REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
-  assert_one_line_error(done, 'not writable', 'Permission denied')
+  args = _smoke(locked / 'w', data_dir)
+  args = (f'--config={configs / "embedded.py"}:smoke', *args[1:])
+  done = subprocess.run([sys.executable, str(script), 'overfeat_jax.main', *args], cwd=nobody_dir, env=env,
+                        capture_output=True, text=True, timeout=300, check=False)
+  assert_one_line_error(done, 'not writable', str(locked / 'w'))
 
 
 def test_export_output_under_a_file_and_missing_workdir(tmp_path):
