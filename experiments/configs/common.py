@@ -42,6 +42,17 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.dropout_rate = 0.5
   c.model.init_scheme = 'paper'  # N(0, 0.01) as in the paper; 'he' for small nets
 
+  # The first stage starts from trained weights (overfeat_jax/checkpoint/transfer.py, docs/training.md).
+  # `source`, not `from`: ml_collections cannot parse the keyword in `--config.init.from=...`.
+  c.init = ml_collections.ConfigDict()
+  c.init.source = ''  # '' = random init; a training workdir, an export artifact directory or a release file
+  c.init.layers = 'features'  # 'features' (layers 1-5), 'hidden' (and fc6, fc7), 'all' (and the output layer)
+  c.init.freeze = False  # True: the loaded layers stay fixed; False: they are fine-tuned
+  c.init.stage = 'classification'  # a workdir source: whose checkpoint
+  c.init.step = -1  # a workdir source: that step (-1: the latest)
+  c.init.best = False  # a workdir source: the checkpoint with the lowest `metric` instead
+  c.init.metric = 'center_crop/top1_error'  # the classification stage's selection metric
+
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = 'sgd'
   c.optimizer.momentum = 0.6

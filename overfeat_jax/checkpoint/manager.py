@@ -54,9 +54,12 @@ def make_manager(directory: str, *, max_to_keep: int = 2, best_metric: str | Non
   if best_metric:
     policies.append(ocm.BestN(get_metric_fn=lambda m: m[best_metric], reverse=True, n=1,
                               keep_checkpoints_without_metrics=False))
+  # best_fn as well as the policy: without it orbax 0.12 writes no metrics into the checkpoint, so a restarted
+  # run (or `checkpoint.transfer.best_step`) would not know which step was best.
+  best = dict(best_fn=lambda m: m[best_metric], best_mode='min') if best_metric else {}
   options = ocp.CheckpointManagerOptions(
       preservation_policy=ocm.AnyPreservationPolicy(policies), enable_async_checkpointing=enable_async,
-      create=True, cleanup_tmp_directories=True)
+      create=True, cleanup_tmp_directories=True, **best)
   return ocp.CheckpointManager(storage.url(directory), options=options)
 
 

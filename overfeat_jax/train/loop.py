@@ -20,7 +20,9 @@ import numpy as np
 from overfeat_jax import storage
 from overfeat_jax.checkpoint import export as export_lib
 from overfeat_jax.checkpoint import manager as ckpt
+from overfeat_jax.checkpoint import transfer
 from overfeat_jax.errors import InputError
+from overfeat_jax.models.geometry import get_geometry
 from overfeat_jax.parallel import mesh as mesh_lib
 from overfeat_jax.train import classification, detection, evaluate, inputs, localization, optim
 from overfeat_jax.train import state as state_lib
@@ -162,18 +164,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   check_workdir(workdir)
   config = inputs.with_classes_from_data(config)  # num_classes = 0: own data's class count (docs/own_data.md)
   save_config(config, workdir)
-  results, previous = {}, None
+  results, previous, source = {}, None, initial_weights(config)
   for stage in config.stages:
     if stage not in TASKS:
       raise InputError(f'unknown stage {stage!r} in config.stages; available: {sorted(TASKS)}')
     cfg = stage_config(config, stage)
     task = TASKS[stage](cfg, previous_params=previous)
+    if previous is None and source is not None:  # the first stage starts from `config.init`'s weights
+      task = transfer.initialise(task, source, layers=cfg.init.layers, freeze=cfg.init.freeze)
     results[stage], previous = run_stage(task, cfg, os.path.join(workdir, stage))
     if results[stage].get('preempted'):
       break
   if jax.process_index() == 0:
     storage.write_json_atomic(storage.path(workdir) / 'metrics.json', results)
   return results
+
+
+def initial_weights(config: ml_collections.ConfigDict) -> transfer.Source | None:
+  """The trained weights `config.init.source` names (`checkpoint.transfer`), read and checked before any
+  training; None when the first stage starts from random initialisation."""
+  init = config.get('init')
+  if init is None or not init.source:
+    return None
+  geometry = get_geometry(config.model.geometry, config.model.width_divisor)
+  return transfer.load_source(init.source, geometry=geometry, stage=init.stage, step=init.step, best=init.best,
+                              metric=init.metric)
 
 
 @dataclasses.dataclass
