@@ -10,13 +10,18 @@ from typing import Any
 def load_pretrained(path: str, *, with_regressor: bool = False) -> tuple[Any, ...]:
   """(model, params) of an exported artifact directory; with `with_regressor`, also (regressor, its params).
 
+  Reads format version 2 (`params.safetensors`) and version 1 (`params.npz`) artifacts (docs/export.md); the
+  params are float32 numpy arrays in the flax tree `{'features': {'conv1': {'kernel', 'bias'}, ...},
+  'classifier': {...}}`.
+
   `model` is an `overfeat_jax.models.OverFeat`; `model.apply({'params': params}, images)` takes images
   [B, H, W, 3] with pixel values 0..255 of any size at least the training size, and returns the class score map
   [B, h, w, num_classes] of every window (1 x 1 at the training size), as the original did. The regressor (a
   `BoxRegressor`, present for localization and detection exports) reads `model.pooled(images)`.
 
   Raises:
-    overfeat_jax.errors.InputError: not an artifact, an unknown format version, or corrupt files.
+    overfeat_jax.errors.InputError: not an artifact, an unknown format version, a checksum or shape that does
+      not match, or an unreadable parameter file.
   """
   from overfeat_jax.checkpoint import export  # pylint: disable=g-import-not-at-top
   config, spec, params = export.read_artifact(path)
