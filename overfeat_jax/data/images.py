@@ -41,7 +41,9 @@ JPEG_QUALITY = 95  # For re-encoded (repaired or resized) images: visually lossl
 MAX_MISSING_FRACTION = 0.05
 ORIENTATION_TAG = 0x0112  # EXIF Orientation (1 = as stored, 6 = rotate 90 degrees clockwise to view)
 _EOI = b'\xff\xd9'  # JPEG end-of-image marker
-_FILL = 128  # what libjpeg writes where the entropy-coded data ran out (zero DCT coefficients)
+# What libjpeg writes where the entropy-coded data ran out (zero DCT coefficients): 128, which Pillow shows as 127
+# in an (Adobe-inverted) CMYK JPEG.
+_FILLS = (128, 127)
 
 
 class ImageDecodeError(InputError):
@@ -105,10 +107,10 @@ def _load(data: bytes, name: str) -> Image.Image:
 
 
 def missing_rows(image: Image.Image) -> int:
-  """Rows at the bottom of a decoded truncated JPEG that the data never reached: every channel exactly 128."""
-  array = np.asarray(image)
-  gray = (array == _FILL).reshape(array.shape[0], -1).all(axis=1)  # [H]
-  return int(np.cumprod(gray[::-1]).sum())
+  """Rows at the bottom of a decoded truncated JPEG that the data never reached: every channel of every pixel
+  exactly libjpeg's fill value (128; 127 in Pillow's inverted CMYK)."""
+  array = np.asarray(image).reshape(image.size[1], -1)  # [H, W * channels]
+  return max(int(np.cumprod((array == fill).all(axis=1)[::-1]).sum()) for fill in _FILLS)
 
 
 def _open(data: bytes, name: str) -> tuple[Image.Image, tuple[str, ...]]:

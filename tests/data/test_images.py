@@ -181,6 +181,14 @@ def test_per_call_decode_equals_pillow_load_truncated_images_and_leaves_the_flag
   assert ImageFile.LOAD_TRUNCATED_IMAGES is False
 
 
+@pytest.mark.parametrize('mode', ['L', 'CMYK'])
+def test_grayscale_and_cmyk_jpegs_follow_the_same_rule(mode):
+  data = fx.encode(photos.photo(), mode=mode)
+  assert images.decode(data[:-20]).repairs[0] == 'truncated_repaired'
+  with pytest.raises(images.ImageDecodeError, match='rows are missing'):
+    images.decode(data[:len(data) // 2])
+
+
 def test_progressive_jpeg_cut_in_its_detail_scans_is_whole_and_kept():
   source = photos.photo(seed=1)
   data = fx.encode(source, progressive=True)
