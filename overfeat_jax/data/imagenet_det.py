@@ -11,7 +11,7 @@ Class list, in order of preference (docs/data_imagenet.md): `map_det.txt` from t
 warning, and a note in the build report).
 
 Validation blacklist: when the devkit's `ILSVRC2014_det_validation_blacklist.txt` (or the 2015 one) lies in the
-same folders, its (image, class) pairs are recorded per validation record in `ignore_classes` (int64 `[K]`,
+same folders (or in `manual_dir/ILSVRC2014_devkit/data/`, the devkit tarball extracted there), its (image, class) pairs are recorded per validation record in `ignore_classes` (int64 `[K]`,
 empty elsewhere): the classes whose ground truth and detections `eval_detection.m` ignores in that image. The
 file's lines are `image_index WNID`, `image_index` being the index column of ImageSets/DET/val.txt; lines that
 are malformed or name an unknown image or class are skipped and counted in the build report.
@@ -149,8 +149,10 @@ class DetLayout:
     return self._devkit_file(BLACKLIST_NAMES)
 
   def _devkit_file(self, names: tuple[str, ...]) -> str | None:
-    """The first of `names` in `root` or `root/ILSVRC/devkit/data`, or None."""
-    for folder in (self.root, os.path.join(self.root, 'ILSVRC', 'devkit', 'data')):
+    """The first of `names` in `root`, `root/ILSVRC/devkit/data` or `root/ILSVRC2014_devkit/data` (the devkit
+    tarball extracted in place), or None."""
+    for folder in (self.root, os.path.join(self.root, 'ILSVRC', 'devkit', 'data'),
+                   os.path.join(self.root, 'ILSVRC2014_devkit', 'data')):
       for name in names:
         if os.path.isfile(os.path.join(folder, name)):
           return os.path.join(folder, name)

@@ -198,6 +198,22 @@ def test_det_validation_blacklist_is_recorded_per_record(det_built):
   assert sorted(batch['ignore_classes'].tolist()) == [[-1, -1, -1], [0, -1, -1]]
 
 
+def test_det_blacklist_reader_and_where_it_is_found(tmp_path):
+  (tmp_path / 'ILSVRC' / 'Data' / 'DET').mkdir(parents=True)
+  layout = imagenet_det.DetLayout(str(tmp_path))
+  assert layout.blacklist_file() is None
+  devkit = tmp_path / 'ILSVRC2014_devkit' / 'data'  # the devkit tarball extracted in manual_dir
+  devkit.mkdir(parents=True)
+  path = devkit / 'ILSVRC2014_det_validation_blacklist.txt'
+  path.write_text(f'3 {fx.ANT}\n3 {fx.AIRPLANE}\n7 {fx.ANT}\n3\nx {fx.ANT}\n5 {fx.ANT}\n3 n00000009\n')
+  assert layout.blacklist_file() == str(path)
+  report = report_lib.BuildReport('validation')
+  got = imagenet_det.read_blacklist(str(path), {3: 'a/im3', 7: 'im7'}, {fx.ANT: 0, fx.AIRPLANE: 2}, report)
+  assert got == {'a/im3': [0, 2], 'im7': [0]}
+  assert dict(report.skipped) == {'blacklist_line_malformed': 2, 'blacklist_image_unknown': 1,
+                                  'blacklist_class_unknown': 1}
+
+
 def test_det_without_class_file_uses_annotated_wnids(tmp_path):
   root = fx.write_det(str(tmp_path / 'det'), with_map=False, with_blacklist=False)
   builder = build_lib.build('ilsvrc2014_det', str(tmp_path / 'tfds'), root, 'original')
