@@ -161,6 +161,12 @@ def test_image_folder_labels_and_counts(tmp_path):
   assert {k: int(r['label']) for k, r in records.items() if k.endswith('_1')} == {
       'bird_1': 0, 'cat_1': 1, 'dog_1': 2}
   assert int(records['cat_deep']['label']) == 1 and records['cat_deep']['boxes'].shape == (0, 4)
+  # The classification stage's pipeline reads them: labels in the batch, no boxes.
+  source = pipeline.open_source('image_folder/pets', 'train', data_dir=str(tmp_path / 'd'))
+  batch = next(pipeline.train_iterator(source, global_batch_size=2, crop_size=64, resize_smaller=None,
+                                       max_boxes=2, seed=0, shard_index=0, shard_count=1))
+  assert batch['image'].shape == (2, 64, 64, 3) and set(batch['label']) <= {0, 1, 2}
+  assert (batch['box_labels'] == -1).all()
 
 
 def test_bad_folders_are_input_errors(tmp_path):
