@@ -1,23 +1,21 @@
 """Trains and evaluates OverFeat: flags -> `train.loop.train_and_evaluate(config, workdir)`.
 
-  python -m overfeat_jax.main                    # the embedded CPU demo (experiments/configs/embedded.py)
+  python -m overfeat_jax.main                    # the embedded CPU demo (overfeat_jax.configs.embedded)
   python -m overfeat_jax.main --config=experiments/configs/fast_imagenet.py --workdir=/tmp/fast \
       --config.batch_size=256
 """
 
-import os
 import sys
 
 from absl import flags, logging
 from ml_collections import config_flags
 
-from overfeat_jax import cli
+from overfeat_jax import cli, config_files
 
-_DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                               'experiments', 'configs', 'embedded.py')
 try:  # with a default file, the config is loaded (and --config.FIELD applied) right here, at import
-  _CONFIG = config_flags.DEFINE_config_file('config', _DEFAULT_CONFIG, 'Training config file[:arg].',
-                                            lock_config=True)
+  # The default is named by module path, so it is found wherever the package is installed (a wheel too).
+  _CONFIG = config_flags.DEFINE_config_file('config', config_files.module_file(config_files.DEFAULT_CONFIG),
+                                            'Training config file[:arg].', lock_config=True)
 except Exception as e:  # pylint: disable=broad-except  (a bad override or config file: user input)
   cli.bad_flags(e)
 _WORKDIR = flags.DEFINE_string('workdir', './workdir/demo', 'Checkpoints, TensorBoard events, metrics.json.')

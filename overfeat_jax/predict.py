@@ -30,6 +30,7 @@ from ml_collections import config_flags
 from PIL import Image
 
 from overfeat_jax import cli, storage
+from overfeat_jax.config_files import CONFIG_FILE, load_config
 from overfeat_jax.data import images as image_lib
 from overfeat_jax.errors import InputError
 from overfeat_jax.output_names import distinct_stems
@@ -45,7 +46,6 @@ def training_config(config, workdir: str | None):
   """`--config` if given, else the config the workdir was trained with (`<workdir>/config.json`)."""
   if config is not None:
     return config
-  from overfeat_jax.train.loop import CONFIG_FILE, load_config  # pylint: disable=g-import-not-at-top
   saved = load_config(workdir) if workdir else None
   if saved is None:
     where = os.path.join(workdir, CONFIG_FILE) if workdir else 'no --workdir'

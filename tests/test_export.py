@@ -244,12 +244,12 @@ def test_a_training_workdir_with_its_config_json_is_not_an_artifact(tmp_path):
   """The trainer saves `<workdir>/config.json` (the training config): export must not overwrite such a
   workdir, and the sweep must read it as a workdir, not as an artifact."""
   from overfeat_jax.sweeps import runner  # pylint: disable=g-import-not-at-top
-  from overfeat_jax.train import loop  # pylint: disable=g-import-not-at-top
+  from overfeat_jax import config_files  # pylint: disable=g-import-not-at-top
   from tests.train.helpers import load_config  # pylint: disable=g-import-not-at-top
   params = checkpoints.make_params(seed=2)
   workdir = checkpoints.write_checkpoint(str(tmp_path / 'run'), 'classification', params)
   config = load_config('embedded', 'smoke')
-  loop.save_config(config, workdir)
+  config_files.save_config(config, workdir)
   assert not export_lib.is_artifact(workdir)
   with pytest.raises(InputError, match='not an overfeat_jax artifact'):
     export_lib.write_artifact(workdir, params, export_lib.build_config(export_lib.infer_network(params),

@@ -43,6 +43,7 @@ import safetensors.numpy
 from flax import traverse_util
 
 from overfeat_jax import storage
+from overfeat_jax.config_files import read_json
 from overfeat_jax.errors import InputError
 from overfeat_jax.models.geometry import GEOMETRIES, get_geometry
 from overfeat_jax.models.heads import BoxRegressor
@@ -190,7 +191,7 @@ def write_artifact(path: str, params: Any, config: dict[str, Any]) -> str:
 
 def is_artifact(path: str) -> bool:
   """Whether `path` is an artifact directory rather than a training workdir, which also holds a config.json
-  (the training config, `train.loop.save_config`) but whose config has no artifact `format`. An unreadable
+  (the training config, `config_files.save_config`) but whose config has no artifact `format`. An unreadable
   config.json counts as an artifact, so `read_config` reports it."""
   file = storage.path(path) / CONFIG_FILE
   if not file.is_file():
@@ -200,14 +201,6 @@ def is_artifact(path: str) -> bool:
   except InputError:
     return True
   return not (isinstance(config, dict) and 'format' not in config and 'stages' in config)
-
-
-def read_json(file: str, what: str) -> Any:
-  """The JSON value of `file` (`what` it is, for the message); unreadable or malformed: one InputError."""
-  try:
-    return json.loads(storage.path(file).read_bytes().decode('utf-8'))
-  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-    raise InputError(f'cannot read the {what} {file}: it is not valid JSON ({e}).') from None
 
 
 def read_config(path: str) -> dict[str, Any]:

@@ -6,7 +6,6 @@ recomputed. Only process 0 should run sweeps (they are single-host evaluations o
 """
 
 import dataclasses
-import importlib.util
 import json
 import os
 import pathlib
@@ -19,7 +18,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from overfeat_jax import storage
+from overfeat_jax import config_files, storage
 from overfeat_jax.checkpoint import export as export_lib
 from overfeat_jax.errors import InputError
 from overfeat_jax.inference import ensemble
@@ -60,8 +59,7 @@ def load_train_config(spec: str, workdir: str | None = None) -> ml_collections.C
   """`path[:arg]` of a training config, relative to the working directory or the repository root; with an empty
   `spec`, the config `workdir` was trained with (`<workdir>/config.json`)."""
   if not spec:
-    from overfeat_jax.train.loop import load_config  # pylint: disable=g-import-not-at-top
-    saved = load_config(workdir) if workdir else None
+    saved = config_files.load_config(workdir) if workdir else None
     if saved is None:
       raise InputError(f'the sweep names no train_config and {workdir or "no workdir"} has no config.json; '
                        'set the sweep\'s train_config.')
@@ -71,10 +69,7 @@ def load_train_config(spec: str, workdir: str | None = None) -> ml_collections.C
     path = os.path.join(REPO, path)
   if not os.path.isfile(path):
     raise InputError(f'training config {spec!r} not found.')
-  module_spec = importlib.util.spec_from_file_location('overfeat_sweep_train_config', path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return config_files.load_file(path, 'overfeat_sweep_train_config').get_config(arg)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The three stages through the loop: the registry, per-step host transforms, the saved config, the demo."""
+"""The three stages through the loop: the registry, per-step host transforms, the demo."""
 
 import json
 import os
@@ -9,6 +9,7 @@ import types
 import numpy as np
 import pytest
 
+from overfeat_jax import config_files
 from overfeat_jax.parallel import mesh as mesh_lib
 from overfeat_jax.train import loop
 from tests.train.helpers import REPO, load_config
@@ -44,15 +45,6 @@ def test_host_transform_sees_the_step_of_each_batch_also_after_a_resume():
   assert seen[:3] == [5, 6, 7] and out[:3] == [5, 6, 7]
 
 
-def test_saved_config_is_the_resolved_config(tmp_path):
-  config = load_config('embedded', 'smoke')
-  config.batch_size = 8  # an override, as --config.batch_size=8 would apply
-  loop.save_config(config, str(tmp_path))
-  with open(tmp_path / 'config.json', encoding='utf-8') as f:
-    assert json.load(f)['batch_size'] == 8
-  assert loop.load_config(str(tmp_path)).to_dict() == config.to_dict()
-
-
 @pytest.mark.slow
 def test_smoke_demo_runs_three_stages_and_prints_the_headline_numbers(tmp_path):
   """About a minute on 2 busy cores: `main` with the smoke config, end to end."""
@@ -68,6 +60,6 @@ def test_smoke_demo_runs_three_stages_and_prints_the_headline_numbers(tmp_path):
     metrics = json.load(f)
   assert set(metrics) == {'classification', 'localization', 'detection'}
   assert all(metrics[s]['final_step'] == 6 for s in metrics)
-  assert loop.load_config(str(tmp_path)).stages == ('classification', 'localization', 'detection')
+  assert config_files.load_config(str(tmp_path)).stages == ('classification', 'localization', 'detection')
   for stage in metrics:
     assert os.path.isdir(tmp_path / stage / 'checkpoints')
