@@ -11,11 +11,12 @@ import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # Tests that once depended on where the clone is: dropping to `nobody` (root only), relative config paths, the
-# current directory, and a path with a space in a command line.
+# current directory, a path with a space in a command line, a `.venv` inside the clone (launch scripts).
 LOCATION_SENSITIVE = (
     'tests/bad_input/test_entry_points.py::test_main_workdir_without_permission',
     'tests/bad_input/test_entry_points.py::test_main_bad_config_values[config_arg]',
     'tests/test_output_names.py',
+    'tests/launch/test_scripts.py::test_local_script_runs_two_processes',
 )
 
 

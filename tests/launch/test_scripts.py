@@ -3,6 +3,7 @@
 import os
 import pathlib
 import subprocess
+import sys
 
 import pytest
 
@@ -14,7 +15,9 @@ REQUIRED = {'tpu_v5e_32.sh': ['TPU_NAME', 'ZONE', 'PROJECT', 'BUCKET'],
 
 def _run(name, env_vars, *args, timeout=60):
   env = {k: v for k, v in os.environ.items() if k not in sum(REQUIRED.values(), [])}
-  env.update(PATH=f'{REPO_ROOT / ".venv" / "bin"}:{os.environ["PATH"]}', **env_vars)
+  # This interpreter's environment and this checkout, wherever either lives (not a .venv inside the clone).
+  env.update(PATH=f'{pathlib.Path(sys.executable).parent}:{os.environ["PATH"]}', PYTHONPATH=str(REPO_ROOT),
+             **env_vars)
   return subprocess.run(['bash', str(SCRIPTS / name), *args], env=env, capture_output=True, text=True,
                         timeout=timeout, cwd='/')
 
