@@ -140,8 +140,9 @@ def predict_files(paths: Sequence[str], *, task: str, config, workdir: str, chec
 
 
 def draw_records(records: list[dict[str, Any]], out_dir: str, exif_transpose: bool = False) -> list[str]:
-  """Saves each image with its predictions drawn as `<out_dir>/<stem>_<task>.png` (`out_dir` may be a gs:// URL;
-  each PNG is written whole, `storage.write_atomic`); returns the paths."""
+  """Saves each usable image with its predictions drawn as `<out_dir>/<name>_<task>.png`, `name` by
+  `output_names.distinct_stems` over all records (`out_dir` may be a gs:// URL; each PNG is written whole,
+  `storage.write_atomic`); returns the paths. Raises `InputError` for the same image twice."""
   storage.makedirs(out_dir)
   written = []
   stems = distinct_stems([r['image'] for r in records])  # over every input, so names do not depend on failures
