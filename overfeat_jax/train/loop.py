@@ -17,8 +17,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from overfeat_jax import storage
-from overfeat_jax.checkpoint import export as export_lib
+from overfeat_jax import config_files, storage
 from overfeat_jax.checkpoint import manager as ckpt
 from overfeat_jax.checkpoint import transfer
 from overfeat_jax.errors import InputError
@@ -124,37 +123,6 @@ def stage_config(config: ml_collections.ConfigDict, stage: str) -> ml_collection
   return cfg
 
 
-CONFIG_FILE = 'config.json'  # the resolved training config, in the workdir (predict, export, sweeps read it)
-
-
-def _tuples(value: Any) -> Any:
-  """JSON lists back to the tuples the config files use (nested dicts stay dicts)."""
-  if isinstance(value, list):
-    return tuple(_tuples(v) for v in value)
-  if isinstance(value, dict):
-    return {k: _tuples(v) for k, v in value.items()}
-  return value
-
-
-def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Writes the resolved config (every override applied) as `workdir/config.json`: process 0, atomically."""
-  if jax.process_index() == 0:
-    storage.write_json_atomic(storage.path(workdir) / CONFIG_FILE, config.to_dict())
-
-
-def load_config(workdir: str) -> ml_collections.ConfigDict | None:
-  """The config a workdir was trained with (`save_config`), locked; None if the workdir has none."""
-  path = storage.path(workdir) / CONFIG_FILE
-  if not path.is_file():
-    return None
-  data = export_lib.read_json(path, 'training config')
-  if not isinstance(data, dict) or 'stages' not in data:
-    raise InputError(f'{path} is not a training config (no "stages" field).')
-  config = ml_collections.ConfigDict(_tuples(data))
-  config.lock()
-  return config
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Runs every stage of `config.stages`; returns (and writes to workdir/metrics.json) their metrics.
 
@@ -163,7 +131,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   """
   check_workdir(workdir)
   config = inputs.with_classes_from_data(config)  # num_classes = 0: own data's class count (docs/own_data.md)
-  save_config(config, workdir)
+  config_files.save_config(config, workdir)
   results, previous, source = {}, None, initial_weights(config)
   for stage in config.stages:
     if stage not in TASKS:
