@@ -132,12 +132,15 @@ def eval_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 
 def localization_errors(outputs: dict[str, np.ndarray]) -> dict[str, float]:
-  """ILSVRC localization and classification error of the top-5 guesses (images without boxes are skipped)."""
+  """ILSVRC localization and classification error of the top-5 guesses (images without boxes are skipped).
+
+  `nonfinite` counts the candidate boxes dropped for a NaN/inf score or box (`inference.nonfinite`).
+  """
   counts = LocalizationCounts().update_batch(outputs['classes'], outputs['boxes'], outputs['box_labels'],
                                              outputs['gt_boxes'])
   r = counts.result()
   return {'loc_error': r.error, 'cls_error': r.classification_error, 'count': float(r.num_images),
-          'skipped': float(r.num_skipped)}
+          'skipped': float(r.num_skipped), 'nonfinite': float(np.sum(outputs.get('num_nonfinite', 0)))}
 
 
 def backbone_params(box_model: localize_lib.BoxModel, previous_params: Any, rng: jax.Array) -> Any:
@@ -168,7 +171,7 @@ def make_task(config: ml_collections.ConfigDict, previous_params: Any = None) ->
   def eval_step(params, batch):
     out = localize_lib.localize(box_model, params, batch['image'], **options)
     return {'classes': out['classes'], 'boxes': out['boxes'], 'box_labels': batch['box_labels'],
-            'gt_boxes': batch['boxes']}
+            'gt_boxes': batch['boxes'], 'num_nonfinite': out['num_nonfinite']}
 
   trainable = lambda params: {'backbone': jax.tree.map(lambda _: False, params['backbone']),
                               'regressor': jax.tree.map(lambda _: True, params['regressor'])}
