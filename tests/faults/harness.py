@@ -96,6 +96,46 @@ class Trainer:
     return '\n'.join(self.text().splitlines()[-n:])
 
 
+def children(pid: int) -> dict[int, str]:
+  """{pid: command line} of the direct children of `pid` (from /proc): a launcher's workers."""
+  found = {}
+  for entry in Path('/proc').iterdir():
+    if not entry.name.isdigit():
+      continue
+    try:
+      stat = (entry / 'stat').read_text()
+      ppid = int(stat.rsplit(')', 1)[1].split()[1])
+      if ppid == pid:
+        found[int(entry.name)] = (entry / 'cmdline').read_bytes().replace(b'\0', b' ').decode()
+    except (OSError, IndexError, ValueError):
+      continue
+  return found
+
+
+def launched_flags(num_processes: int, devices: int, flags: Sequence[str]) -> list[str]:
+  """`launch.local` flags running the trainer `flags` as `num_processes` x `devices` CPU devices."""
+  return [f'--num_processes={num_processes}', f'--devices_per_process={devices}', '--grace_s=5',
+          '--timeout_s=900', '--', *flags]
+
+
+def worker(run: Trainer, process_id: int) -> int:
+  """The pid of worker `process_id` of a `launch.local` run."""
+  found = [pid for pid, cmd in children(run.proc.pid).items() if f'--process_id={process_id}' in cmd]
+  assert len(found) == 1, children(run.proc.pid)
+  return found[0]
+
+
+def kill_job(run: Trainer) -> None:
+  """SIGKILLs a `launch.local` run as a whole: every worker (each leads its own process group) and the
+  launcher at once, so no process can write anything afterwards."""
+  for pid in children(run.proc.pid):
+    try:
+      os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+      pass
+  run.kill()
+
+
 def checkpoint_dir(workdir: str | os.PathLike) -> Path:
   return Path(workdir) / 'classification' / 'checkpoints'
 

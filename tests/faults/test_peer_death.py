@@ -20,22 +20,6 @@ from tests.faults import harness
 DEATH_BOUND_S = 60.0  # launcher: grace (5 s) plus slack for a loaded machine
 
 
-def _children(pid: int) -> dict[int, str]:
-  """{pid: command line} of the direct children of `pid` (from /proc)."""
-  found = {}
-  for entry in Path('/proc').iterdir():
-    if not entry.name.isdigit():
-      continue
-    try:
-      stat = (entry / 'stat').read_text()
-      ppid = int(stat.rsplit(')', 1)[1].split()[1])
-      if ppid == pid:
-        found[int(entry.name)] = (entry / 'cmdline').read_bytes().replace(b'\0', b' ').decode()
-    except (OSError, IndexError, ValueError):
-      continue
-  return found
-
-
 @pytest.mark.slow
 @pytest.mark.multiprocess
 def test_launcher_stops_the_survivor_and_reports_the_dead_process(tmp_path, data_dir, env):
@@ -43,7 +27,7 @@ def test_launcher_stops_the_survivor_and_reports_the_dead_process(tmp_path, data
            *harness.trainer_flags(tmp_path / 'w', data_dir, 400, 50)]
   run = harness.Trainer(flags, env, tmp_path / 'log.txt', module='launch.local')
   run.wait_for('step 2 of the 2-process run', lambda: run.last_step() >= 2, timeout=300)
-  workers = _children(run.proc.pid)
+  workers = harness.children(run.proc.pid)
   victim = [pid for pid, cmd in workers.items() if '--process_id=1' in cmd]
   assert len(workers) == 2 and len(victim) == 1, workers
   t0 = time.monotonic()
