@@ -1,0 +1,199 @@
+"""A `gs://` workdir for real, against a GCS emulator the test starts on loopback (`gcp-storage-emulator`).
+
+The smoke config trains into `gs://bkt/run` (classification only), is SIGKILLed while an asynchronous checkpoint
+is being written to the bucket, and the same command resumes it from the newest committed checkpoint and
+finishes; then `export` writes an artifact to `gs://bkt/artifact` (read back from the bucket) and `predict`
+reads the run's config and checkpoint from the bucket and draws into `gs://bkt/drawn`.
+
+What the test reads, it reads from the emulator's JSON API (not through the project's code), so it sees what
+really landed in the bucket; and no local folder named `gs:` may appear anywhere (the failure this replaces).
+"""
+
+import json
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.faults import harness
+
+pytest.importorskip('gcsfs')
+pytest.importorskip('gcp_storage_emulator')
+
+BUCKET, STEPS, EVERY = 'bkt', 8, 2
+RUN = f'gs://{BUCKET}/run'
+CKPT_PREFIX = 'run/classification/checkpoints/'
+COMMIT = 'commit_success.txt'  # orbax on an object store: a step is complete once this object exists
+
+# The emulator's media downloads lack the `x-goog-generation` header that GCS sends and tensorstore's OCDBT
+# driver needs (without it: `Malformed StorageGeneration` at the first checkpoint with several arrays); this
+# adds it (the emulator ignores generation preconditions, which one writer per object never needs).
+_PATCHED_EMULATOR = textwrap.dedent('''
+    import sys
+    from gcp_storage_emulator.handlers import objects
+    _download = objects.download
+    def download(request, response, storage, *args, **kwargs):
+      _download(request, response, storage, *args, **kwargs)
+      try:
+        obj = storage.get_file_obj(request.params['bucket_name'], request.params['object_id'])
+      except Exception:  # NotFound: the 404 is already set
+        return
+      response['x-goog-generation'] = str(obj['generation'])
+      response['x-goog-metageneration'] = str(obj['metageneration'])
+    objects.download = download
+    from gcp_storage_emulator.__main__ import main  # the server's routes read objects.download at import
+    main(sys.argv[1:])
+''')
+
+
+class Emulator:
+  """`gcp-storage-emulator` (patched as above) on a free loopback port, in memory, with one bucket."""
+
+  def __init__(self, log_path: Path):
+    with socket.socket() as s:
+      s.bind(('127.0.0.1', 0))
+      self.port = s.getsockname()[1]
+    self.url = f'http://127.0.0.1:{self.port}'
+    self._log = open(log_path, 'wb')  # pylint: disable=consider-using-with
+    self.proc = subprocess.Popen([sys.executable, '-c', _PATCHED_EMULATOR, 'start', '--host=127.0.0.1', f'--port={self.port}', '--in-memory',
+                                  f'--default-bucket={BUCKET}'], stdout=self._log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while True:
+      try:
+        self.objects()
+        break
+      except OSError:
+        if time.monotonic() > deadline or self.proc.poll() is not None:
+          raise
+        time.sleep(0.1)
+
+  def env(self) -> dict[str, str]:
+    """What every client needs to talk to the emulator instead of Google (docs/launch.md)."""
+    return {'STORAGE_EMULATOR_HOST': self.url, 'TENSORSTORE_GCS_HTTP_URL': self.url,
+            'GOOGLE_AUTH_TOKEN_FOR_TESTING': 'emulator', 'GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT': 'false'}
+
+  def objects(self, prefix: str = '') -> list[str]:
+    """Names of the bucket's objects under `prefix` (the JSON API, every page)."""
+    names, token = [], None
+    while True:
+      query = {'prefix': prefix, **({'pageToken': token} if token else {})}
+      with urllib.request.urlopen(f'{self.url}/storage/v1/b/{BUCKET}/o?{urllib.parse.urlencode(query)}',
+                                  timeout=10) as r:
+        page = json.load(r)
+      names += [item['name'] for item in page.get('items', [])]
+      token = page.get('nextPageToken')
+      if not token:
+        return names
+
+  def read(self, name: str) -> bytes:
+    quoted = urllib.parse.quote(name, safe='')
+    with urllib.request.urlopen(f'{self.url}/storage/v1/b/{BUCKET}/o/{quoted}?alt=media', timeout=10) as r:
+      return r.read()
+
+  def close(self) -> None:
+    self.proc.kill()
+    self.proc.wait()
+    self._log.close()
+
+
+@pytest.fixture
+def emulator(tmp_path):
+  emu = Emulator(tmp_path / 'emulator.log')
+  yield emu
+  emu.close()
+
+
+def _steps(emulator: Emulator) -> tuple[list[int], list[int]]:
+  """(committed steps, steps being written) of the run's checkpoints in the bucket."""
+  started, committed = set(), set()
+  for name in emulator.objects(CKPT_PREFIX):
+    step, _, rest = name[len(CKPT_PREFIX):].partition('/')
+    if step.isdigit():
+      started.add(int(step))
+      if rest == COMMIT:
+        committed.add(int(step))
+  return sorted(committed), sorted(started - committed)
+
+
+def _cli(module: str, args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, '-m', module, *args], cwd=harness.REPO, env=env, capture_output=True,
+                        text=True, timeout=300)
+
+
+def _no_local_gs_folder(*roots: Path) -> None:
+  for root in roots:
+    assert not (root / 'gs:').exists(), f'a local folder {root / "gs:"} was created'
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_gs_workdir_survives_sigkill_during_async_save_then_exports_and_predicts(tmp_path, data_dir, env,
+                                                                                 emulator):
+  env = {**env, **emulator.env()}
+  flags = harness.trainer_flags(RUN, data_dir, STEPS, EVERY, ["--config.stages=('classification',)"])
+
+  # 1. Train into the bucket; SIGKILL once a save is in flight after at least one committed checkpoint.
+  run = harness.Trainer(flags, env, tmp_path / 'log0.txt')
+  moment = {}
+
+  def save_in_flight() -> bool:
+    committed, writing = _steps(emulator)
+    if committed and writing and writing[-1] > committed[-1]:
+      moment.update(committed=committed[-1], writing=writing[-1])
+      return True
+    return False
+
+  # The log first (a local file), then the bucket at 20 Hz: a save to the emulator takes about 2 s, and a tighter
+  # loop of HTTP listings would starve the trainer on a small machine.
+  run.wait_for(f'step {EVERY}', lambda: run.last_step() >= EVERY, timeout=600, poll=0.05)
+  run.wait_for('an asynchronous save in flight in the bucket', save_in_flight, poll=0.05)
+  run.kill()
+  committed, writing = _steps(emulator)
+  assert committed[-1] == moment['committed'], (committed, writing, moment)
+  assert moment['writing'] in writing, 'the save finished before the kill landed: the moment was missed'
+
+  # 2. The same command resumes from the newest committed checkpoint (the half-written one is never used).
+  run = harness.Trainer(flags, env, tmp_path / 'log1.txt')
+  assert run.wait() == 0, run.tail()
+  assert harness.resumed_from(run.text()) == moment['committed'], run.tail()
+  committed, writing = _steps(emulator)
+  assert committed[-1] == STEPS and not writing, (committed, writing)
+  names = emulator.objects('run/')
+  assert {'run/config.json', 'run/metrics.json'} <= set(names)
+  assert json.loads(emulator.read('run/metrics.json'))['classification']['final_step'] == STEPS
+  assert any(n.startswith('run/classification/events.out.tfevents') for n in names), names
+  # tensorstore wrote the arrays through the emulator: OCDBT data files of the final step are objects there.
+  assert any(n.startswith(f'{CKPT_PREFIX}{STEPS}/state/') and '/d/' in n for n in names), names
+
+  # 3. Export to the bucket, and read the artifact back from it.
+  result = _cli('overfeat_jax.export', [f'--workdir={RUN}', '--stage=classification',
+                                        f'--output=gs://{BUCKET}/artifact'], env)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f'step {STEPS}' in result.stdout
+  assert sorted(emulator.objects('artifact/')) == ['artifact/config.json', 'artifact/params.safetensors']
+  check = ('import sys, overfeat_jax; model, params = overfeat_jax.load_pretrained(sys.argv[1]); '
+           'print("loaded", type(model).__name__)')
+  result = subprocess.run([sys.executable, '-c', check, f'gs://{BUCKET}/artifact'], cwd=harness.REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0 and 'loaded OverFeat' in result.stdout, result.stderr[-3000:]
+
+  # 4. Predict from the gs:// workdir (its config.json and checkpoint), drawing into the bucket.
+  image = tmp_path / 'scene.png'
+  Image.fromarray(np.random.default_rng(0).integers(0, 256, (72, 96, 3), dtype=np.uint8)).save(image)
+  result = _cli('overfeat_jax.predict', [f'--workdir={RUN}', '--task=classification', '--json',
+                                         f'--draw=gs://{BUCKET}/drawn', str(image)], env)
+  assert result.returncode == 0, result.stderr[-3000:]
+  record = json.loads(result.stdout.splitlines()[0])
+  assert len(record['predictions']) == 5 and record['width'] == 96
+  drawn = emulator.objects('drawn/')
+  assert len(drawn) == 1 and drawn[0].endswith('.png'), drawn
+  assert emulator.read(drawn[0]).startswith(b'\x89PNG')
+  _no_local_gs_folder(harness.REPO, tmp_path, Path.cwd())
