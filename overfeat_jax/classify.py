@@ -322,7 +322,8 @@ def write_features(path: str, layer: int, name: str, features: np.ndarray, outpu
 
 # --- the command ------------------------------------------------------------------------------------------
 def _check_inputs(paths: Sequence[str]) -> None:
-  """Flag combinations, image paths and the weight file's size: checked before any slow work starts."""
+  """Flag combinations, the weight file's size and distinct feature files: checked before any slow work starts
+  (each image is read later; an unusable one is reported and skipped, `Reading`)."""
   if not paths:
     raise InputError('give at least one image file')
   geometry = geometry_lib.get_geometry(_MODEL.value, _WIDTH_DIVISOR.value)
