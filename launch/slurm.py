@@ -95,7 +95,8 @@ def cpus_for_task(cpus_per_task: int | None, cpus_per_gpu: int, gpus_per_task: i
 def render_script(*, nodes: int, gpus_per_node: int, process_per: str, time_limit: str, job_name: str,
                   code_dir: str, config: str, workdir: str, overrides: Sequence[str] = (),
                   partition: str | None = None, account: str | None = None, cpus_per_task: int | None = None,
-                  cpus_per_gpu: int = 10, exclusive: bool = False, venv: str | None = None, container_image: str | None = None, setup: Sequence[str] = (),
+                  cpus_per_gpu: int = 10, exclusive: bool = False,
+                  venv: str | None = None, container_image: str | None = None, setup: Sequence[str] = (),
                   coordinator_port: int | None = None, module: str = common.TRAINER_MODULE) -> str:
   """The sbatch script: resources, a guard that it runs under SLURM, environment, then one srun."""
   _check(nodes, gpus_per_node, time_limit, job_name, coordinator_port)

@@ -8,7 +8,8 @@ figures:
   taskset -c 0 .venv/bin/python experiments/benchmarks/input_pipeline.py --num_images=300 --seconds=3
   .venv/bin/python experiments/benchmarks/input_pipeline.py --worker_counts=1,2   # + scaling over workers
 
-Rows: decode alone (Pillow, and libjpeg-turbo through simplejpeg); the reference path (decode, resize smaller side to 256, random 231 crop, flip); the
+Rows: decode alone (Pillow, and libjpeg-turbo through simplejpeg); the reference path (decode, resize smaller
+side to 256, random 231 crop, flip); the
 project's fused path (`preprocess.crop_image`: DCT-domain `draft` + crop-only resize, or a plain crop when
 stored at 256); full examples (boxes, padding) stacked into batches of 128; and the whole
 `pipeline.train_iterator` (grain) over an in-memory source of records, in this process and with each of
@@ -35,7 +36,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_integer('num_images', 300, 'Distinct JPEGs to generate.')
 flags.DEFINE_float('seconds', 3.0, 'Minimum time per measurement.')
 flags.DEFINE_integer('crop_size', 231, 'Training crop (231 fast, 221 accurate).')
-flags.DEFINE_list('worker_counts', ['1', '2'], 'grain worker processes to time the iterator with (scaling).')
+flags.DEFINE_list('worker_counts', [], 'grain worker processes to time the iterator with (scaling), e.g. 1,2.')
 flags.DEFINE_list('feed_rates', ['16000', '30000'], 'img/s to size the host cores for (last line).')
 # Host CPU counts to compare with (vendor datasheets): NVIDIA DGX H100, 2x Xeon 8480C = 112 cores (224 threads);
 # Cloud TPU v5p host (4 chips): 208 vCPUs, half of them when bound to one NUMA node.
