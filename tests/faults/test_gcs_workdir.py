@@ -13,7 +13,6 @@ import json
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 import urllib.parse
 import urllib.request
@@ -33,29 +32,11 @@ RUN = f'gs://{BUCKET}/run'
 CKPT_PREFIX = 'run/classification/checkpoints/'
 COMMIT = 'commit_success.txt'  # orbax on an object store: a step is complete once this object exists
 
-# The emulator's media downloads lack the `x-goog-generation` header that GCS sends and tensorstore's OCDBT
-# driver needs (without it: `Malformed StorageGeneration` at the first checkpoint with several arrays); this
-# adds it (the emulator ignores generation preconditions, which one writer per object never needs).
-_PATCHED_EMULATOR = textwrap.dedent('''
-    import sys
-    from gcp_storage_emulator.handlers import objects
-    _download = objects.download
-    def download(request, response, storage, *args, **kwargs):
-      _download(request, response, storage, *args, **kwargs)
-      try:
-        obj = storage.get_file_obj(request.params['bucket_name'], request.params['object_id'])
-      except Exception:  # NotFound: the 404 is already set
-        return
-      response['x-goog-generation'] = str(obj['generation'])
-      response['x-goog-metageneration'] = str(obj['metageneration'])
-    objects.download = download
-    from gcp_storage_emulator.__main__ import main  # the server's routes read objects.download at import
-    main(sys.argv[1:])
-''')
+EMULATOR = Path(__file__).with_name('gcs_emulator.py')  # adds the header tensorstore needs
 
 
 class Emulator:
-  """`gcp-storage-emulator` (patched as above) on a free loopback port, in memory, with one bucket."""
+  """`gcp-storage-emulator` (gcs_emulator.py) on a free loopback port, in memory, with one bucket."""
 
   def __init__(self, log_path: Path):
     with socket.socket() as s:
@@ -63,7 +44,7 @@ class Emulator:
       self.port = s.getsockname()[1]
     self.url = f'http://127.0.0.1:{self.port}'
     self._log = open(log_path, 'wb')  # pylint: disable=consider-using-with
-    self.proc = subprocess.Popen([sys.executable, '-c', _PATCHED_EMULATOR, 'start', '--host=127.0.0.1', f'--port={self.port}', '--in-memory',
+    self.proc = subprocess.Popen([sys.executable, str(EMULATOR), 'start', '--host=127.0.0.1', f'--port={self.port}', '--in-memory',
                                   f'--default-bucket={BUCKET}'], stdout=self._log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30
     while True:
