@@ -126,12 +126,12 @@ def stage_config(config: ml_collections.ConfigDict, stage: str) -> ml_collection
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Runs every stage of `config.stages`; returns (and writes to workdir/metrics.json) their metrics.
 
-  The config is saved first as `workdir/config.json`, so the tools that read the workdir later know how it
-  was trained.
+  The config is saved as `workdir/config.json`, so the tools that read the workdir later know how it was
+  trained: once a stage's checkpoints are known to match it (a config that does not match them stops with one
+  line and leaves the workdir's config.json as it was).
   """
   check_workdir(workdir)
   config = inputs.with_classes_from_data(config)  # num_classes = 0: own data's class count (docs/own_data.md)
-  config_files.save_config(config, workdir)
   results, previous, source = {}, None, initial_weights(config)
   for stage in config.stages:
     if stage not in TASKS:
@@ -140,7 +140,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     task = TASKS[stage](cfg, previous_params=previous)
     if previous is None and source is not None:  # the first stage starts from `config.init`'s weights
       task = transfer.initialise(task, source, layers=cfg.init.layers, freeze=cfg.init.freeze)
-    results[stage], previous = run_stage(task, cfg, os.path.join(workdir, stage))
+    results[stage], previous = run_stage(task, cfg, os.path.join(workdir, stage),
+                                         ready=lambda: config_files.save_config(config, workdir))
     if results[stage].get('preempted'):
       break
   if jax.process_index() == 0:
@@ -191,21 +192,23 @@ def build_optimizer(cfg: ml_collections.ConfigDict, task: Task, steps_per_epoch:
   schedule = optim.make_schedule(s.kind, peak, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
                                  decay_epochs=tuple(s.decay_epochs), decay_factor=s.decay_factor,
                                  warmup_steps=int(s.warmup_epochs * steps_per_epoch))
-  shapes = jax.eval_shape(task.init_params, jax.random.PRNGKey(0))
+  shapes = jax.eval_shape(task.init_params, jax.random.key(0))
   tx = optim.make_optimizer(cfg.optimizer.name, schedule, momentum=cfg.optimizer.momentum,
                             weight_decay=cfg.optimizer.weight_decay, trainable_mask=task.trainable_mask(shapes))
   return tx, schedule
 
 
-def run_stage(task: Task, cfg: ml_collections.ConfigDict, workdir: str) -> tuple[dict, Any]:
-  """Trains (or resumes) one stage to `total_steps`, evaluates it; returns (metrics, final params)."""
+def run_stage(task: Task, cfg: ml_collections.ConfigDict, workdir: str,
+              ready: Callable[[], None] = lambda: None) -> tuple[dict, Any]:
+  """Trains (or resumes) one stage to `total_steps`, evaluates it; returns (metrics, final params). `ready()` is
+  called once the stage's checkpoints restored (or there were none), before training."""
   storage.makedirs(workdir)
   mesh = mesh_lib.make_mesh()
   source = inputs.open_split(cfg, cfg.data.train_split)
   steps_per_epoch, total = steps_for(cfg, len(source))
   tx, schedule = build_optimizer(cfg, task, steps_per_epoch, total)
   init_fn = lambda rng: state_lib.create(task.init_params(rng), tx, rng)
-  rng = jax.random.PRNGKey(cfg.seed)
+  rng = jax.random.key(cfg.seed)
   manager = ckpt.make_manager(os.path.join(workdir, 'checkpoints'), max_to_keep=cfg.max_to_keep,
                               best_metric=task.best_metric)
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=mesh_lib.replicated(mesh)),
@@ -219,6 +222,7 @@ def run_stage(task: Task, cfg: ml_collections.ConfigDict, workdir: str) -> tuple
     start, state, meta = restored
     iterator.set_state(meta['data'])
     writer.info('Resumed %s from step %d (%s).', task.name, start, manager.directory)
+  ready()
   train_fn = step_lib.jit_train_step(mesh, loss_fn=task.loss_fn, tx=tx, schedule=schedule,
                                      skip_nonfinite=cfg.skip_nonfinite)
   transform = BATCH_TRANSFORMS[task.name](cfg) if task.name in BATCH_TRANSFORMS else None

@@ -184,8 +184,10 @@ def test_mismatch_stops_with_one_line_and_touches_no_checkpoint(tmp_path, data_d
                                                                  expected):
   shutil.copytree(reference2[0], tmp_path / 'w')
   before = _listing(harness.checkpoint_dir(tmp_path / 'w'))
+  config = (tmp_path / 'w' / 'config.json').read_bytes()
   run = harness.Trainer(_flags(tmp_path / 'w', data_dir, *extra), env, tmp_path / 'log.txt')  # one process
   assert run.wait() == 2, run.tail()
   last = run.text().strip().splitlines()[-1]
   assert re.search(expected, last) and 'Traceback' not in run.text(), run.tail()
   assert _listing(harness.checkpoint_dir(tmp_path / 'w')) == before  # nothing renamed, rewritten or added
+  assert (tmp_path / 'w' / 'config.json').read_bytes() == config  # still the config the checkpoints match
