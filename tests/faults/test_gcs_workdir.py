@@ -178,3 +178,51 @@ def test_gs_workdir_survives_sigkill_during_async_save_then_exports_and_predicts
   assert len(drawn) == 1 and drawn[0].endswith('.png'), drawn
   assert emulator.read(drawn[0]).startswith(b'\x89PNG')
   _no_local_gs_folder(harness.REPO, tmp_path, Path.cwd())
+
+
+_STORAGE_CHECKS = '''
+import sys
+from overfeat_jax import storage
+from overfeat_jax.errors import InputError
+root = storage.path('gs://bkt/s')
+storage.write_json_atomic(root / 'metrics.json', {'a': 1})
+assert (root / 'metrics.json').read_text() == '{\\n  "a": 1\\n}'
+seen = []  # (file uploaded, whether config.json existed at that moment)
+upload = storage.upload
+def watched(src, dst):
+  seen.append((str(dst).rsplit('/', 1)[1], (root / 'art' / 'config.json').exists()))
+  upload(src, dst)
+storage.upload = watched
+for version in (b'1', b'2'):
+  with storage.atomic_dir('gs://bkt/s/art', commit_file='config.json') as stage:
+    (stage / 'params.bin').write_bytes(version)
+    (stage / 'config.json').write_bytes(version)
+assert seen == [('params.bin', False), ('config.json', False)] * 2, seen
+mirror = storage.Mirror('gs://bkt/s/logs')
+(storage.path(mirror.local) / 'events').write_bytes(b'x' * 10)
+mirror.sync()
+(storage.path(mirror.local) / 'events').write_bytes(b'x' * 20)
+mirror.close()
+assert (root / 'logs' / 'events').read_bytes() == b'x' * 20
+storage.check_writable('gs://bkt/s/run')
+try:
+  storage.check_writable('gs://no-such-bucket/run')
+except InputError as e:
+  print('refused:', e)
+print('storage ok')
+'''
+
+
+@pytest.mark.multiprocess
+def test_storage_on_the_emulator(emulator, env):
+  """The object-store side of overfeat_jax.storage: one-object writes, an artifact's config.json absent while
+  its params upload (both times, also when replacing), TensorBoard's mirror uploading the grown file, and a
+  missing bucket refused in one line (no traceback, no bucket created)."""
+  result = subprocess.run([sys.executable, '-c', _STORAGE_CHECKS], cwd=harness.REPO, env={**env, **emulator.env()},
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "refused: workdir 'gs://no-such-bucket/run' is not writable" in result.stdout, result.stdout
+  assert 'storage ok' in result.stdout
+  assert sorted(emulator.objects('s/')) == ['s/art/config.json', 's/art/params.bin', 's/logs/events',
+                                            's/metrics.json']
+  assert emulator.read('s/art/params.bin') == b'2'
