@@ -43,7 +43,10 @@ def path(p: str | os.PathLike) -> epath.Path:
   """`p` as a path object: a URL as an `etils.epath.Path` (unchanged), a local path as an absolute
   `pathlib.Path` (the same interface; no filesystem backend to pick, so reading a local artifact never probes
   for TensorFlow or fsspec)."""
-  return epath.Path(os.fspath(p)) if is_remote(p) else pathlib.Path(os.path.abspath(os.fspath(p)))
+  text = os.fspath(p)
+  if is_remote(text):
+    return epath.Path(text)
+  return pathlib.Path(os.path.abspath(text.removeprefix('file://')))
 
 
 def url(p: str | os.PathLike) -> str:

@@ -17,6 +17,7 @@ def test_remote_urls_are_kept_and_local_paths_made_absolute(tmp_path, monkeypatc
   assert storage.is_remote('gs://bkt') and storage.is_remote('s3://b/k')
   assert not storage.is_remote('run/x') and not storage.is_remote('file:///tmp/x')
   assert storage.url('run/x') == str(tmp_path / 'run' / 'x')
+  assert storage.url('file:///tmp/x') == '/tmp/x'
 
 
 def test_write_atomic_replaces_whole_and_leaves_no_temporary_file(tmp_path):
