@@ -116,6 +116,22 @@ def upload(local_file: str | os.PathLike, p: str | os.PathLike) -> None:
 
 
 @contextlib.contextmanager
+def staged_file(p: str | os.PathLike) -> Iterator[str]:
+  """A local file path through which to write `p` with a writer that needs one (it keeps its own local
+  atomicity): `p` itself when local; for a URL a local temporary file, uploaded as one object on a clean exit."""
+  if not is_remote(p):
+    yield os.fspath(path(p))
+    return
+  stage = tempfile.mkdtemp(prefix='overfeat_stage-')
+  try:
+    local = os.path.join(stage, path(p).name)
+    yield local
+    upload(local, p)
+  finally:
+    shutil.rmtree(stage, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def atomic_dir(p: str | os.PathLike, commit_file: str) -> Iterator[epath.Path]:
   """Yields an empty local staging directory; on a clean exit its files replace the directory `p` at once.
 

@@ -355,5 +355,6 @@ def export_release(params: Any, spec: NetworkSpec, output: str) -> str:
                      '(use --format=artifact).')
   backbone = params['backbone'] if 'backbone' in params else params
   geometry = spec.classifier().geometry
-  size = release_weights.save_release_weights(backbone, geometry, output)
+  with storage.staged_file(output) as local:  # gs://: written locally, uploaded as one object
+    size = release_weights.save_release_weights(backbone, geometry, local)
   return f'wrote {storage.url(output)}: {size} bytes, the {spec.geometry} release layout'

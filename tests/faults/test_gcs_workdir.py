@@ -204,6 +204,9 @@ mirror.sync()
 (storage.path(mirror.local) / 'events').write_bytes(b'x' * 20)
 mirror.close()
 assert (root / 'logs' / 'events').read_bytes() == b'x' * 20
+with storage.staged_file('gs://bkt/s/release.bin') as local:  # what export --format=release writes through
+  open(local, 'wb').write(b'weights')
+assert (root / 'release.bin').read_bytes() == b'weights'
 storage.check_writable('gs://bkt/s/run')
 try:
   storage.check_writable('gs://no-such-bucket/run')
@@ -216,13 +219,13 @@ print('storage ok')
 @pytest.mark.multiprocess
 def test_storage_on_the_emulator(emulator, env):
   """The object-store side of overfeat_jax.storage: one-object writes, an artifact's config.json absent while
-  its params upload (both times, also when replacing), TensorBoard's mirror uploading the grown file, and a
-  missing bucket refused in one line (no traceback, no bucket created)."""
+  its params upload (both times, also when replacing), TensorBoard's mirror uploading the grown file, a file
+  staged locally and uploaded (the release-format export), and a missing bucket refused in one line."""
   result = subprocess.run([sys.executable, '-c', _STORAGE_CHECKS], cwd=harness.REPO, env={**env, **emulator.env()},
                           capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
   assert "refused: workdir 'gs://no-such-bucket/run' is not writable" in result.stdout, result.stdout
   assert 'storage ok' in result.stdout
   assert sorted(emulator.objects('s/')) == ['s/art/config.json', 's/art/params.bin', 's/logs/events',
-                                            's/metrics.json']
+                                            's/metrics.json', 's/release.bin']
   assert emulator.read('s/art/params.bin') == b'2'
