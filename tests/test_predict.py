@@ -41,7 +41,7 @@ def run_cli(*args, config=f'--config={CONFIG}:smoke'):
 def workdir(tmp_path_factory):
   root = tmp_path_factory.mktemp('work')
   cfg = stage_config(load_config(), 'detection')
-  params = jax.jit(detection.make_task(cfg).init_params)(jax.random.PRNGKey(0))
+  params = jax.jit(detection.make_task(cfg).init_params)(jax.random.key(0))
   manager = ckpt.make_manager(str(root / 'detection' / 'checkpoints'), enable_async=False)
   ckpt.save(manager, 1, {'params': params}, {'task': 'detection'})
   manager.close()

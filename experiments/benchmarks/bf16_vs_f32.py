@@ -68,7 +68,7 @@ def train_losses(dtype: str, batches: list[dict]) -> tuple[np.ndarray, float]:
   steps_per_epoch = max(_TRAIN_SIZE.value // _BATCH.value, 1)
   tx, schedule = loop.build_optimizer(config, task, steps_per_epoch, _STEPS.value)
   mesh = mesh_lib.make_mesh()
-  rng = jax.random.PRNGKey(config.seed)
+  rng = jax.random.key(config.seed)
   state = step_lib.jit_init_state(mesh, lambda r: state_lib.create(task.init_params(r), tx, r))(rng)
   step = step_lib.jit_train_step(mesh, loss_fn=task.loss_fn, tx=tx, schedule=schedule)
   sharding = mesh_lib.batch_sharding(mesh)

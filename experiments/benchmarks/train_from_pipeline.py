@@ -144,7 +144,7 @@ def make_step(config, mesh, source_len: int):
   steps_per_epoch = max(source_len // config.batch_size, 1)
   tx, schedule = loop.build_optimizer(config, task, steps_per_epoch, config.num_train_steps)
   init = lambda r: state_lib.create(task.init_params(r), tx, r)
-  state = step_lib.jit_init_state(mesh, init)(jax.random.PRNGKey(config.seed))
+  state = step_lib.jit_init_state(mesh, init)(jax.random.key(config.seed))
   return step_lib.jit_train_step(mesh, loss_fn=task.loss_fn, tx=tx, schedule=schedule), state
 
 

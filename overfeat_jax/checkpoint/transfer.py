@@ -138,7 +138,7 @@ def initialise(task: Any, source: Source, *, layers: str = 'features', freeze: b
   """`task` (a `train.task.Task`) whose `init_params` copies the selected layers of `source` over its own
   initialisation and whose `trainable_mask` also marks them frozen when `freeze`. Shapes are checked here,
   once, so a mismatch stops the run before any data is read."""
-  shapes = jax.eval_shape(task.init_params, jax.random.PRNGKey(0))
+  shapes = jax.eval_shape(task.init_params, jax.random.key(0))
   prefix = ('backbone',) if 'backbone' in shapes else ()  # localization / detection trees
   picked = {prefix + k: v for k, v in pick(source.params, layers).items()}
   check_fits(shapes, picked, source.description)

@@ -85,7 +85,7 @@ def abstract_state(cfg: ml_collections.ConfigDict, task: Any, mesh: Mesh,
   steps_per_epoch, total = loop.steps_for(cfg, num_train_records)
   tx, schedule = loop.build_optimizer(cfg, task, steps_per_epoch, total)
   init_fn = lambda rng: state_lib.create(task.init_params(rng), tx, rng)
-  shapes = jax.eval_shape(init_fn, jax.random.PRNGKey(cfg.seed))
+  shapes = jax.eval_shape(init_fn, jax.random.key(cfg.seed))
   return abstract_tree(shapes, mesh_lib.replicated(mesh)), tx, schedule
 
 

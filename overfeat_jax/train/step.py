@@ -29,7 +29,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, loss_fn: Calla
   Without `skip_nonfinite` the first non-finite step freezes the state for good (the loop stops at its next
   metrics fetch and the last good checkpoint stays intact); with it, bad steps are skipped and counted.
   """
-  rng = jax.random.fold_in(state.rng, state.step)  # dropout noise of this step, nothing else to carry
+  # Dropout noise of this step, nothing else to carry; the state holds the base key's raw data (`state.py`).
+  rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
   grad_fn = jax.value_and_grad(functools.partial(loss_fn, train=True), has_aux=True)
   (loss, aux), grads = grad_fn(state.params, batch, rng)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)

@@ -22,7 +22,7 @@ def _write_random(path, geometry, num_classes, seed=0):
 def _flax_params(geometry, num_classes, seed=0):
   """Random params with exactly the Flax module's tree and shapes (shapes by `eval_shape`: no slow init)."""
   model = OverFeat(geometry, num_classes=num_classes)
-  shapes = jax.eval_shape(lambda: init_params(model, jax.random.PRNGKey(0)))
+  shapes = jax.eval_shape(lambda: init_params(model, jax.random.key(0)))
   rng = np.random.default_rng(seed)
   return jax.tree_util.tree_map(lambda s: rng.standard_normal(s.shape, dtype=np.float32), shapes)
 
@@ -121,7 +121,7 @@ def test_save_refuses_params_of_another_network(tmp_path):
 def test_random_params_have_the_flax_tree_and_the_papers_scale():
   geometry = FAST.scaled(16)
   params = rw.random_params(geometry, 10, seed=3)
-  shapes = jax.eval_shape(lambda: init_params(OverFeat(geometry, num_classes=10), jax.random.PRNGKey(0)))
+  shapes = jax.eval_shape(lambda: init_params(OverFeat(geometry, num_classes=10), jax.random.key(0)))
   assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(shapes)
   jax.tree_util.tree_map(lambda p, s: (p.shape, p.dtype) == (s.shape, s.dtype) or pytest.fail(str(s)), params, shapes)
   assert abs(float(params['classifier']['fc6']['kernel'].std()) - 0.01) < 5e-4

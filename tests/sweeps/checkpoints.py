@@ -37,7 +37,7 @@ def make_params(seed: int, *, num_classes: int = CLASSES, regressor_outputs: int
 
 def write_checkpoint(workdir: str, stage: str, params, step: int = 5) -> str:
   """Saves a full TrainState (params + Adam state) at `step` in workdir/<stage>/checkpoints, as the loop does."""
-  state = state_lib.create(params, optax.adam(1e-3), jax.random.PRNGKey(0))
+  state = state_lib.create(params, optax.adam(1e-3), jax.random.key(0))
   state = state.replace(step=jnp.asarray(step, jnp.int32))
   manager = ckpt.make_manager(os.path.join(workdir, stage, 'checkpoints'), enable_async=False)
   ckpt.save(manager, step, state, {'data': '', 'task': stage})

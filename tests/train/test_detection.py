@@ -24,9 +24,9 @@ def tiny_config():
 def test_hard_negatives_are_the_most_offending_candidates():
   offending = jnp.asarray([[0.1, 0.9, 0.8, 0.95, 0.3, 0.7, 0.2, 0.05]])
   candidates = jnp.asarray([[True, True, True, False, True, True, True, True]])  # 0.95 is a positive window
-  chosen = detection.mine_negatives(offending, candidates, jax.random.PRNGKey(0), num_hard=3, num_random=0)
+  chosen = detection.mine_negatives(offending, candidates, jax.random.key(0), num_hard=3, num_random=0)
   np.testing.assert_array_equal(np.flatnonzero(np.asarray(chosen[0])), [1, 2, 5])
-  both = np.asarray(detection.mine_negatives(offending, candidates, jax.random.PRNGKey(0), num_hard=3,
+  both = np.asarray(detection.mine_negatives(offending, candidates, jax.random.key(0), num_hard=3,
                                              num_random=2)[0])
   assert both[[1, 2, 5]].all() and both.sum() == 5 and not both[3]  # random ones come from the other candidates
 
@@ -34,7 +34,7 @@ def test_hard_negatives_are_the_most_offending_candidates():
 def test_mining_with_too_few_candidates():
   offending = jnp.asarray([[0.5, 0.4, 0.3], [0.1, 0.2, 0.3]])
   candidates = jnp.asarray([[True, False, False], [False, False, False]])
-  chosen = np.asarray(detection.mine_negatives(offending, candidates, jax.random.PRNGKey(0), num_hard=2,
+  chosen = np.asarray(detection.mine_negatives(offending, candidates, jax.random.key(0), num_hard=2,
                                                num_random=2))
   np.testing.assert_array_equal(chosen, [[True, False, False], [False, False, False]])
 
@@ -51,9 +51,9 @@ def det_batch():
 def test_init_from_localization_adds_a_neutral_background_column():
   config = tiny_config()
   loc_task = localization.make_task(config, previous_params=None)
-  loc_params = jax.jit(loc_task.init_params)(jax.random.PRNGKey(0))
+  loc_params = jax.jit(loc_task.init_params)(jax.random.key(0))
   task = detection.make_task(config, previous_params=loc_params)
-  params = jax.jit(task.init_params)(jax.random.PRNGKey(1))
+  params = jax.jit(task.init_params)(jax.random.key(1))
   fc8 = params['backbone']['classifier']['fc8']
   assert fc8['kernel'].shape[-1] == 4
   np.testing.assert_array_equal(np.asarray(fc8['kernel'][..., :3]),
@@ -68,7 +68,7 @@ def test_init_from_localization_adds_a_neutral_background_column():
 def test_detection_step_learns_and_evaluates():
   config = tiny_config()
   task = detection.make_task(config)
-  params = task.init_params(jax.random.PRNGKey(0))
+  params = task.init_params(jax.random.key(0))
   tx = optax.adam(2e-3)
   opt_state = tx.init(params)
   batch = det_batch()
@@ -81,7 +81,7 @@ def test_detection_step_learns_and_evaluates():
 
   losses = []
   for i in range(30):
-    params, opt_state, loss, aux = step(params, opt_state, jax.random.PRNGKey(i))
+    params, opt_state, loss, aux = step(params, opt_state, jax.random.key(i))
     losses.append(float(loss))
   assert np.isfinite(losses).all() and losses[-1] < 0.5 * losses[0], losses
   assert float(aux['positive_windows']) > 0
@@ -97,13 +97,13 @@ def test_loss_is_computed_at_the_batch_size():
   """The step trains at whatever scale the host resized the batch to (one compiled program per scale)."""
   config = tiny_config()
   task = detection.make_task(config)
-  params = jax.jit(task.init_params)(jax.random.PRNGKey(0))
+  params = jax.jit(task.init_params)(jax.random.key(0))
   batch = jax.tree.map(np.asarray, det_batch())
   transform = detection.make_batch_transform(config)
   positives = []
   for step in (1, 2):
     scaled = transform(batch, step)
-    loss, aux = jax.jit(lambda p, b: task.loss_fn(p, b, jax.random.PRNGKey(0), train=False))(params, scaled)
+    loss, aux = jax.jit(lambda p, b: task.loss_fn(p, b, jax.random.key(0), train=False))(params, scaled)
     assert np.isfinite(float(loss))
     positives.append(float(aux['positive_windows']))
   assert positives[0] != positives[1] and min(positives) > 0  # the two scales see different windows

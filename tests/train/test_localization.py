@@ -38,7 +38,7 @@ def test_no_gradient_outside_the_overlap_rule():
   g = localization.get_geometry('small', 16)
   boxes = jnp.asarray([[[10.0, 10.0, 30.0, 30.0]]])
   t = targets.dense_targets(g, (80, 80), boxes, jnp.asarray([[0]]), fine=True)
-  pred = jax.random.normal(jax.random.PRNGKey(1), (1, 4, 4, 1, 4))
+  pred = jax.random.normal(jax.random.key(1), (1, 4, 4, 1, 4))
   grad = jax.grad(lambda p: localization.masked_l2(p, t)[0])(pred)
   moved = np.abs(np.asarray(grad)).sum(axis=(-1, -2))[0] > 0  # [4, 4]
   np.testing.assert_array_equal(moved, np.asarray(t.positive[0]))
@@ -58,9 +58,9 @@ def test_per_class_loss_uses_the_labelled_class_only():
 def test_frozen_backbone_unchanged_and_regressor_learns(regression):
   config = tiny_config(regression)
   box_model = localization.make_box_model(config, config.num_classes)
-  classifier_params = init_overfeat(box_model.classifier, jax.random.PRNGKey(0))
+  classifier_params = init_overfeat(box_model.classifier, jax.random.key(0))
   task = localization.make_task(config, previous_params=classifier_params)
-  params = task.init_params(jax.random.PRNGKey(1))
+  params = task.init_params(jax.random.key(1))
   tx = optim.make_optimizer('adam', optax.constant_schedule(3e-3), weight_decay=1e-4,
                             trainable_mask=task.trainable_mask(params))
   opt_state = tx.init(params)
@@ -87,7 +87,7 @@ def test_frozen_backbone_unchanged_and_regressor_learns(regression):
 def test_evaluation_step_and_summary():
   config = tiny_config()
   task = localization.make_task(config, previous_params=None)
-  params = task.init_params(jax.random.PRNGKey(0))
+  params = task.init_params(jax.random.key(0))
   (evaluation,) = task.evaluations
   assert evaluation.view == 'resize' and evaluation.size == 72
   out = jax.jit(evaluation.eval_step)(params, tiny_batch())
@@ -150,7 +150,7 @@ def test_evaluation_uses_the_configured_merge_average():
   # confidence-weighted boxes differ from the paper's pairwise averages.
   config = tiny_config()
   config.box.threshold = 1e9
-  params = localization.make_task(config, previous_params=None).init_params(jax.random.PRNGKey(0))
+  params = localization.make_task(config, previous_params=None).init_params(jax.random.key(0))
   boxes = {}
   for average in ('pair', 'score'):
     config.box.merge_average = average

@@ -17,7 +17,7 @@ from tests.train.helpers import load_config, random_batch
 
 def _run_steps(mesh, task, tx, schedule, batches, seed=0):
   init = step_lib.jit_init_state(mesh, lambda rng: state_lib.create(task.init_params(rng), tx, rng))
-  state = init(jax.random.PRNGKey(seed))
+  state = init(jax.random.key(seed))
   train = step_lib.jit_train_step(mesh, loss_fn=task.loss_fn, tx=tx, schedule=schedule)
   losses = []
   for batch in batches:
@@ -38,7 +38,7 @@ def test_eight_devices_match_one_device():
   diffs = jax.tree.map(lambda a, b: float(np.abs(a - b).max()), one.params, eight.params)
   assert max(jax.tree.leaves(diffs)) < 1e-5
   moved = jax.tree.map(lambda a, b: float(np.abs(a - b).max()), one.params,
-                       jax.device_get(task.init_params(jax.random.PRNGKey(0))))
+                       jax.device_get(task.init_params(jax.random.key(0))))
   assert max(jax.tree.leaves(moved)) > 1e-4  # the steps did change the parameters
   assert int(eight.step) == 3
 
@@ -46,9 +46,9 @@ def test_eight_devices_match_one_device():
 def test_dropout_noise_depends_on_the_step_only():
   config = load_config('embedded', 'smoke')
   task = classification.make_task(config)
-  params = task.init_params(jax.random.PRNGKey(0))
+  params = task.init_params(jax.random.key(0))
   batch = jax.tree.map(jnp.asarray, random_batch(0, 4, 64, config.num_classes))
-  key = jax.random.PRNGKey(3)
+  key = jax.random.key(3)
   loss = lambda step: float(task.loss_fn(params, batch, jax.random.fold_in(key, step), train=True)[0])
   assert loss(5) == loss(5) and loss(5) != loss(6)
 
@@ -59,7 +59,7 @@ def _toy(skip_nonfinite):
   schedule = optax.constant_schedule(0.1)
   tx = optax.sgd(schedule)
   mesh = mesh_lib.make_mesh()
-  state = state_lib.create({'w': jnp.ones((3,))}, tx, jax.random.PRNGKey(0))
+  state = state_lib.create({'w': jnp.ones((3,))}, tx, jax.random.key(0))
   step = step_lib.jit_train_step(mesh, loss_fn=loss_fn, tx=tx, schedule=schedule, skip_nonfinite=skip_nonfinite)
   states = []
   for bad in (False, True, False):
@@ -86,3 +86,14 @@ def test_nonfinite_freezes_the_state_and_the_loop_stops_naming_the_step():
   with pytest.raises(loop.NonFiniteLossError, match='non-finite at step 1;'):
     loop.check_finite(run, s3)
   loop.check_finite(run, s1)  # no error before it happened
+
+
+def test_state_keeps_the_keys_raw_data_as_legacy_checkpoints_did():
+  # Checkpoints hold `state.rng` as plain uint32 data, the very array a legacy `PRNGKey(seed)` was, so runs
+  # saved before typed keys restore into the same abstract state and continue with the same dropout noise.
+  tx = optax.sgd(0.1)
+  typed = state_lib.create({'w': jnp.ones((3,))}, tx, jax.random.key(7))
+  raw = state_lib.create({'w': jnp.ones((3,))}, tx, jax.random.key_data(jax.random.key(7)))
+  assert typed.rng.dtype == jnp.uint32 and typed.rng.shape == (2,)
+  np.testing.assert_array_equal(typed.rng, raw.rng)
+  np.testing.assert_array_equal(typed.rng, [0, 7])  # threefry's raw key for seed 7: what PRNGKey(7) returned
