@@ -148,16 +148,18 @@ def test_the_same_file_twice_is_refused_before_any_work(workdir, tmp_path):
 @pytest.mark.slow
 def test_exif_orientation_is_applied_only_on_request(workdir, tmp_path):
   """A 150x200 (HxW) JPEG tagged orientation 6: stored pixels by default, a 200x150 image with boxes inside it
-  with `exif_transpose`."""
-  from overfeat_jax import predict  # pylint: disable=g-import-not-at-top
+  with `--exif_transpose`. (A subprocess: importing predict here would define its flags a second time.)"""
   from overfeat_jax.data import images  # pylint: disable=g-import-not-at-top
   exif = Image.Image().getexif()
   exif[images.ORIENTATION_TAG] = 6
   path = tmp_path / 'phone.jpg'
   path.write_bytes(photo_jpeg(200, 150, seed=1, exif=exif.tobytes()))
-  kwargs = dict(task='detection', config=load_config(), workdir=str(workdir), top=50)
-  (plain,) = predict.predict_files([str(path)], **kwargs)
-  (turned,) = predict.predict_files([str(path)], exif_transpose=True, **kwargs)
+  records = []
+  for flag in ('--noexif_transpose', '--exif_transpose'):
+    r = run_cli(f'--workdir={workdir}', '--task=detection', '--json', flag, str(path))
+    assert r.returncode == 0, r.stderr[-2000:]
+    records += [json.loads(l) for l in r.stdout.splitlines() if l.startswith('{')]
+  plain, turned = records
   assert (plain['height'], plain['width']) == (150, 200) and (turned['height'], turned['width']) == (200, 150)
   for p in turned['predictions']:
     x1, y1, x2, y2 = p['box']
