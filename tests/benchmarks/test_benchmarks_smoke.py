@@ -83,14 +83,18 @@ def test_hlo_report_summarises_train_and_dense_programs(tmp_path):
 @pytest.mark.slow  # builds a tfds dataset from JPEGs and compiles a train step: ~20-40 s on 2 busy cores
 def test_train_from_pipeline_reports_input_compute_and_wait(tmp_path):
   out = run('train_from_pipeline.py', *TINY[:2], '--batch=4', '--num_images=12', '--num_synsets=3',
-            '--image_size=96x72', '--resize_smaller=72', '--steps=2', '--warmup=1', f'--workdir={tmp_path}')
+            '--image_size=96x72', '--resize_smaller=72', '--steps=2', '--warmup=1', f'--workdir={tmp_path}',
+            timeout=600)
   assert re.search(r'data: 12 JPEGs 96x72', out), out
-  rows = {r[0]: r for r in table_rows(out, 6)}
-  assert set(rows) == {'input only', 'compute only', 'end to end'}
+  rows = {(r[0], r[1]): r for r in table_rows(out, 8)}
+  assert set(rows) == {('', 'compute only'), ('0', 'input only'), ('0', 'end to end')}
   for r in rows.values():
-    assert float(r[1]) > 0 and float(r[2]) > 0  # ms/step and img/s
-  assert 0 <= float(rows['end to end'][3]) <= 100 and 0 < float(rows['end to end'][5]) <= 100
-  assert out.count('verdict: the accelerator') == 1
+    assert float(r[2]) > 0 and float(r[3]) > 0  # ms/step and img/s
+  assert float(rows['0', 'input only'][4]) > 0  # images per CPU-second
+  assert 0 <= float(rows['0', 'end to end'][5]) <= 100 and 0 < float(rows['0', 'end to end'][7]) <= 100
+  assert out.count('verdict (0 workers): the accelerator') == 1
+  assert re.fullmatch(r'input pipeline: \d+ img/s per CPU-second \(workers 0: \d+ img/s wall\)',
+                      out.strip().splitlines()[-1]), out
   # The JPEGs went through the project's ImageNet builder (Kaggle layout, config `original`).
   assert list(tmp_path.glob('tfds_*/ilsvrc2012_cls_loc/original/1.0.0'))
 
