@@ -16,8 +16,8 @@ detection stage's. `num_classes = 0`: the class count comes from the built datas
   python -m overfeat_jax.main --config=experiments/configs/own_data.py:coco --workdir=/tmp/own_coco
 
 Arguments (comma-separated): `coco` reads `coco_json/<name>` instead of `voc_folder/<name>`; `smoke` is the
-seconds-long variant (the embedded smoke stages, a dataset named `embedded_det_smoke`, written with
-`--train_size=64 --test_size=16`). Your own photos: build them under a name of yours and point the detection
+seconds-long variant (the embedded smoke classifier, then detection, one evaluation scale each, on a dataset
+named `embedded_det_smoke`, written with `--train_size=64 --test_size=16`). Your own photos: build them under a name of yours and point the detection
 stage at it, e.g. `--config.detection.data.name=voc_folder/my_photos --config.detection.data.eval_split=
 validation` (hash-split folders have `train` and `validation`); phone photos are stored with their smaller
 side at 256 px by default (`--smaller_side`), so give the detection stage matching sizes
@@ -46,4 +46,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # and test (ImageSets/Main, instances_<split>.json).
   c.detection.data = ml_collections.ConfigDict({'name': f'{builder}/{name}', 'options': {},
                                                 'train_split': 'train', 'eval_split': 'test'})
+  if smoke:  # the CLI test's run: classifier -> detection, one evaluation scale each (fewest compilations)
+    c.stages = ('classification', 'detection')
+    c.eval.scales, c.eval.flips = (72,), False
+    c.detection.box.eval_scales = (128,)
   return c
