@@ -39,7 +39,7 @@ def imported_modules(path: pathlib.Path) -> set[str]:
 
 
 def unit(module: str) -> str | None:
-  """The layer unit of `overfeat_jax.X[...]`: the folder or top-level module X (None for the package itself)."""
+  """The layer unit of `overfeat_jax.X[...]`: the folder or top-level module X (None for the package)."""
   parts = module.split('.')
   if len(parts) > 1 and ((ROOT / parts[1]).is_dir() or (ROOT / f'{parts[1]}.py').exists()):
     return parts[1]
@@ -95,6 +95,20 @@ def test_the_checker_sees_function_local_and_relative_imports(tmp_path, monkeypa
   assert graph['a'] == {'b'} and graph['b'] == {'a'} and graph['c'] == {'a'}
   assert folder_cycles(graph) == [('a', 'b')]
 
+
+
+def _warn_from(module_name: str) -> None:
+  """Runs `warnings.warn(..., DeprecationWarning)` as code of the module `module_name`."""
+  code = compile("import warnings\nwarnings.warn('old API', DeprecationWarning)", 'fake.py', 'exec')
+  exec(code, {'__name__': module_name})  # pylint: disable=exec-used
+
+
+def test_deprecation_warnings_of_the_package_are_errors_in_the_tests():
+  # setup.cfg's filterwarnings: the package's own DeprecationWarnings fail the test run, a library's do not.
+  with pytest.raises(DeprecationWarning, match='old API'):
+    _warn_from('overfeat_jax.train.loop')
+  with pytest.warns(DeprecationWarning):
+    _warn_from('some_library.module')
 
 if __name__ == '__main__':
   g = unit_graph()

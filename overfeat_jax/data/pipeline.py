@@ -19,7 +19,9 @@ import threading
 from typing import Any, Callable, Iterator, Sequence
 
 from absl import logging
-import grain.python as grain
+import grain
+# grain 0.2.18 exports SharedMemoryArray only under the legacy `grain.python`; the rest comes from `grain.*`.
+from grain.python import SharedMemoryArray
 import jax
 import numpy as np
 import tensorflow_datasets as tfds
@@ -79,8 +81,8 @@ class _EpochSampler:
   permutation costs ~0.
   """
 
-  def __init__(self, num_records: int, shard: grain.ShardOptions, shuffle: bool, num_epochs: int | None,
-               seed: int):
+  def __init__(self, num_records: int, shard: grain.sharding.ShardOptions, shuffle: bool,
+               num_epochs: int | None, seed: int):
     self._num_records, self._shard_count = num_records, shard.shard_count
     self._shard_index = shard.shard_index
     self._per_shard = num_records // shard.shard_count  # drop_remainder: every shard has this many.
@@ -130,8 +132,8 @@ class _KeyedSource:
 
 
 class _TrainBatcher:
-  """`grain.Batch`'s batch_fn: keyed records -> one training batch built in place (`preprocess.train_batch`),
-  record i seeded by (seed, epoch, index).
+  """`grain.transforms.Batch`'s batch_fn: keyed records -> one training batch built in place
+  (`preprocess.train_batch`), record i seeded by (seed, epoch, index).
 
   Why a batch function and not a per-record MapTransform followed by grain's stack: the per-record path paid
   grain's per-record map machinery, a 20 MB `np.stack` per batch of 128 at 231 px and a box transform per
@@ -149,18 +151,18 @@ class _TrainBatcher:
 
   def __call__(self, elements: Sequence[dict]) -> dict[str, np.ndarray]:
     shape = (len(elements), self._crop, self._crop, 3)
-    out = grain.SharedMemoryArray(shape, np.uint8) if self._shared_memory else np.empty(shape, np.uint8)
+    out = SharedMemoryArray(shape, np.uint8) if self._shared_memory else np.empty(shape, np.uint8)
     rngs = [preprocess.example_rng(self._seed, e['epoch'], e['index']) for e in elements]
     return preprocess.train_batch([e['record'] for e in elements], rngs, crop_size=self._crop,
                                   resize_smaller=self._resize, max_boxes=self._max_boxes, out=out)
 
 
-def _shard_options(shard_index: int | None, shard_count: int | None) -> grain.ShardOptions:
+def _shard_options(shard_index: int | None, shard_count: int | None) -> grain.sharding.ShardOptions:
   index = jax.process_index() if shard_index is None else shard_index
   count = jax.process_count() if shard_count is None else shard_count
   if not 0 <= index < count:
     raise InputError(f'shard_index must be in [0, {count}), got {index}.')
-  return grain.ShardOptions(shard_index=index, shard_count=count, drop_remainder=True)
+  return grain.sharding.ShardOptions(shard_index=index, shard_count=count, drop_remainder=True)
 
 
 class TrainIterator:
@@ -227,8 +229,8 @@ def train_iterator(source: Any, *, global_batch_size: int, crop_size: int,
   sampler = _EpochSampler(len(source), shard, shuffle, num_epochs, seed)
   loader = grain.DataLoader(
       data_source=_KeyedSource(source), sampler=sampler, worker_count=worker_count, shard_options=shard,
-      operations=[grain.Batch(global_batch_size // shard.shard_count, drop_remainder=True,
-                              batch_fn=_TrainBatcher(seed, crop_size, resize_smaller, max_boxes))],
+      operations=[grain.transforms.Batch(global_batch_size // shard.shard_count, drop_remainder=True,
+                                         batch_fn=_TrainBatcher(seed, crop_size, resize_smaller, max_boxes))],
       read_options=grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=4 * read_threads))
   return TrainIterator(loader)
 

@@ -43,7 +43,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, loss_fn: Calla
       step=state.step + 1, params=keep(params, state.params), opt_state=keep(opt_state, state.opt_state),
       nonfinite_count=state.nonfinite_count + (~finite).astype(jnp.int32), first_nonfinite=first_bad)
   metrics = {'loss': loss, 'lr': jnp.asarray(schedule(state.step), jnp.float32),
-             'grad_norm': optax.global_norm(grads), **aux}
+             'grad_norm': optax.tree.norm(grads), **aux}
   return new_state, metrics
 
 
