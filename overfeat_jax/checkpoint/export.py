@@ -161,7 +161,7 @@ def build_config(spec: NetworkSpec, *, stage: str, class_names: list[str] | None
              'fine_stride': geometry.fine_stride,
              'background_class': spec.num_classes - 1 if stage == 'detection' else None}
   regressor = ({'num_outputs': spec.regressor_outputs, 'hidden': list(spec.regressor_hidden),
-                'encoding': 'window-relative box edges (overfeat_jax.train.targets)'}
+                'encoding': 'window-relative box edges (overfeat_jax.box_ops.encode)'}
                if spec.regressor_outputs else None)
   pre = {'input': 'RGB, NHWC, pixel values 0..255 (uint8 or float); the model normalises inside',
          'train_size': geometry.input_size, **(preprocessing or {})}

@@ -6,7 +6,7 @@ per step: the input pipeline's batch is resized ON THE HOST (`make_batch_transfo
 with it) to the scales of `box.train_scales` in turn (step i uses scale i mod n), so the jitted step sees one
 static shape per scale (n small compiled programs, cached by `jax.jit`) and contains no image resize. At the
 batch's size the regressor runs densely at the fine stride (every location and offset) and takes an L2 loss
-between predicted and true window-relative box edges (`train.targets`) at the windows whose input window
+between predicted and true window-relative box edges (`box_ops.encode`) at the windows whose input window
 contains more than half of a ground-truth box: the sum of squared edge errors averaged over those windows.
 
 Evaluation: the paper's procedure (`inference.localize`) on the `resize` view and the ILSVRC localization error

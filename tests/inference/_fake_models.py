@@ -3,7 +3,7 @@
 The fake layer 5 carries, per cell, its own row and column index and the image's scale factors; after the offset
 max pooling a cell holds the largest row/column of its k x k block, from which the fake regressor recovers the
 window's top-left input pixel and encodes `TARGET` (in original-image pixels) relative to it. If the inference
-code's window geometry (stride, offsets, interleaving, scale) disagreed with `train.targets`, the decoded boxes
+code's window geometry (stride, offsets, interleaving, scale) disagreed with `box_ops`, the decoded boxes
 would miss `TARGET`.
 """
 
