@@ -25,9 +25,9 @@ def data_dir(tmp_path_factory):
   return str(tmp_path_factory.mktemp('tfds'))
 
 
-def _config(data_dir, **overrides):
+def _config(data_dir, workers='0', **overrides):
   config = load_config('embedded', 'smoke')
-  config.data.data_dir = data_dir
+  config.data.data_dir, config.data.worker_count = data_dir, workers
   config.num_train_steps, config.checkpoint_every_steps = 8, 2
   config.stages = ('classification',)  # resume is the loop's promise; one stage keeps these tests short
   config.update(overrides)
@@ -48,8 +48,9 @@ def _assert_identical(a, b):
 
 
 @pytest.mark.slow
-def test_sigterm_saves_and_the_resumed_run_is_bit_identical(tmp_path, data_dir, monkeypatch):
-  reference = loop.train_and_evaluate(_config(data_dir), str(tmp_path / 'ref'))
+@pytest.mark.parametrize('workers', ['0', '2'])  # '2': grain worker processes, whose state is per worker
+def test_sigterm_saves_and_the_resumed_run_is_bit_identical(tmp_path, data_dir, monkeypatch, workers):
+  reference = loop.train_and_evaluate(_config(data_dir, workers), str(tmp_path / 'ref'))
   original = step_lib.jit_train_step
 
   def stop_after_three(*args, **kwargs):
@@ -63,10 +64,10 @@ def test_sigterm_saves_and_the_resumed_run_is_bit_identical(tmp_path, data_dir, 
     return wrapped
 
   monkeypatch.setattr(step_lib, 'jit_train_step', stop_after_three)
-  stopped = loop.train_and_evaluate(_config(data_dir), str(tmp_path / 'run'))
+  stopped = loop.train_and_evaluate(_config(data_dir, workers), str(tmp_path / 'run'))
   assert stopped['classification']['preempted'] and stopped['classification']['saved_at'] == 3
   monkeypatch.setattr(step_lib, 'jit_train_step', original)
-  resumed = loop.train_and_evaluate(_config(data_dir), str(tmp_path / 'run'))
+  resumed = loop.train_and_evaluate(_config(data_dir, workers), str(tmp_path / 'run'))
   assert resumed['classification']['start_step'] == 3
   (s1, p1), (s2, p2) = _final_params(tmp_path / 'ref'), _final_params(tmp_path / 'run')
   assert s1 == s2 == 8
