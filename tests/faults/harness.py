@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 STEP_LINE = re.compile(r'train \[[#.]*\]\s+\d+% (\d+)/(\d+) \|')
 RESUMED = re.compile(r'Resumed classification from step (\d+)')
 TMP_MARK = 'orbax-checkpoint-tmp'
+CLASSIFICATION_ONLY = "--config.stages=('classification',)"
 
 
 def trainer_env(cache_dir: str | os.PathLike) -> dict[str, str]:
@@ -34,8 +35,9 @@ def trainer_env(cache_dir: str | os.PathLike) -> dict[str, str]:
 
 def trainer_flags(workdir: str | os.PathLike, data_dir: str | os.PathLike, steps: int, every: int,
                   extra: Sequence[str] = ()) -> list[str]:
-  """Flags of a smoke run of `steps` steps, checkpointing every `every`, with a cheap final evaluation."""
-  return ['--config=experiments/configs/embedded.py:smoke', f'--workdir={workdir}',
+  """Flags of a smoke run of `steps` steps, checkpointing every `every`, with a cheap final evaluation; the
+  classification stage only (the faults are the same in every stage, and the tests read its checkpoints)."""
+  return ['--config=experiments/configs/embedded.py:smoke', f'--workdir={workdir}', CLASSIFICATION_ONLY,
           f'--config.data.data_dir={data_dir}', f'--config.num_train_steps={steps}',
           '--config.log_every_steps=1', f'--config.checkpoint_every_steps={every}',
           '--config.eval.scales=(72,)', '--config.eval.flips=False', *extra]

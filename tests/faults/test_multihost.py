@@ -23,7 +23,6 @@ from tests.faults import harness
 
 STEPS, EVERY = 8, 2  # the 2-process runs: a checkpoint every EVERY steps and at the end
 PROCESSES, DEVICES = 2, 2
-CLASSIFICATION_ONLY = "--config.stages=('classification',)"
 PRE_LOOP_BOUND_S = 10.0  # SIGTERM before the loop -> the process is gone
 SIGTERM_BOUND_S = 90.0  # SIGTERM in the loop -> both processes saved and exited (loaded 2-core machine)
 
@@ -35,7 +34,7 @@ def env2(env):
 
 
 def _flags(workdir, data_dir, *extra: str, steps: int = STEPS) -> list[str]:
-  return harness.trainer_flags(workdir, data_dir, steps, EVERY, [CLASSIFICATION_ONLY, *extra])
+  return harness.trainer_flags(workdir, data_dir, steps, EVERY, extra)
 
 
 def _job(workdir, data_dir, env, log, *extra: str, steps: int = STEPS) -> harness.Trainer:
