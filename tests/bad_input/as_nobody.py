@@ -8,6 +8,7 @@ third-party ones, come along) and compiles MODULE's code; after the drop it runs
 run reads (its config) must be readable by nobody: the caller puts them in such a directory.
 """
 
+import ast
 import importlib
 import importlib.util
 import os
@@ -33,6 +34,29 @@ def import_package() -> None:
       importlib.import_module(info.name)
 
 
+def import_dependencies(code_path: str) -> None:
+  """Imports what the entry point's own top-level imports name (e.g. `ml_collections.config_flags`, which no
+  library module imports), so that running it after the drop finds them in `sys.modules`."""
+  with open(code_path, encoding='utf-8') as f:
+    tree = ast.parse(f.read())
+  for node in tree.body:
+    if isinstance(node, ast.Import):
+      names = [alias.name for alias in node.names]
+    elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+      names = [node.module] + [f'{node.module}.{alias.name}' for alias in node.names]
+    else:
+      continue
+    for name in names:
+      spec = None
+      try:
+        spec = importlib.util.find_spec(name)
+      except (ImportError, ValueError):
+        pass  # `from m import attribute`: not a module
+      if spec is not None and not (spec.origin and spec.origin.endswith('.py') and name.startswith('overfeat_jax')
+                                   and _is_entry_point(spec)):
+        importlib.import_module(name)
+
+
 def main_module(name: str) -> tuple[types.ModuleType, types.CodeType]:
   """A fresh `__main__` module for `name` and its compiled code (read now, while the file is readable)."""
   spec = importlib.util.find_spec(name)
@@ -44,6 +68,7 @@ def main_module(name: str) -> tuple[types.ModuleType, types.CodeType]:
 if __name__ == '__main__':
   import_package()
   target, code = main_module(sys.argv[1])
+  import_dependencies(target.__file__)
   os.setgroups([])
   os.setgid(NOBODY)
   os.setuid(NOBODY)

@@ -20,7 +20,7 @@ CODE_DIRS = ('overfeat_jax', 'launch', 'experiments')
 # What could execute code from a file: unpickling (directly or through numpy/torch/joblib), eval/exec,
 # marshal, shelve, yaml's full loader.
 FORBIDDEN = re.compile(r'\bpickle\b|allow_pickle\s*=\s*True|(?<![.\w])eval\(|(?<![.\w])exec\(|\bmarshal\b|'
-                       r'\bshelve\b|\bdill\b|\bjoblib\b|torch\.load|yaml\.load\(|yaml\.unsafe_load|'
+                       r'\bshelve\b|\bdill\b|\bjoblib\b|(?<![.\w])torch\.load\(|yaml\.load\(|yaml\.unsafe_load|'
                        r'cloudpickle|literal_eval')
 # Configs load each other (overfeat_jax.config_files), benchmarks the repository's own config files, and a sweep the training config
 # file it names, by path: config files are Python by design (like `--config=path.py`), never data.
@@ -52,7 +52,7 @@ def test_exec_module_only_where_the_repositorys_config_files_are_loaded():
 
 
 def test_every_np_load_refuses_pickles():
-  calls = [(p, n, c) for p, n, c in _code_lines() if re.search(r'\bnp\.load\(|numpy\.load\(', c)]
+  calls = [(p, n, c) for p, n, c in _code_lines() if re.search(r'(?<![.\w])(np|numpy)\.load\(', c)]
   for p, n, c in calls:
     assert 'allow_pickle=False' in c, f'{p}:{n}: np.load without allow_pickle=False'
 

@@ -119,7 +119,7 @@ def _no_local_gs_folder(*roots: Path) -> None:
 def test_gs_workdir_survives_sigkill_during_async_save_then_exports_and_predicts(tmp_path, data_dir, env,
                                                                                  emulator):
   env = {**env, **emulator.env()}
-  flags = harness.trainer_flags(RUN, data_dir, STEPS, EVERY, ["--config.stages=('classification',)"])
+  flags = harness.trainer_flags(RUN, data_dir, STEPS, EVERY)
 
   # 1. Train into the bucket; SIGKILL once a save is in flight after at least one committed checkpoint.
   run = harness.Trainer(flags, env, tmp_path / 'log0.txt')

@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import shlex
 import stat
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from overfeat_jax.errors import InputError
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 POD = tpu_pod.Pod('of-v5e-32', 'us-west4-a', 'proj', 'gcloud')
-FAKE_GCLOUD = f"""#!{sys.executable}
+FAKE_GCLOUD_PY = """
 import json, os, sys
 with open(os.environ['FAKE_GCLOUD_LOG'], 'a') as f:
   f.write(json.dumps(sys.argv[1:]) + '\\n')
@@ -91,8 +92,10 @@ def test_rendered_commands():
 
 
 def _run(tmp_path, *args, preflight_exit=0, tpu_exists=False):
-  gcloud = tmp_path / 'gcloud'
-  gcloud.write_text(FAKE_GCLOUD)
+  gcloud, script = tmp_path / 'gcloud', tmp_path / 'fake_gcloud.py'
+  script.write_text(FAKE_GCLOUD_PY)
+  # A shell wrapper, not a `#!python` line: a shebang cannot name an interpreter whose path has a space.
+  gcloud.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} {shlex.quote(str(script))} "$@"\n')
   gcloud.chmod(gcloud.stat().st_mode | stat.S_IXUSR)
   env = {**os.environ, 'FAKE_GCLOUD_LOG': str(tmp_path / 'gcloud.log'), 'TMPDIR': str(tmp_path),
          'FAKE_PREFLIGHT_LOG': str(tmp_path / 'preflight.log'), 'FAKE_PREFLIGHT_EXIT': str(preflight_exit),
