@@ -131,6 +131,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   line and leaves the workdir's config.json as it was).
   """
   check_workdir(workdir)
+  if len(set(config.stages)) != len(config.stages):  # config_flags appends a tuple flag given twice
+    raise InputError(f'config.stages names a stage twice: {tuple(config.stages)} (a --config.stages flag given '
+                     'twice is appended to itself: give it once)')
   config = inputs.with_classes_from_data(config)  # num_classes = 0: own data's class count (docs/own_data.md)
   results, previous, source = {}, None, initial_weights(config)
   for stage in config.stages:

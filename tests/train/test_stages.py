@@ -20,6 +20,14 @@ def test_registry_holds_the_three_stages():
   assert set(loop.BATCH_TRANSFORMS) == {'localization', 'detection'}
 
 
+def test_a_stage_named_twice_is_refused_before_any_work(tmp_path):
+  config = load_config('embedded', 'smoke')
+  config.stages = ('classification', 'classification')  # what `--config.stages=...` given twice makes
+  with pytest.raises(loop.InputError, match='names a stage twice'):
+    loop.train_and_evaluate(config, str(tmp_path / 'w'))
+  assert not (tmp_path / 'w' / 'classification').exists()
+
+
 def test_demo_config_runs_three_stages_with_their_sections():
   for arg in ('', 'smoke'):
     config = load_config('embedded', arg)
