@@ -13,6 +13,7 @@ pins `file_format=array_record` (readable without TensorFlow), checks the paths 
 and shows what was skipped or repaired.
 """
 
+import importlib
 import os
 import re
 from typing import Callable
@@ -25,44 +26,20 @@ from overfeat_jax.data import report as report_lib
 from overfeat_jax.errors import InputError
 
 
-def _cls_loc() -> type:
-  from overfeat_jax.data import imagenet_cls_loc
-  return imagenet_cls_loc.Ilsvrc2012ClsLoc
-
-
-def _det() -> type:
-  from overfeat_jax.data import imagenet_det
-  return imagenet_det.Ilsvrc2014Det
-
-
-def _embedded() -> type:
-  from overfeat_jax.data import embedded
-  return embedded.Embedded
-
-
-def _voc() -> type:
-  from overfeat_jax.data import voc_folder
-  return voc_folder.VocFolder
-
-
-def _coco() -> type:
-  from overfeat_jax.data import coco_json
-  return coco_json.CocoJson
-
-
-def _image_folder() -> type:
-  from overfeat_jax.data import image_folder
-  return image_folder.ImageFolder
+def _lazy(module: str, name: str) -> Callable[[], type]:
+  """A loader of the builder class `name` of `overfeat_jax.data.<module>`: imported only when that dataset is
+  built (the ImageNet builders pull in scipy and the devkit readers)."""
+  return lambda: getattr(importlib.import_module(f'overfeat_jax.data.{module}'), name)
 
 
 # name -> (builder class loader, needs manual_dir, default config)
 DATASETS: dict[str, tuple[Callable[[], type], bool, str | None]] = {
-    'ilsvrc2012_cls_loc': (_cls_loc, True, 'resized256'),
-    'ilsvrc2014_det': (_det, True, 'resized256'),
-    'embedded': (_embedded, False, None),
-    'voc_folder': (_voc, True, None),
-    'coco_json': (_coco, True, None),
-    'image_folder': (_image_folder, True, None),
+    'ilsvrc2012_cls_loc': (_lazy('imagenet_cls_loc', 'Ilsvrc2012ClsLoc'), True, 'resized256'),
+    'ilsvrc2014_det': (_lazy('imagenet_det', 'Ilsvrc2014Det'), True, 'resized256'),
+    'embedded': (_lazy('embedded', 'Embedded'), False, None),
+    'voc_folder': (_lazy('voc_folder', 'VocFolder'), True, None),
+    'coco_json': (_lazy('coco_json', 'CocoJson'), True, None),
+    'image_folder': (_lazy('image_folder', 'ImageFolder'), True, None),
 }
 # The own-data builders (docs/own_data.md): configured by --name, --smaller_side and --classes, not --config.
 OWN_DATA = ('voc_folder', 'coco_json', 'image_folder')
