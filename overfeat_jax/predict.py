@@ -79,7 +79,7 @@ def class_names(cfg) -> list[str]:
 
 def make_predictor(task: str, cfg) -> tuple[Any, int]:
   """(jitted fn(params, images [1, S, S, 3]) -> outputs, view size S) of a stage."""
-  from overfeat_jax.train import classification, detection, localization  # pylint: disable=g-import-not-at-top
+  from overfeat_jax.tasks import classification, detection, localization  # pylint: disable=g-import-not-at-top
   if task == 'classification':
     model = classification.make_model(cfg)
     scales = localization.as_sizes(cfg.eval.scales)

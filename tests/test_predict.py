@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from overfeat_jax.checkpoint import manager as ckpt
-from overfeat_jax.train import detection
+from overfeat_jax.tasks import detection
 from overfeat_jax.errors import InputError
 from overfeat_jax.config_files import load_config as load_config_file
 from overfeat_jax.config_files import save_config

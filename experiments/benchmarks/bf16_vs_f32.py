@@ -1,7 +1,7 @@
 r"""Does a bfloat16 run's loss curve track float32's? The embedded demo's classification, same seed and data.
 
 bfloat16 is only the compute dtype (activations and convolution inputs); params, the loss and the optimizer
-stay float32 (`config.dtype`, `train.classification`). Both runs use the trainer's own pieces (`make_task`,
+stay float32 (`config.dtype`, `tasks.classification`). Both runs use the trainer's own pieces (`make_task`,
 `loop.build_optimizer`, `jit_train_step`), the same initial parameters, the same dropout keys and the very
 same batches (drawn once from the real input pipeline and replayed), so the gap between the curves is the
 numerics and nothing else. Writes both curves to a PNG and prints the max and mean relative gap per step and
@@ -25,7 +25,8 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-imp
 
 from overfeat_jax import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 from overfeat_jax.parallel import mesh as mesh_lib
-from overfeat_jax.train import classification, inputs, loop
+from overfeat_jax.tasks import classification
+from overfeat_jax.train import inputs, loop
 from overfeat_jax.train import state as state_lib
 from overfeat_jax.train import step as step_lib
 

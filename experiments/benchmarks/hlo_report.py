@@ -35,7 +35,8 @@ from overfeat_jax import cli
 from overfeat_jax.models import get_geometry
 from overfeat_jax.models.overfeat import OverFeat, init_params
 from overfeat_jax.parallel import mesh as mesh_lib
-from overfeat_jax.train import losses, optim
+from overfeat_jax.tasks import losses
+from overfeat_jax.train import optim
 from overfeat_jax.train import state as state_lib
 from overfeat_jax.train import step as step_lib
 

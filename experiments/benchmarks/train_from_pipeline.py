@@ -44,7 +44,8 @@ from overfeat_jax.data.imagenet_cls_loc import sorted_wnids
 from overfeat_jax.errors import InputError
 from overfeat_jax.models import get_geometry
 from overfeat_jax.parallel import mesh as mesh_lib
-from overfeat_jax.train import classification, loop
+from overfeat_jax.tasks import classification
+from overfeat_jax.train import loop
 from overfeat_jax.train import state as state_lib
 from overfeat_jax.train import step as step_lib
 

@@ -22,10 +22,11 @@ from overfeat_jax import cli
 from overfeat_jax.models.geometry import get_geometry
 from overfeat_jax.models.overfeat import OverFeat, init_params
 from overfeat_jax.parallel import mesh as mesh_lib
-from overfeat_jax.train import losses, optim
+from overfeat_jax.tasks import losses
+from overfeat_jax.train import optim
 from overfeat_jax.train import state as state_lib
 from overfeat_jax.train import step as step_lib
-from overfeat_jax.train.classification import DTYPES
+from overfeat_jax.tasks.classification import DTYPES
 
 _NETS = flags.DEFINE_list('nets', ['fast', 'accurate'], 'Geometries to time.')
 _BATCHES = flags.DEFINE_list('batch', ['256'], 'Global batch sizes, ascending (e.g. 256,512); stops at the first OOM.')

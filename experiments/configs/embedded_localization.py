@@ -4,7 +4,7 @@
 `train.loop.stage_config`); `get_config(arg)` is the embedded demo (`embedded.py`, which holds this section) stopped after localization.
 Regressor: single-class (the paper's competition choice), hidden widths divided like the network's (4096/8,
 1024/8). Training: whole 72x72 images (no crop, random flips), resized on the host to one of 4 scales per
-step, in turn (`train.localization.make_batch_transform`), 1,000 steps.
+step, in turn (`tasks.localization.make_batch_transform`), 1,000 steps.
 Inference: 4 scales (80-152 px), top-2 classes per scale, greedy merge with the 'overlap' score at t = 0.4
 (chosen by the measurements in experiments/benchmarks/results/localization_detection.md).
 

@@ -135,7 +135,7 @@ def check_fits(shapes: Any, picked: dict[Key, np.ndarray], description: str) -> 
 
 
 def initialise(task: Any, source: Source, *, layers: str = 'features', freeze: bool = False) -> Any:
-  """`task` (a `train.task.Task`) whose `init_params` copies the selected layers of `source` over its own
+  """`task` (a `tasks.task.Task`) whose `init_params` copies the selected layers of `source` over its own
   initialisation and whose `trainable_mask` also marks them frozen when `freeze`. Shapes are checked here,
   once, so a mismatch stops the run before any data is read."""
   shapes = jax.eval_shape(task.init_params, jax.random.key(0))

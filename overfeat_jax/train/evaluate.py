@@ -13,7 +13,7 @@ from jax.sharding import Mesh
 from overfeat_jax.parallel import mesh as mesh_lib
 from overfeat_jax.train import step as step_lib
 from overfeat_jax.train.logging import Progress, Writer
-from overfeat_jax.train.task import Evaluation
+from overfeat_jax.tasks.task import Evaluation
 
 
 def with_mask(eval_step: Callable) -> Callable:

@@ -23,11 +23,12 @@ from overfeat_jax.checkpoint import transfer
 from overfeat_jax.errors import InputError
 from overfeat_jax.models.geometry import get_geometry
 from overfeat_jax.parallel import mesh as mesh_lib
-from overfeat_jax.train import classification, detection, evaluate, inputs, localization, optim
+from overfeat_jax.tasks import classification, detection, localization
+from overfeat_jax.train import evaluate, inputs, optim
 from overfeat_jax.train import state as state_lib
 from overfeat_jax.train import step as step_lib
 from overfeat_jax.train.logging import Progress, Writer
-from overfeat_jax.train.task import Task
+from overfeat_jax.tasks.task import Task
 
 # The one registry of stages: name -> make_task(stage config, previous_params) -> Task.
 TASKS: dict[str, Callable[..., Task]] = {'classification': classification.make_task,

@@ -18,7 +18,8 @@ from overfeat_jax.checkpoint import transfer
 from overfeat_jax.errors import InputError
 from overfeat_jax.models import release_weights
 from overfeat_jax.models.geometry import get_geometry
-from overfeat_jax.train import classification, detection, loop
+from overfeat_jax.tasks import classification, detection
+from overfeat_jax.train import loop
 from overfeat_jax.train import state as state_lib
 from overfeat_jax.train import step as step_lib
 from tests.sweeps import checkpoints

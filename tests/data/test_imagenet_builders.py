@@ -192,7 +192,7 @@ def test_det_validation_blacklist_is_recorded_per_record(det_built):
   assert det_built.info.metadata['blacklist_source'].endswith('ILSVRC2014_det_validation_blacklist.txt')
   notes = report_lib.read_report(det_built.data_dir)['splits']['validation']['notes']
   assert any('validation blacklist: 1 (image, class) pairs' in n for n in notes)
-  # The evaluation batches carry it (padded with -1), for the detection evaluation (train.detection).
+  # The evaluation batches carry it (padded with -1), for the detection evaluation (tasks.detection).
   batch = next(pipeline.eval_iterator(det_built.as_data_source(split='validation'), batch_size=2, view='resize',
                                       size=64, max_boxes=3, shard_index=0, shard_count=1))
   assert sorted(batch['ignore_classes'].tolist()) == [[-1, -1, -1], [0, -1, -1]]

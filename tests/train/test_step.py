@@ -9,7 +9,8 @@ import optax
 import pytest
 
 from overfeat_jax.parallel import mesh as mesh_lib
-from overfeat_jax.train import classification, loop, optim
+from overfeat_jax.tasks import classification
+from overfeat_jax.train import loop, optim
 from overfeat_jax.train import state as state_lib
 from overfeat_jax.train import step as step_lib
 from tests.train.helpers import load_config, random_batch

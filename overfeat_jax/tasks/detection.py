@@ -3,7 +3,7 @@
 The classifier gets C + 1 outputs (index C = background) and is trained densely on whole images, one scale of
 `box.train_scales` per step (resized on the host in turn, as in localization: `localization.make_batch_transform`),
 at every location and offset of the fine map: every window (location and offset of the fine map) is labelled with the class of
-the ground-truth box it contains more than half of (`train.targets`, the same rule as localization), or
+the ground-truth box it contains more than half of (`tasks.targets`, the same rule as localization), or
 background. The loss is softmax cross-entropy over
   - every positive window,
   - per image, the `mining.num_hard` most offending background windows (highest probability of any object
@@ -29,8 +29,8 @@ from overfeat_jax.inference import detect as detect_lib
 from overfeat_jax.inference import localize as localize_lib
 from overfeat_jax.metrics.detection import DetectionAccumulator
 from overfeat_jax.models.overfeat import init_params as init_overfeat
-from overfeat_jax.train import localization, targets
-from overfeat_jax.train.task import Evaluation, Task, all_trainable
+from overfeat_jax.tasks import localization, targets
+from overfeat_jax.tasks.task import Evaluation, Task, all_trainable
 
 
 def mine_negatives(offending: jax.Array, candidates: jax.Array, rng: jax.Array, *, num_hard: int,

@@ -29,8 +29,8 @@ from overfeat_jax.metrics.localization import LocalizationCounts
 from overfeat_jax.models.geometry import get_geometry
 from overfeat_jax.models.heads import BoxRegressor
 from overfeat_jax.models.overfeat import OverFeat, init_params as init_overfeat
-from overfeat_jax.train import targets
-from overfeat_jax.train.task import Evaluation, Task
+from overfeat_jax.tasks import targets
+from overfeat_jax.tasks.task import Evaluation, Task
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 REGRESSION = ('single', 'per_class')

@@ -8,7 +8,7 @@ import optax
 import pytest
 
 from overfeat_jax.errors import InputError
-from overfeat_jax.train import detection, localization
+from overfeat_jax.tasks import detection, localization
 
 
 def tiny_config():

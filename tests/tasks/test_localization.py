@@ -10,7 +10,8 @@ import pytest
 from overfeat_jax.errors import InputError
 from overfeat_jax.inference import localize
 from overfeat_jax.models.overfeat import init_params as init_overfeat
-from overfeat_jax.train import detection, localization, optim, targets
+from overfeat_jax.tasks import detection, localization, targets
+from overfeat_jax.train import optim
 from tests.train.helpers import load_config
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 
 from overfeat_jax.models.geometry import get_geometry
-from overfeat_jax.train import targets
+from overfeat_jax.tasks import targets
 
 G = get_geometry('small', 8)  # window 64, coarse stride 16, fine stride 8
 

@@ -13,8 +13,8 @@ from overfeat_jax.inference.multiscale import multiscale_class_scores
 from overfeat_jax.metrics.classification import topk_errors
 from overfeat_jax.models.geometry import get_geometry
 from overfeat_jax.models.overfeat import OverFeat, init_params
-from overfeat_jax.train import losses
-from overfeat_jax.train.task import Evaluation, Task, all_trainable
+from overfeat_jax.tasks import losses
+from overfeat_jax.tasks.task import Evaluation, Task, all_trainable
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
