@@ -7,6 +7,7 @@ resolved training config is saved once per run as `<workdir>/config.json` (`save
 `predict`, `export` and the sweeps (`load_config`); `read_json` is the one JSON reader (one-line errors).
 """
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -16,6 +17,7 @@ from typing import Any
 import jax
 import ml_collections
 
+from overfeat_jax import settings as settings_lib
 from overfeat_jax import storage
 from overfeat_jax.errors import InputError
 
@@ -70,6 +72,16 @@ def _tuples(value: Any) -> Any:
   return value
 
 
+def stage_config(config: ml_collections.ConfigDict, stage: str) -> ml_collections.ConfigDict:
+  """The top-level config with the stage's own section (`config.<stage>`, if any) merged over it, locked: what
+  the trainer builds each stage from, and what `predict` rebuilds a stage's networks from."""
+  cfg = ml_collections.ConfigDict(config.to_dict())
+  if stage in cfg and isinstance(cfg[stage], ml_collections.ConfigDict):
+    cfg.update(cfg[stage])
+  cfg.lock()
+  return cfg
+
+
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Writes the resolved config (every override applied) as `workdir/config.json`: process 0, atomically."""
   if jax.process_index() == 0:
@@ -91,3 +103,41 @@ def load_config(workdir: str) -> ml_collections.ConfigDict | None:
   config = ml_collections.ConfigDict(_tuples(data))
   config.lock()
   return config
+
+
+def _section(cls: type, section: Any) -> Any:
+  """`cls` (a settings dataclass) from a config section: its fields that the section has, defaults for the rest
+  (a config saved before a field existed, e.g. `box.merge_average`, gets the field's default)."""
+  values = {f.name: section[f.name] for f in dataclasses.fields(cls) if f.name in section}
+  return cls(**values)
+
+
+def settings_from_config(config: ml_collections.ConfigDict, stage: str) -> settings_lib.StageSettings:
+  """The typed settings of `stage` (`overfeat_jax.settings`): the config's `stage` section merged over its top
+  level (`stage_config`), read once; nothing below the entry points and the loop reads the config.
+
+  Scales become (h, w) int pairs, widths tuples. Raises:
+    InputError: an unknown stage, dtype or box regression.
+  """
+  if stage not in settings_lib.TASK_NAMES:
+    raise InputError(f'unknown stage {stage!r}; available: {sorted(settings_lib.TASK_NAMES)}')
+  cfg = stage_config(config, stage)
+  if cfg.dtype not in settings_lib.DTYPE_NAMES:
+    raise InputError(f'dtype must be one of {settings_lib.DTYPE_NAMES}, got {cfg.dtype!r}.')
+  model = _section(settings_lib.ModelSettings, {**cfg.model.to_dict(), 'dtype': cfg.dtype})
+  e = cfg.eval
+  evaluation = settings_lib.EvalSettings(resize=int(e.resize), scales=settings_lib.as_sizes(e.scales),
+                                         flips=bool(e.flips), fine=bool(e.fine))
+  box = mining = None
+  if 'box' in cfg:
+    b = cfg.box.to_dict()
+    if b.get('regression', 'single') not in settings_lib.REGRESSION:
+      raise InputError(f'box.regression must be one of {settings_lib.REGRESSION}, got {b["regression"]!r}.')
+    b.update({k: settings_lib.as_sizes(b[k]) for k in ('train_scales', 'eval_scales') if k in b})
+    b.update({'hidden': tuple(int(h) for h in b['hidden'])} if 'hidden' in b else {})
+    box = _section(settings_lib.BoxSettings, b)
+  if 'mining' in cfg:
+    mining = _section(settings_lib.MiningSettings, cfg.mining.to_dict())
+  return settings_lib.StageSettings(stage=stage, num_classes=int(cfg.num_classes), crop_size=int(cfg.crop_size),
+                                    model=model, eval=evaluation, box=box, mining=mining,
+                                    dataset=str(cfg.data.name))
