@@ -19,6 +19,7 @@ matching checkpoint that fails to read or decode (a truncated or deleted file) i
 warning naming it, and the previous step is tried.
 """
 
+import logging as std_logging
 import os
 import re
 import time
@@ -39,6 +40,23 @@ _PROCESS_FILE = re.compile(r'process_(\d+)-of-(\d+)\.json$')  # grain's per-proc
 
 from overfeat_jax import storage
 
+# Saves between evaluations carry no metrics on purpose (they compete only for the latest-K slots), but with a
+# `best_fn` orbax logs this warning at every such save; it is dropped here, and only this one message.
+_NO_METRICS_WARNING = 'Requested `tracked_metric`; did not provide metrics.'
+
+
+class _DropNoMetricsWarning(std_logging.Filter):
+
+  def filter(self, record) -> bool:
+    return record.getMessage() != _NO_METRICS_WARNING
+
+
+def _quiet_no_metrics_warning() -> None:
+  """Installs the filter on absl's logger (orbax logs through absl), once per process."""
+  logger = logging.get_absl_logger()
+  if not any(isinstance(f, _DropNoMetricsWarning) for f in logger.filters):
+    logger.addFilter(_DropNoMetricsWarning())
+
 
 def make_manager(directory: str, *, max_to_keep: int = 2, best_metric: str | None = None,
                  enable_async: bool = True) -> ocp.CheckpointManager:
@@ -57,6 +75,8 @@ def make_manager(directory: str, *, max_to_keep: int = 2, best_metric: str | Non
   # best_fn as well as the policy: without it orbax 0.12 writes no metrics into the checkpoint, so a restarted
   # run (or `checkpoint.transfer.best_step`) would not know which step was best.
   best = dict(best_fn=lambda m: m[best_metric], best_mode='min') if best_metric else {}
+  if best_metric:
+    _quiet_no_metrics_warning()
   options = ocp.CheckpointManagerOptions(
       preservation_policy=ocm.AnyPreservationPolicy(policies), enable_async_checkpointing=enable_async,
       create=True, cleanup_tmp_directories=True, **best)

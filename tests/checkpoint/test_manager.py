@@ -41,6 +41,18 @@ def test_keeps_latest_k_plus_the_best(tmp_path):
   assert sorted(ckpt.make_manager(tmp_path / 'c').all_steps()) == [2, 4, 5]
 
 
+def test_saves_without_metrics_print_no_tracked_metric_warning(tmp_path, caplog):
+  """Between evaluations the trainer saves without metrics; orbax's `Requested tracked_metric` warning at each
+  such save is dropped (only that message: absl's other warnings still pass)."""
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  with caplog.at_level('INFO'):
+    _save_steps(tmp_path / 'c', [1, 2, 3], metrics={2: {'err': 0.5}}, best_metric='err')
+    logging.warning('another warning')
+  assert not [r for r in caplog.records if 'tracked_metric' in r.getMessage()]
+  assert 'another warning' in caplog.messages
+  assert sorted(ckpt.make_manager(tmp_path / 'c').all_steps()) == [2, 3]
+
+
 def test_corrupt_latest_falls_back_to_previous_with_a_warning(tmp_path):
   _save_steps(tmp_path / 'c', [1, 2, 3], max_to_keep=3)
   latest = tmp_path / 'c' / '3' / 'state'
