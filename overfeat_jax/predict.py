@@ -30,7 +30,7 @@ from ml_collections import config_flags
 from PIL import Image
 
 from overfeat_jax import cli, storage
-from overfeat_jax.config_files import CONFIG_FILE, load_config
+from overfeat_jax.config_files import CONFIG_FILE, load_config, stage_config
 from overfeat_jax.data import images as image_lib
 from overfeat_jax.errors import InputError
 from overfeat_jax.output_names import distinct_stems
@@ -56,7 +56,6 @@ def training_config(config, workdir: str | None):
 
 def stage_settings(config, task: str):
   """The config of one stage (its section merged over the top level), as the trainer builds it."""
-  from overfeat_jax.train.loop import stage_config  # pylint: disable=g-import-not-at-top
   if task != 'classification' and task not in config:
     raise InputError(f'the config has no {task!r} section; pass the config the workdir was trained with.')
   return stage_config(config, task)

@@ -14,8 +14,7 @@ from overfeat_jax.checkpoint import manager as ckpt
 from overfeat_jax.tasks import detection
 from overfeat_jax.errors import InputError
 from overfeat_jax.config_files import load_config as load_config_file
-from overfeat_jax.config_files import save_config
-from overfeat_jax.train.loop import stage_config
+from overfeat_jax.config_files import save_config, stage_config
 from tests.photos import photo_jpeg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

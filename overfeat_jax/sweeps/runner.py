@@ -22,8 +22,8 @@ from overfeat_jax import config_files, storage
 from overfeat_jax.checkpoint import export as export_lib
 from overfeat_jax.errors import InputError
 from overfeat_jax.inference import ensemble
+from overfeat_jax.progress import format_duration, progress_bar
 from overfeat_jax.sweeps.grid import DEFAULT_AVERAGE, Point, expand
-from overfeat_jax.train.logging import format_duration, progress_bar
 
 RECORD_VERSION = 1
 REPO = str(pathlib.Path(__file__).resolve().parents[2])

@@ -10,20 +10,7 @@ import jax
 from absl import logging
 
 from overfeat_jax import storage
-
-
-def format_duration(seconds: float) -> str:
-  seconds = max(int(seconds), 0)
-  h, rem = divmod(seconds, 3600)
-  m, s = divmod(rem, 60)
-  return f'{h}h{m:02d}m{s:02d}s' if h else f'{m}m{s:02d}s'
-
-
-def progress_bar(done: int, total: int, width: int = 20) -> str:
-  """`[#####...............]  25%`: a text bar for the log line."""
-  frac = min(max(done / max(total, 1), 0.0), 1.0)
-  filled = int(round(frac * width))
-  return f'[{"#" * filled}{"." * (width - filled)}] {100 * frac:3.0f}%'
+from overfeat_jax.progress import format_duration, progress_bar
 
 
 class Progress:

@@ -25,11 +25,13 @@ from overfeat_jax.models.geometry import get_geometry
 from overfeat_jax.parallel import mesh as mesh_lib
 from overfeat_jax.tasks import classification, detection, localization
 from overfeat_jax.train import evaluate, inputs, optim
+from overfeat_jax.train import programs as programs_lib
 from overfeat_jax.train import state as state_lib
 from overfeat_jax.train import step as step_lib
 from overfeat_jax.train.logging import Progress, Writer
 from overfeat_jax.tasks.task import Task
 
+stage_config = config_files.stage_config  # re-used: the preflight and tests name it here
 # The one registry of stages: name -> make_task(stage config, previous_params) -> Task.
 TASKS: dict[str, Callable[..., Task]] = {'classification': classification.make_task,
                                          'localization': localization.make_task,
@@ -115,15 +117,6 @@ def check_workdir(workdir: str) -> None:
   storage.check_writable(workdir)
 
 
-def stage_config(config: ml_collections.ConfigDict, stage: str) -> ml_collections.ConfigDict:
-  """The top-level config with the stage's own section (`config.<stage>`, if any) merged over it."""
-  cfg = ml_collections.ConfigDict(config.to_dict())
-  if stage in cfg and isinstance(cfg[stage], ml_collections.ConfigDict):
-    cfg.update(cfg[stage])
-  cfg.lock()
-  return cfg
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Runs every stage of `config.stages`; returns (and writes to workdir/metrics.json) their metrics.
 
@@ -164,18 +157,40 @@ def initial_weights(config: ml_collections.ConfigDict) -> transfer.Source | None
                               metric=init.metric)
 
 
+@dataclasses.dataclass(frozen=True)
+class Cadence:
+  """When the loop logs, evaluates and saves (in steps; 0 = never evaluate during training), the global batch
+  size, and whether a non-finite step is skipped (True) or stops the run (False)."""
+  batch_size: int
+  log_every: int
+  eval_every: int
+  checkpoint_every: int
+  skip_nonfinite: bool
+
+  @classmethod
+  def from_config(cls, cfg: ml_collections.ConfigDict) -> 'Cadence':
+    return cls(cfg.batch_size, cfg.log_every_steps, cfg.eval.every_steps, cfg.checkpoint_every_steps,
+               cfg.skip_nonfinite)
+
+
 @dataclasses.dataclass
 class Run:
-  """What one stage's training needs, built from the config (everything below takes values, not config)."""
-  cfg: ml_collections.ConfigDict
+  """What one stage's training needs, built from the config by `run_stage` (everything below takes values).
+
+  `eval_batches(evaluation) -> (per-host batches, number of batches, global batch size)` reads the eval split.
+  """
   task: Task
-  mesh: Any
+  programs: programs_lib.Programs
   writer: Writer
   manager: Any
-  train_fn: Callable
   total_steps: int
-  schedule: Callable
+  cadence: Cadence
+  eval_batches: Callable[[Any], tuple[Any, int, int]]
   batch_transform: Callable[[dict, int], dict] | None = None
+
+  @property
+  def mesh(self) -> Any:
+    return self.programs.mesh
 
 
 def steps_for(cfg: ml_collections.ConfigDict, num_records: int) -> tuple[int, int]:
@@ -189,17 +204,36 @@ def steps_for(cfg: ml_collections.ConfigDict, num_records: int) -> tuple[int, in
   return steps_per_epoch, total
 
 
-def build_optimizer(cfg: ml_collections.ConfigDict, task: Task, steps_per_epoch: int, total_steps: int):
-  """(optax transformation, schedule) from `cfg.optimizer` and `cfg.schedule`."""
+def build_optimizer(cfg: ml_collections.ConfigDict, task: Task, steps_per_epoch: int, total_steps: int,
+                    shapes: Any = None):
+  """(optax transformation, schedule) from `cfg.optimizer` and `cfg.schedule`; `shapes`, the task's parameter
+  shapes (the trainable mask's tree), are traced from `task.init_params` when not given."""
   s = cfg.schedule
   peak = optim.scaled_learning_rate(s.base_lr, cfg.batch_size, s.base_batch_size)
   schedule = optim.make_schedule(s.kind, peak, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
                                  decay_epochs=tuple(s.decay_epochs), decay_factor=s.decay_factor,
                                  warmup_steps=int(s.warmup_epochs * steps_per_epoch))
-  shapes = jax.eval_shape(task.init_params, jax.random.key(0))
+  if shapes is None:
+    shapes = jax.eval_shape(task.init_params, jax.random.key(0))
   tx = optim.make_optimizer(cfg.optimizer.name, schedule, momentum=cfg.optimizer.momentum,
                             weight_decay=cfg.optimizer.weight_decay, trainable_mask=task.trainable_mask(shapes))
   return tx, schedule
+
+
+def stage_programs(cfg: ml_collections.ConfigDict, task: Task, mesh: Any,
+                   num_train_records: int) -> tuple[programs_lib.Programs, int]:
+  """(the stage's jitted programs on `mesh`, its total steps): the one wiring of the config to
+  `train.programs.build`, used by `run_stage` and by the TPU pre-flight (`train.preflight`), so the pre-flight
+  compiles what the run compiles. `num_train_records` sets the schedule's boundaries (not the programs)."""
+  steps_per_epoch, total = steps_for(cfg, num_train_records)
+  optimizer = lambda shapes: build_optimizer(cfg, task, steps_per_epoch, total, shapes)
+  return programs_lib.build(task, mesh, optimizer, skip_nonfinite=cfg.skip_nonfinite, seed=cfg.seed), total
+
+
+def eval_reader(cfg: ml_collections.ConfigDict) -> Callable[[Any], tuple[Any, int, int]]:
+  """evaluation -> its batches of `cfg.data.eval_split` (`inputs.eval_batches`), the split opened per call."""
+  return lambda evaluation: inputs.eval_batches(cfg, inputs.open_split(cfg, cfg.data.eval_split), evaluation.view,
+                                                evaluation.size)
 
 
 def run_stage(task: Task, cfg: ml_collections.ConfigDict, workdir: str,
@@ -209,28 +243,21 @@ def run_stage(task: Task, cfg: ml_collections.ConfigDict, workdir: str,
   storage.makedirs(workdir)
   mesh = mesh_lib.make_mesh()
   source = inputs.open_split(cfg, cfg.data.train_split)
-  steps_per_epoch, total = steps_for(cfg, len(source))
-  tx, schedule = build_optimizer(cfg, task, steps_per_epoch, total)
-  init_fn = lambda rng: state_lib.create(task.init_params(rng), tx, rng)
-  rng = jax.random.key(cfg.seed)
+  programs, total = stage_programs(cfg, task, mesh, len(source))
   manager = ckpt.make_manager(os.path.join(workdir, 'checkpoints'), max_to_keep=cfg.max_to_keep,
                               best_metric=task.best_metric)
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=mesh_lib.replicated(mesh)),
-                          jax.eval_shape(init_fn, rng))
   writer = Writer(workdir)
   iterator = inputs.train_iterator(cfg, source)
-  restored = ckpt.restore_latest(manager, abstract)
+  restored = ckpt.restore_latest(manager, programs.state)
   if restored is None:
-    state, start = step_lib.jit_init_state(mesh, init_fn)(rng), 0
+    state, start = programs.initial_state(jax.random.key(cfg.seed)), 0
   else:
     start, state, meta = restored
     iterator.set_state(meta['data'])
     writer.info('Resumed %s from step %d (%s).', task.name, start, manager.directory)
   ready()
-  train_fn = step_lib.jit_train_step(mesh, loss_fn=task.loss_fn, tx=tx, schedule=schedule,
-                                     skip_nonfinite=cfg.skip_nonfinite)
   transform = BATCH_TRANSFORMS[task.name](cfg) if task.name in BATCH_TRANSFORMS else None
-  run = Run(cfg, task, mesh, writer, manager, train_fn, total, schedule, transform)
+  run = Run(task, programs, writer, manager, total, Cadence.from_config(cfg), eval_reader(cfg), transform)
   try:
     state, info = train(run, state, iterator, start)
     if not info.get('preempted'):
@@ -247,7 +274,7 @@ def run_stage(task: Task, cfg: ml_collections.ConfigDict, workdir: str,
 def check_finite(run: Run, state: state_lib.TrainState) -> None:
   """Raises (one line, naming the step) once a non-finite step froze the state; a scalar fetch, no more."""
   first = int(jax.device_get(state.first_nonfinite))
-  if first >= 0 and not run.cfg.skip_nonfinite:
+  if first >= 0 and not run.cadence.skip_nonfinite:
     raise NonFiniteLossError(
         f'{run.task.name}: the loss or a gradient became non-finite at step {first}; stopped, the last '
         f'checkpoint before it is intact (lower the learning rate, or set config.skip_nonfinite=True)')
@@ -287,18 +314,18 @@ def device_batches(run: Run, start: int) -> Callable[[dict], Any]:
 def train(run: Run, state: state_lib.TrainState, iterator: Any, start: int) -> tuple[Any, dict]:
   """Steps from `start` to `run.total_steps`: logs, evaluates and checkpoints on schedule; SIGTERM-safe."""
   from overfeat_jax.data.pipeline import Prefetcher  # pylint: disable=g-import-not-at-top
-  cfg, info = run.cfg, {'preempted': False, 'start_step': start, 'total_steps': run.total_steps}
+  cadence, info = run.cadence, {'preempted': False, 'start_step': start, 'total_steps': run.total_steps}
   if start >= run.total_steps:
     return state, {**info, 'saved_at': start}
   batches = Prefetcher(iterator, device_batches(run, start))
-  progress, t0, saved_at = Progress(run.total_steps, cfg.batch_size, start), time.perf_counter(), None
+  progress, t0, saved_at = Progress(run.total_steps, cadence.batch_size, start), time.perf_counter(), None
   try:
     with Preemption(run.mesh) as preemption:
       for step in range(start + 1, run.total_steps + 1):
         batch = next(batches)
         with jax.transfer_guard('disallow'):
-          state, metrics = run.train_fn(state, batch)
-        log_now = step % cfg.log_every_steps == 0 or step == run.total_steps
+          state, metrics = run.programs.train_step(state, batch)
+        log_now = step % cadence.log_every == 0 or step == run.total_steps
         if log_now:
           log_train(run, progress, step, metrics, state)
         if preemption.agreed():
@@ -307,12 +334,12 @@ def train(run: Run, state: state_lib.TrainState, iterator: Any, start: int) -> t
           return state, {**info, 'preempted': True, 'saved_at': saved_at}
         if step == run.total_steps:
           break
-        if cfg.eval.every_steps > 0 and step % cfg.eval.every_steps == 0:
+        if cadence.eval_every > 0 and step % cadence.eval_every == 0:
           check_finite(run, state)
           eval_metrics = evaluate_all(run, state.params)
           run.writer.scalars(step, eval_metrics, prefix='eval/')
           saved_at = save_checkpoint(run, state, batches, eval_metrics)
-        elif step % cfg.checkpoint_every_steps == 0:
+        elif step % cadence.checkpoint_every == 0:
           saved_at = save_checkpoint(run, state, batches)
       info['data_state'] = batches.get_state()
   finally:
@@ -323,11 +350,11 @@ def train(run: Run, state: state_lib.TrainState, iterator: Any, start: int) -> t
 
 def evaluate_all(run: Run, params: Any) -> dict[str, float]:
   """Every evaluation of the task on the eval split; logged and written to TensorBoard."""
-  cfg, results = run.cfg, {}
-  source = inputs.open_split(cfg, cfg.data.eval_split)
+  results = {}
   for evaluation in run.task.evaluations:
-    batches, num_batches, batch_size = inputs.eval_batches(cfg, source, evaluation.view, evaluation.size)
-    evaluator = evaluate.Evaluator(evaluation, run.mesh, run.writer, cfg.log_every_steps)
+    batches, num_batches, batch_size = run.eval_batches(evaluation)
+    evaluator = evaluate.Evaluator(evaluation, run.mesh, run.writer, run.cadence.log_every,
+                                   step=run.programs.eval_steps[evaluation.name])
     results.update(evaluator.run(params, batches, num_batches, batch_size))
   run.writer.info('eval: %s', ', '.join(f'{k} {v:.4f}' for k, v in sorted(results.items())))
   return results
