@@ -29,12 +29,12 @@ def main(argv: list[str]) -> None:
     raise InputError(f'unexpected arguments {argv[1:]}')
   if _SWEEP.value is None or not _WORKDIR.value:
     raise InputError('--sweep and --workdir are required.')
-  from overfeat_jax.sweeps import report, runner  # pylint: disable=g-import-not-at-top
-  sweep = _SWEEP.value
+  from overfeat_jax.sweeps import grid, report, runner  # pylint: disable=g-import-not-at-top
+  sweep = grid.Sweep.from_dict(_SWEEP.value.to_dict())  # the config read once, here: plain values below
   name = os.path.splitext(os.path.basename(config_flags.get_config_filename(flags.FLAGS['sweep'])))[0]
   output = _OUTPUT.value or os.path.join(_WORKDIR.value, 'sweeps', name)
   networks = [runner.load_network(p, sweep.task) for p in [_WORKDIR.value, *_CHECKPOINTS.value]]
-  setup = runner.make_setup(sweep, runner.load_train_config(sweep.train_config))
+  setup = runner.make_setup(sweep, runner.load_train_config(sweep.train_config, _WORKDIR.value))
   records, stats = runner.run_sweep(sweep, networks, output, setup=setup, log=_log)
   from overfeat_jax import storage  # pylint: disable=g-import-not-at-top
   storage.write_json_atomic(os.path.join(output, 'records.json'), records)

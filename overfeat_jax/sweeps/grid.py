@@ -1,10 +1,15 @@
-"""Sweep definitions (ml_collections configs) -> the list of evaluation points to run.
+"""Sweep definitions -> the list of evaluation points to run.
 
-Why configs: a user adds a point (or a value on an axis) by editing a config file, without code. A sweep config
+Why configs: a user adds a point (or a value on an axis) by editing a config file
+(`experiments/configs/sweeps/*.py`, ml_collections), without code. The entry point (`overfeat_jax.sweep`) reads
+it once into a frozen `Sweep` (`Sweep.from_dict(config.to_dict())`); nothing here imports ml_collections. A sweep
 has:
   task         'classification', 'localization' or 'detection'.
-  train_config the training config file (path, optionally ':arg') whose data, crop size, evaluation view and
-               scales the sweep uses; `scales` below index into its scale list.
+  train_config the training config (a config module path such as 'overfeat_jax.configs.embedded', or a .py
+               file path, optionally ':arg'; '' = the workdir's config.json) whose data, crop size, evaluation
+               view and scales the sweep uses; `scales` below index into its scale list.
+  data_name, eval_size, scales, max_boxes  overrides of the training config's ('' / 0 / () = keep).
+  box          detection: score_threshold, max_per_scale, max_detections.
   defaults     every `Point` field's default value.
   grid         axes (field -> tuple of values): the cartesian product of all axes is swept.
   points       named extra points (name -> field overrides), e.g. the paper's 10-view row or an ensemble.
@@ -19,13 +24,11 @@ import dataclasses
 import hashlib
 import itertools
 import json
-from typing import Any
-
-import ml_collections
+from typing import Any, Mapping
 
 from overfeat_jax.errors import InputError
+from overfeat_jax.settings import TASK_NAMES
 
-TASKS = ('classification', 'localization', 'detection')
 VIEWS = ('dense', 'ten_crop', 'center_crop')  # dense: multi-scale, offset pooling optional; crops: training size
 MODEL_CHOICES = ('first', 'each', 'ensemble')
 MERGES = ('overlap', 'literal', 'nms')
@@ -120,23 +123,23 @@ def _resolve(fields: dict[str, Any], num_models: int) -> list[dict[str, Any]]:
   return [{**fields, 'models': g} for g in groups]
 
 
-def expand(sweep: ml_collections.ConfigDict, num_models: int, num_scales: int) -> list[Point]:
+def expand(sweep: 'Sweep', num_models: int, num_scales: int) -> list[Point]:
   """Every point of the sweep, in order (grid first, then named points), duplicates removed.
 
   Args:
-    sweep: the sweep config (module docstring).
+    sweep: the sweep definition (module docstring).
     num_models: how many networks (checkpoints) the sweep was given.
     num_scales: length of the training config's scale list.
+
+  Raises:
+    InputError: an unknown field or value in `defaults`, `grid` or `points` (one line naming the point).
   """
   task = sweep.task
-  if task not in TASKS:
-    raise InputError(f'sweep task must be one of {TASKS}, got {task!r}.')
   defaults = {f.name: f.default for f in dataclasses.fields(Point)}
-  defaults.update({'models': 'first', **sweep.defaults.to_dict()})
-  axes = {name: tuple(values) for name, values in sweep.grid.to_dict().items()}
+  defaults.update({'models': 'first', **sweep.defaults})
+  axes = {name: tuple(values) for name, values in sweep.grid.items()}
   raw = [(f'grid {combo}', {**defaults, **dict(zip(axes, combo))}) for combo in itertools.product(*axes.values())]
-  raw += [(f'point {name!r}', {**defaults, 'name': name, **overrides})
-          for name, overrides in sweep.points.to_dict().items()]
+  raw += [(f'point {name!r}', {**defaults, 'name': name, **overrides}) for name, overrides in sweep.points.items()]
   points, seen = [], set()
   for where, fields in raw:
     _check(fields, task, num_scales, where)
@@ -148,3 +151,37 @@ def expand(sweep: ml_collections.ConfigDict, num_models: int, num_scales: int) -
         seen.add(identity)
         points.append(point)
   return points
+
+
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+  """A sweep definition as plain values (module docstring): what `overfeat_jax.sweep` reads from the config file.
+
+  `defaults`, `grid` and `points` are plain dicts (field -> value, field -> tuple of values, name -> overrides);
+  `box` holds the detection options (`score_threshold`, `max_per_scale`, `max_detections`).
+  """
+  task: str
+  train_config: str = ''
+  data_name: str = ''
+  eval_size: int = 0
+  scales: tuple[Any, ...] = ()
+  max_boxes: int = 0
+  batch_size: int = 32
+  max_examples: int = 0
+  box: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  grid: Mapping[str, tuple[Any, ...]] = dataclasses.field(default_factory=dict)
+  points: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+
+  def __post_init__(self):
+    if self.task not in TASK_NAMES:
+      raise InputError(f'sweep task must be one of {TASK_NAMES}, got {self.task!r}.')
+
+  @classmethod
+  def from_dict(cls, values: Mapping[str, Any]) -> 'Sweep':
+    """The sweep of a config's plain values (`config.to_dict()`). Raises `InputError` for an unknown field."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+      raise InputError(f'unknown sweep field(s) {unknown}; valid: {sorted(known)}.')
+    return cls(**{k: tuple(v) if k == 'scales' else v for k, v in values.items()})

@@ -8,13 +8,11 @@ recomputed. Only process 0 should run sweeps (they are single-host evaluations o
 import dataclasses
 import json
 import os
-import pathlib
 import time
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from absl import logging
 
@@ -23,10 +21,10 @@ from overfeat_jax.checkpoint import export as export_lib
 from overfeat_jax.errors import InputError
 from overfeat_jax.inference import ensemble
 from overfeat_jax.progress import format_duration, progress_bar
-from overfeat_jax.sweeps.grid import DEFAULT_AVERAGE, Point, expand
+from overfeat_jax.settings import as_sizes
+from overfeat_jax.sweeps.grid import DEFAULT_AVERAGE, Point, Sweep, expand
 
 RECORD_VERSION = 1
-REPO = str(pathlib.Path(__file__).resolve().parents[2])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,21 +53,27 @@ def load_network(path: str, stage: str) -> Network:
   return Network(label, ident, spec, params)
 
 
-def load_train_config(spec: str, workdir: str | None = None) -> ml_collections.ConfigDict:
-  """`path[:arg]` of a training config, relative to the working directory or the repository root; with an empty
-  `spec`, the config `workdir` was trained with (`<workdir>/config.json`)."""
+def load_train_config(spec: str, workdir: str | None = None) -> dict[str, Any]:
+  """The training config `spec` names, as plain values (`get_config(arg).to_dict()`).
+
+  `spec` is `name[:arg]`: a config module path (e.g. 'overfeat_jax.configs.embedded', found wherever the package
+  is installed, `config_files.module_file`) or a `.py` file path (relative to the working directory); empty: the
+  config `workdir` was trained with (`<workdir>/config.json`).
+
+  Raises:
+    InputError: no such module or file, or (empty `spec`) no config.json in `workdir`.
+  """
   if not spec:
     saved = config_files.load_config(workdir) if workdir else None
     if saved is None:
       raise InputError(f'the sweep names no train_config and {workdir or "no workdir"} has no config.json; '
                        'set the sweep\'s train_config.')
-    return saved
-  path, _, arg = spec.partition(':')
-  if not os.path.isabs(path) and not os.path.exists(path):
-    path = os.path.join(REPO, path)
+    return saved.to_dict()
+  name, _, arg = spec.partition(':')
+  path = name if name.endswith('.py') else config_files.module_file(name)
   if not os.path.isfile(path):
     raise InputError(f'training config {spec!r} not found.')
-  return config_files.load_file(path, 'overfeat_sweep_train_config').get_config(arg)
+  return config_files.load_file(path, 'overfeat_sweep_train_config').get_config(arg).to_dict()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,23 +89,28 @@ class EvalSetup:
   box: dict
 
 
-def as_sizes(scales: Sequence[Any]) -> tuple[tuple[int, int], ...]:
-  return tuple((int(s), int(s)) if np.ndim(s) == 0 else (int(s[0]), int(s[1])) for s in scales)
+def make_setup(sweep: Sweep, train: Mapping[str, Any]) -> EvalSetup:
+  """The sweep's evaluation setup: the sweep's own `eval_size`/`scales` if set, else the training config's.
 
+  Args:
+    sweep: the sweep definition.
+    train: the training config as plain values (`load_train_config`; `config.to_dict()`): its `data`
+      (name, eval_split, data_dir, options), `crop_size`, `max_boxes`, `eval` (resize, scales) and `box`
+      (eval_size, eval_scales; localization/detection).
 
-def make_setup(sweep: ml_collections.ConfigDict, train_cfg: ml_collections.ConfigDict) -> EvalSetup:
-  """The sweep's evaluation setup: the sweep's own `eval_size`/`scales` if set, else the training config's."""
-  boxes = sweep.task != 'classification'
-  train_box = train_cfg.get('box') if boxes else None
-  size = sweep.eval_size or (train_box.eval_size if train_box else train_cfg.eval.resize)
-  scales = sweep.scales or (train_box.eval_scales if train_box else train_cfg.eval.scales)
+  Raises:
+    InputError: neither the sweep nor the training config has evaluation scales.
+  """
+  train_box = train.get('box') if sweep.task != 'classification' else None
+  size = sweep.eval_size or (train_box['eval_size'] if train_box else train['eval']['resize'])
+  scales = sweep.scales or (train_box['eval_scales'] if train_box else train['eval']['scales'])
   if not scales:
     raise InputError('the sweep has no scales (set `scales` in the sweep or a training config that has them).')
-  d = train_cfg.data
-  data = {'name': sweep.data_name or d.name, 'split': d.eval_split, 'data_dir': d.data_dir,
-          'options': dict(d.options), 'max_boxes': int(sweep.get('max_boxes', 0) or train_cfg.max_boxes)}
-  return EvalSetup(sweep.task, int(size), as_sizes(scales), int(train_cfg.crop_size), int(sweep.batch_size),
-                   int(sweep.max_examples), data, sweep.box.to_dict())
+  d = train['data']
+  data = {'name': sweep.data_name or d['name'], 'split': d['eval_split'], 'data_dir': d['data_dir'],
+          'options': dict(d['options']), 'max_boxes': int(sweep.max_boxes or train['max_boxes'])}
+  return EvalSetup(sweep.task, int(size), as_sizes(scales), int(train['crop_size']), int(sweep.batch_size),
+                   int(sweep.max_examples), data, dict(sweep.box))
 
 
 def eval_batches(setup: EvalSetup) -> Iterator[dict[str, np.ndarray]]:
@@ -266,7 +275,7 @@ def evaluate_point(point: Point, networks: Sequence[Network], setup: EvalSetup) 
           'compile_seconds': compile_s, 'images': rows, 'device': jax.devices()[0].device_kind}
 
 
-def run_sweep(sweep: ml_collections.ConfigDict, networks: Sequence[Network], output: str, *,
+def run_sweep(sweep: Sweep, networks: Sequence[Network], output: str, *,
               setup: EvalSetup, evaluate: Callable = evaluate_point,
               log: Callable[[str], None] = logging.info) -> tuple[list[dict], dict[str, int]]:
   """Every point of `sweep`: read from `output/points` if done, else evaluated and written. Returns

@@ -10,7 +10,6 @@ import sys
 import types
 
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
@@ -23,11 +22,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 SWEEPS = os.path.join(REPO, 'experiments', 'configs', 'sweeps')
 
 
-def load_sweep(name: str) -> ml_collections.ConfigDict:
+def load_sweep(name: str) -> grid.Sweep:
+  """A shipped sweep config read as the entry point reads it (plain values)."""
   spec = importlib.util.spec_from_file_location(f'sweep_{name}', os.path.join(SWEEPS, f'{name}.py'))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config()
+  return grid.Sweep.from_dict(module.get_config().to_dict())
 
 
 def test_classification_grid_expands_axes_points_and_models():
@@ -67,11 +67,32 @@ def test_other_sweep_configs_expand(name, models):
     (dict(points={'x': {'view': 'twelve'}}), 'view'), (dict(points={'x': {'models': 'all'}}), 'models'),
     (dict(points={'x': {'average': 'median'}}), 'average')])
 def test_bad_sweep_definitions_are_refused(change, message):
-  sweep = load_sweep('classification_embedded')
-  sweep.grid = ml_collections.ConfigDict(change.get('grid', {'flips': (True,)}))
-  sweep.points = ml_collections.ConfigDict(change.get('points', {}))
+  sweep = dataclasses.replace(load_sweep('classification_embedded'), grid=change.get('grid', {'flips': (True,)}),
+                              points=change.get('points', {}))
   with pytest.raises(InputError, match=message):
     grid.expand(sweep, num_models=1, num_scales=4)
+
+
+def test_sweep_fields_and_tasks_are_checked_when_read():
+  with pytest.raises(InputError, match='unknown sweep field'):
+    grid.Sweep.from_dict({'task': 'classification', 'colour': 'red'})
+  with pytest.raises(InputError, match='sweep task must be one of'):
+    grid.Sweep.from_dict({'task': 'segmentation'})
+
+
+def test_shipped_sweeps_name_their_training_config_by_module_path(tmp_path, monkeypatch):
+  """No path relative to the repository: the training config is found from any working directory (a wheel)."""
+  monkeypatch.chdir(tmp_path)
+  for name in ('classification_embedded', 'localization_embedded', 'detection_embedded',
+               'classification_imagenet'):
+    sweep = load_sweep(name)
+    assert not sweep.train_config.endswith('.py')
+    train = runner.load_train_config(sweep.train_config)
+    assert isinstance(train, dict) and train['data']['eval_split']
+  with pytest.raises(InputError, match='no config module'):
+    runner.load_train_config('overfeat_jax.configs.nothing_here')
+  with pytest.raises(InputError, match='not found'):
+    runner.load_train_config('missing.py:smoke')
 
 
 @pytest.mark.parametrize('name', ['localization_embedded', 'detection_embedded'])
@@ -174,12 +195,11 @@ def sweep_inputs(tmp_path_factory):
   train_config = root / 'train_config.py'
   train_config.write_text(TRAIN_CONFIG.format(path=os.path.join(REPO, 'experiments', 'configs', 'embedded.py'),
                                               data_dir=str(root / 'data')))
-  sweep = load_sweep('classification_embedded')
-  sweep.train_config = str(train_config)
-  sweep.batch_size = 8
-  sweep.grid = ml_collections.ConfigDict(dict(num_scales=(1, 2), fine=(False, True), flips=(False,)))
-  sweep.points = ml_collections.ConfigDict({'10 views': dict(view='ten_crop', flips=True),
-                                            'ensemble': dict(models='ensemble', num_scales=2, flips=False)})
+  sweep = dataclasses.replace(
+      load_sweep('classification_embedded'), train_config=str(train_config), batch_size=8,
+      grid=dict(num_scales=(1, 2), fine=(False, True), flips=(False,)),
+      points={'10 views': dict(view='ten_crop', flips=True),
+              'ensemble': dict(models='ensemble', num_scales=2, flips=False)})
   return root, workdirs, sweep
 
 
@@ -213,9 +233,8 @@ def test_sweep_runs_resumes_without_recomputing_and_reports(sweep_inputs):
   _, stats3 = runner.run_sweep(sweep, networks, out, setup=setup, evaluate=counting, log=lines.append)
   assert stats3 == {'computed': 1, 'cached': 5}
   # A named point renamed: the same result (read back, not recomputed) under the new row name, never the old.
-  renamed = sweep.copy_and_resolve_references()
-  renamed.points = ml_collections.ConfigDict({'ten views': dict(view='ten_crop', flips=True),
-                                              'ensemble': dict(models='ensemble', num_scales=2, flips=False)})
+  renamed = dataclasses.replace(sweep, points={'ten views': dict(view='ten_crop', flips=True),
+                                               'ensemble': dict(models='ensemble', num_scales=2, flips=False)})
   named, stats4 = runner.run_sweep(renamed, networks, out, setup=setup, evaluate=counting, log=lines.append)
   assert stats4 == {'computed': 0, 'cached': 6}
   (old,) = [r for r in records if r['point']['view'] == 'ten_crop']

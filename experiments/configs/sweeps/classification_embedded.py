@@ -14,7 +14,7 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.task = 'classification'
-  c.train_config = 'experiments/configs/embedded.py'  # data, crop size, eval view size and scales
+  c.train_config = 'overfeat_jax.configs.embedded'  # data, crop size, eval view size and scales
   c.data_name = ''  # '' = the training config's dataset
   c.eval_size = 0  # 0 = the training config's eval.resize (72)
   c.scales = ()  # () = the training config's eval.scales

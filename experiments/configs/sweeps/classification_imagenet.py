@@ -14,7 +14,7 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.task = 'classification'
-  c.train_config = 'experiments/configs/fast_imagenet.py'
+  c.train_config = 'overfeat_jax.configs.fast_imagenet'
   c.data_name = ''
   c.eval_size = 0  # the training config's eval.resize (256)
   c.scales = ()  # the paper's six scales (training config)

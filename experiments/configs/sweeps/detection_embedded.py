@@ -12,7 +12,7 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.task = 'detection'
-  c.train_config = 'experiments/configs/embedded.py'
+  c.train_config = 'overfeat_jax.configs.embedded'
   c.data_name = 'embedded_det'
   c.eval_size = 128
   c.scales = (128, 160, 192)

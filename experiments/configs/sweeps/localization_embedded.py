@@ -13,7 +13,7 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.task = 'localization'
-  c.train_config = 'experiments/configs/embedded.py'
+  c.train_config = 'overfeat_jax.configs.embedded'
   c.data_name = ''
   c.eval_size = 72
   c.scales = (72, 88, 104, 120)  # the demo's evaluation scales
