@@ -141,3 +141,71 @@ def test_blacklist_is_per_image_and_class():
     detection.mean_average_precision(dets, gts, blacklist=[(2, 0)])
   with pytest.raises(InputError, match='blacklisted'):
     acc.add_image(np.zeros((0, 4)), [], [], np.zeros((0, 4)), [], ignore_classes=[5])
+
+
+def _ignored_case():
+  """Class 0. Image 0: ground truth (0,0,10,10) with an exact detection at 0.8; a difficult/crowd box
+  (20,0,30,10) with an exact detection at 0.9 and a second one at 0.7 (IoU 90/110 = 0.82).
+  Image 1: ground truth (0,0,10,10), missed; a detection at 0.6 far from everything."""
+  dets = [(np.array([[20, 0, 30, 10], [0, 0, 10, 10], [21, 0, 31, 10]]), np.array([0.9, 0.8, 0.7]),
+           np.array([0, 0, 0])),
+          (np.array([[50, 50, 60, 60]]), np.array([0.6]), np.array([0]))]
+  gts = [(np.array([[0, 0, 10, 10]]), np.array([0]), np.array([[20, 0, 30, 10]]), np.array([0])),
+         (np.array([[0, 0, 10, 10]]), np.array([0]))]
+  return dets, gts
+
+
+@pytest.mark.parametrize('matching', detection.MATCHING)
+def test_detections_on_ignored_boxes_are_neither_true_nor_false(matching):
+  dets, gts = _ignored_case()
+  # Ignored: both detections on the crowd box leave the ranking; left TP (0.8), FP (0.6) of 2 gt (the ignored
+  # box is not one): recall 1/2 at precision 1 -> AP 1/2.
+  result = detection.mean_average_precision(dets, gts, matching=matching)
+  assert result.ap[0] == pytest.approx(0.5) and result.num_gt == {0: 2} and result.num_ignored == 2
+  # The same box as plain ground truth: 3 gt, ranked TP (0.9), TP (0.8), FP (0.7, duplicate), FP (0.6):
+  # recall 1/3, 2/3 at precision 1 -> AP 2/3.
+  as_gt = [(np.concatenate([gts[0][0], gts[0][2]]), np.array([0, 0])), gts[1]]
+  assert detection.mean_average_precision(dets, as_gt, matching=matching).ap[0] == pytest.approx(2 / 3)
+  # Without it at all: FP (0.9), TP (0.8), FP (0.7), FP (0.6) of 2 gt: recall 1/2 at precision 1/2 -> AP 1/4.
+  no_box = [gts[0][:2], gts[1]]
+  assert detection.mean_average_precision(dets, no_box, matching=matching).ap[0] == pytest.approx(0.25)
+
+
+def test_ignored_box_rule_voc_against_coco():
+  # gt (0,0,10,10) and an ignored box (2,0,12,10) of class 0; one detection (1,0,11,10): IoU 90/110 = 0.82 with
+  # both. VOC (VOCevaldet.m): the best overlap is the first of the tied boxes, the gt -> TP; after that gt is
+  # taken, a second identical detection's best box is still the gt -> a duplicate, FP. COCO/ILSVRC order: the
+  # second detection finds no free gt, but reaches the ignored box -> ignored.
+  box = [1, 0, 11, 10]
+  dets = [(np.array([box, box]), np.array([0.9, 0.8]), np.array([0, 0]))]
+  gts = [(np.array([[0, 0, 10, 10]]), np.array([0]), np.array([[2, 0, 12, 10]]), np.array([0]))]
+  voc = detection.mean_average_precision(dets, gts, matching='voc')
+  assert voc.ap[0] == 1.0 and voc.num_ignored == 0  # TP then FP: the FP comes after full recall
+  coco = detection.mean_average_precision(dets, gts, matching='ilsvrc')
+  assert coco.ap[0] == 1.0 and coco.num_ignored == 1
+  # With the ignored box the closer one (IoU 1 against 0.82), VOC ignores the detection: AP 0, nothing found.
+  dets = [(np.array([[2, 0, 12, 10]]), np.array([0.9]), np.array([0]))]
+  voc = detection.mean_average_precision(dets, gts, matching='voc')
+  assert voc.ap[0] == 0.0 and voc.num_ignored == 1
+  # ... while COCO takes the free gt first (IoU 80/120 = 0.67 >= 0.5): TP, AP 1.
+  assert detection.mean_average_precision(dets, gts, matching='ilsvrc').ap[0] == 1.0
+
+
+def test_ignored_boxes_are_per_class_and_checked():
+  # An ignored box of class 1 does not absorb a class-0 detection on it: FP, AP 0 for class 0.
+  dets = [(np.array([[20, 0, 30, 10]]), np.array([0.9]), np.array([0]))]
+  gts = [(np.array([[0, 0, 10, 10]]), np.array([0]), np.array([[20, 0, 30, 10]]), np.array([1]))]
+  result = detection.mean_average_precision(dets, gts, 2)
+  assert result.ap == {0: 0.0} and result.classes_without_gt == [1] and result.num_ignored == 0
+  acc = detection.DetectionAccumulator(2)
+  with pytest.raises(InputError, match='2 ignored boxes but 1 ignored labels'):
+    acc.add_image(np.zeros((0, 4)), [], [], np.zeros((0, 4)), [], ignore_boxes=np.zeros((2, 4)),
+                  ignore_labels=[0])
+  with pytest.raises(InputError, match='ignored-box labels'):
+    acc.add_image(np.zeros((0, 4)), [], [], np.zeros((0, 4)), [], ignore_boxes=np.zeros((1, 4)),
+                  ignore_labels=[2])
+  with pytest.raises(InputError, match='ignore_boxes contains NaN'):
+    acc.add_image(np.zeros((0, 4)), [], [], np.zeros((0, 4)), [], ignore_boxes=[[0, 0, np.nan, 1]],
+                  ignore_labels=[0])
+  with pytest.raises(InputError, match='ground truth of image 0'):
+    detection.mean_average_precision(dets, [gts[0][:3]])
