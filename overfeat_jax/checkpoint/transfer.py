@@ -28,7 +28,6 @@ import os
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from etils import epath
@@ -135,18 +134,20 @@ def check_fits(shapes: Any, picked: dict[Key, np.ndarray], description: str) -> 
 
 
 def initialise(task: Any, source: Source, *, layers: str = 'features', freeze: bool = False) -> Any:
-  """`task` (a `tasks.task.Task`) whose `init_params` copies the selected layers of `source` over its own
-  initialisation and whose `trainable_mask` also marks them frozen when `freeze`. Shapes are checked here,
-  once, so a mismatch stops the run before any data is read."""
+  """`task` (a `tasks.task.Task`) whose `warm_start` copies the selected layers of `source` over its own
+  initialisation (after the task's own warm start, if any) and whose `trainable_mask` also marks them frozen
+  when `freeze`. The copy runs outside jit (`train.programs`), so the weights are never compiled into the init
+  as constants; it yields numpy leaves for the loaded layers. Shapes are checked here, once, so a mismatch
+  stops the run before any data is read."""
   shapes = jax.eval_shape(task.init_params, jax.random.key(0))
   prefix = ('backbone',) if 'backbone' in shapes else ()  # localization / detection trees
   picked = {prefix + k: v for k, v in pick(source.params, layers).items()}
   check_fits(shapes, picked, source.description)
   logging.info('%s: %s from %s, %s.', task.name, layers, source.description, 'frozen' if freeze else 'fine-tuned')
 
-  def init_params(rng: jax.Array) -> Any:
-    flat = traverse_util.flatten_dict(task.init_params(rng))
-    flat.update({k: jnp.asarray(v) for k, v in picked.items()})
+  def warm_start(params: Any) -> Any:
+    flat = traverse_util.flatten_dict(params if task.warm_start is None else task.warm_start(params))
+    flat.update(picked)
     return traverse_util.unflatten_dict(flat)
 
   def trainable_mask(params: Any) -> Any:
@@ -155,4 +156,4 @@ def initialise(task: Any, source: Source, *, layers: str = 'features', freeze: b
       flat.update({k: False for k in picked})
     return traverse_util.unflatten_dict(flat)
 
-  return dataclasses.replace(task, init_params=init_params, trainable_mask=trainable_mask)
+  return dataclasses.replace(task, warm_start=warm_start, trainable_mask=trainable_mask)

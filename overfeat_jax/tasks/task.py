@@ -5,8 +5,9 @@ so they must be pure and take only arrays; a task is built from a config once, b
 explicit registry `loop.TASKS` (name -> `make_task(config, previous_params)`).
 
 A later stage reads the earlier stage's parameters (e.g. localization fixes layers 1-5 of the classifier):
-`make_task(config, previous_params=...)` receives them and its `init_params` copies what it needs, and its
-`trainable_mask` marks the frozen parts False (the optimizer then leaves them bit for bit unchanged).
+`make_task(config, previous_params=...)` receives them; its `warm_start` copies what it needs over the fresh
+`init_params(rng)` (outside jit: weights closed over by a jitted init would be compiled into it as constants),
+and its `trainable_mask` marks the frozen parts False (the optimizer then leaves them bit for bit unchanged).
 """
 
 import dataclasses
@@ -49,12 +50,16 @@ class Task:
 
   Attributes:
     name: 'classification', 'localization' or 'detection'.
-    init_params: rng -> the full parameter tree (frozen parts included, copied from the previous stage).
+    init_params: rng -> the full parameter tree, freshly initialised: a pure function of the rng (it is jitted;
+      it must close over no arrays).
     loss_fn: (params, batch, rng, *, train) -> (loss, aux metrics); `rng` drives dropout only.
     trainable_mask: params -> same tree of bools; False leaves are excluded from the optimizer (set to zero).
     evaluations: what to evaluate during and after training.
     best_metric: the '<evaluation>/<metric>' whose minimum picks the best checkpoint kept besides the latest.
     model: the flax module (for the benchmark, the inference tools and later stages).
+    warm_start: fresh params -> params with trained weights copied in (the previous stage's, `config.init`'s),
+      called eagerly, outside jit, on the devices' arrays; may return host (numpy) leaves, which
+      `train.programs` places. None: the fresh initialisation is the start.
   """
   name: str
   init_params: Callable[[jax.Array], Params]
@@ -63,6 +68,12 @@ class Task:
   evaluations: tuple[Evaluation, ...]
   best_metric: str
   model: Any = None
+  warm_start: Callable[[Params], Params] | None = None
+
+  def initial_params(self, rng: jax.Array) -> Params:
+    """`init_params(rng)` then `warm_start`, eagerly: the parameters a fresh run starts from (tools, tests)."""
+    params = self.init_params(rng)
+    return params if self.warm_start is None else self.warm_start(params)
 
 
 def all_trainable(params: Params) -> Any:

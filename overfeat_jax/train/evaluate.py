@@ -25,9 +25,10 @@ class Evaluator:
   """One `Evaluation` compiled once for a mesh; `run(params, batches, num_batches)` -> metrics."""
 
   def __init__(self, evaluation: Evaluation, mesh: Mesh, writer: Writer | None = None,
-               log_every: int = 0):
+               log_every: int = 0, step: Callable | None = None):
+    """`step`: the jitted eval step already built for `mesh` (`train.programs`); None: jitted here."""
     self.evaluation = evaluation
-    self._fn = step_lib.jit_eval_step(mesh, with_mask(evaluation.eval_step))
+    self._fn = step_lib.jit_eval_step(mesh, with_mask(evaluation.eval_step)) if step is None else step
     self._sharding = mesh_lib.batch_sharding(mesh)
     self._writer, self._log_every = writer, log_every
 

@@ -8,6 +8,7 @@ events; a later stage gets the earlier stage's final parameters. A stage that fi
 
 import contextlib
 import dataclasses
+import functools
 import os
 import signal
 import time
@@ -27,7 +28,6 @@ from overfeat_jax.tasks import classification, detection, localization
 from overfeat_jax.train import evaluate, inputs, optim
 from overfeat_jax.train import programs as programs_lib
 from overfeat_jax.train import state as state_lib
-from overfeat_jax.train import step as step_lib
 from overfeat_jax.train.logging import Progress, Writer
 from overfeat_jax.tasks.task import Task
 
@@ -231,9 +231,10 @@ def stage_programs(cfg: ml_collections.ConfigDict, task: Task, mesh: Any,
 
 
 def eval_reader(cfg: ml_collections.ConfigDict) -> Callable[[Any], tuple[Any, int, int]]:
-  """evaluation -> its batches of `cfg.data.eval_split` (`inputs.eval_batches`), the split opened per call."""
-  return lambda evaluation: inputs.eval_batches(cfg, inputs.open_split(cfg, cfg.data.eval_split), evaluation.view,
-                                                evaluation.size)
+  """evaluation -> its batches of `cfg.data.eval_split` (`inputs.eval_batches`); the split is opened at the
+  first evaluation."""
+  source = functools.cache(lambda: inputs.open_split(cfg, cfg.data.eval_split))
+  return lambda evaluation: inputs.eval_batches(cfg, source(), evaluation.view, evaluation.size)
 
 
 def run_stage(task: Task, cfg: ml_collections.ConfigDict, workdir: str,

@@ -82,7 +82,7 @@ def test_loaded_layers_give_the_source_networks_outputs(kind, smoke, tmp_path):
   assert not np.array_equal(_layer5(task.model, fresh, images), _layer5(task.model, params, images))
   # Every selection once (each is a compile of the init): on the artifact; layers 1-5 from the others.
   for layers in ('features', 'hidden', 'all') if kind == 'artifact' else ('features',):
-    loaded = transfer.initialise(task, source, layers=layers).init_params(jax.random.key(1))
+    loaded = transfer.initialise(task, source, layers=layers).initial_params(jax.random.key(1))
     np.testing.assert_array_equal(_layer5(task.model, loaded, images), _layer5(task.model, params, images))
     fc6 = loaded['classifier']['fc6']['kernel']
     assert np.array_equal(fc6, params['classifier']['fc6']['kernel']) == (layers != 'features')
@@ -96,7 +96,8 @@ def test_a_first_detection_stage_gets_the_backbone_from_a_classifier(smoke, tmp_
   params = checkpoints.make_params(seed=5)
   source = transfer.load_source(_source('artifact', tmp_path, params), geometry=SMALL)
   task = detection.make_task(loop.stage_config(smoke, 'detection'))  # 11 outputs: 10 classes + background
-  loaded = jax.jit(transfer.initialise(task, source, layers='hidden').init_params)(jax.random.key(0))
+  warm = transfer.initialise(task, source, layers='hidden')
+  loaded = warm.warm_start(jax.jit(warm.init_params)(jax.random.key(0)))  # the copy runs outside jit
   backbone = loaded['backbone']
   images = np.random.default_rng(1).integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
   classifier = task.model.classifier
@@ -117,7 +118,7 @@ def test_frozen_layers_do_not_change_and_fine_tuned_ones_do(smoke, tmp_path):
     task = transfer.initialise(_classifier_task(smoke), source, layers='features', freeze=freeze)
     tx, schedule = loop.build_optimizer(smoke, task, steps_per_epoch=4, total_steps=3)
     rng = jax.random.key(0)
-    state = state_lib.create(task.init_params(rng), tx, rng)
+    state = state_lib.create(task.initial_params(rng), tx, rng)
     start = jax.tree.map(np.asarray, state.params)
     train_fn = jax.jit(functools.partial(step_lib.train_step, loss_fn=task.loss_fn, tx=tx, schedule=schedule,
                                          skip_nonfinite=False))  # the loop's step, on one device

@@ -82,7 +82,7 @@ def test_nonfinite_freezes_the_state_and_the_loop_stops_naming_the_step():
   s1, s2, s3 = _toy(skip_nonfinite=False)
   np.testing.assert_array_equal(s3.params['w'], s1.params['w'])  # frozen at the last good parameters
   assert int(s3.first_nonfinite) == 1
-  run = types.SimpleNamespace(cfg=types.SimpleNamespace(skip_nonfinite=False),
+  run = types.SimpleNamespace(cadence=types.SimpleNamespace(skip_nonfinite=False),
                               task=types.SimpleNamespace(name='classification'))
   with pytest.raises(loop.NonFiniteLossError, match='non-finite at step 1;'):
     loop.check_finite(run, s3)
