@@ -361,6 +361,8 @@ def eval_example(record: dict, *, view: str, size: int | tuple[int, int], max_bo
   """One record -> one evaluation example: view 'center_crop' (size: int) or 'resize' (size: (h, w)).
 
   A record with `ignore_classes` (DET validation) also gives `ignore_classes` int32 `[max_boxes]`, padded with -1.
+  A record with `ignore_boxes`/`ignore_labels` (own data: VOC difficult, COCO iscrowd) also gives them mapped like
+  `boxes` and padded the same way (float32 `[max_boxes, 4]`, int32 `[max_boxes]` with -1), for the evaluation.
   """
   if view == 'center_crop':
     make_crop = lambda h, w: center_crop(h, w, int(size))
@@ -375,4 +377,8 @@ def eval_example(record: dict, *, view: str, size: int | tuple[int, int], max_bo
   if 'ignore_classes' in record:  # the DET validation blacklist (data.imagenet_det), for the detection evaluation
     ignored = np.asarray(record['ignore_classes'], np.int32).reshape(-1)[:max_boxes]
     example['ignore_classes'] = np.concatenate([ignored, np.full(max_boxes - len(ignored), -1, np.int32)])
+  if 'ignore_boxes' in record:  # own data (data.folders): not ground truth, not false positives (metrics.detection)
+    ignored_boxes = _example({'boxes': record['ignore_boxes'], 'box_labels': record['ignore_labels']},
+                             image, crop, max_boxes, 0.0)
+    example['ignore_boxes'], example['ignore_labels'] = ignored_boxes['boxes'], ignored_boxes['box_labels']
   return example

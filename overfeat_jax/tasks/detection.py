@@ -139,23 +139,28 @@ def make_summarize(num_classes: int):
   Classes without any ground-truth box in the evaluated set are excluded from the mean, counted and logged.
   When the examples carry `ignore_classes` (DET validation built with the devkit's blacklist,
   `data.imagenet_det`), those (image, class) pairs are left out as `eval_detection.m` does; `blacklisted` counts
-  them. `nonfinite` counts the candidate boxes dropped for a NaN/inf score or box (`inference.nonfinite`).
+  them. When they carry `ignore_boxes`/`ignore_labels` (own data: VOC difficult, COCO iscrowd), those boxes are
+  not ground truth and a detection matching one is neither TP nor FP (`metrics.detection`); `ignored` counts such
+  detections. `nonfinite` counts the candidate boxes dropped for a NaN/inf score or box (`inference.nonfinite`).
   """
   def summarize(outputs: dict[str, np.ndarray]) -> dict[str, float]:
     acc = DetectionAccumulator(num_classes)
     n = len(outputs['classes'])
     ignored = outputs.get('ignore_classes', np.full((n, 0), -1))
-    for cls, box, score, gt_box, gt_label, ignore in zip(outputs['classes'], outputs['boxes'], outputs['scores'],
-                                                         outputs['gt_boxes'], outputs['box_labels'], ignored):
-      keep, real = cls >= 0, gt_label >= 0
+    hard_boxes = outputs.get('ignore_boxes', np.zeros((n, 0, 4)))  # own data's difficult / crowd boxes
+    hard_labels = outputs.get('ignore_labels', np.full((n, 0), -1))
+    for cls, box, score, gt_box, gt_label, ignore, hard_box, hard_label in zip(
+        outputs['classes'], outputs['boxes'], outputs['scores'], outputs['gt_boxes'], outputs['box_labels'], ignored,
+        hard_boxes, hard_labels):
+      keep, real, hard = cls >= 0, gt_label >= 0, hard_label >= 0
       acc.add_image(box[keep], score[keep], cls[keep], gt_box[real], gt_label[real],
-                    ignore_classes=ignore[ignore >= 0])
+                    ignore_classes=ignore[ignore >= 0], ignore_boxes=hard_box[hard], ignore_labels=hard_label[hard])
     r = acc.result()
     if r.classes_without_gt:
       logging.info('detection mAP excludes classes without ground truth: %s', r.classes_without_gt)
     return {'mAP': r.mean_ap, 'map_error': 1.0 - r.mean_ap, 'count': float(r.num_images),
             'classes_without_gt': float(len(r.classes_without_gt)),
-            'blacklisted': float((np.asarray(ignored) >= 0).sum()),
+            'blacklisted': float((np.asarray(ignored) >= 0).sum()), 'ignored': float(r.num_ignored),
             'nonfinite': float(np.sum(outputs.get('num_nonfinite', 0)))}
   return summarize
 
@@ -178,8 +183,9 @@ def make_task(config: ml_collections.ConfigDict, previous_params: Any = None) ->
     out = detect_lib.detect(box_model, params, batch['image'], **options)
     step = {'classes': out['classes'], 'boxes': out['boxes'], 'scores': out['scores'],
             'num_nonfinite': out['num_nonfinite'], 'box_labels': batch['box_labels'], 'gt_boxes': batch['boxes']}
-    if 'ignore_classes' in batch:  # the DET validation blacklist, when the dataset was built with it
-      step['ignore_classes'] = batch['ignore_classes']
+    for key in ('ignore_classes', 'ignore_boxes', 'ignore_labels'):  # DET blacklist; own data's difficult/crowd
+      if key in batch:
+        step[key] = batch[key]
     return step
 
   evaluation = Evaluation('multiscale', 'resize', config.box.eval_size, eval_step, make_summarize(config.num_classes))
