@@ -12,8 +12,9 @@ or a `--classes` file (one name per line, in label order).
 
 Per object: float coordinates are read as VOC's 1-based inclusive pixels (`x1 = xmin - 1, x2 = xmax`, the
 project convention of docs/CONVENTIONS.md); `<difficult>1</difficult>` objects go to `ignore_boxes` (kept out
-of training, ignored by the detection evaluation: metrics.detection); `<truncated>` and `<pose>` are read past; `<size>` missing or different from the image: the
-image's size is used and the boxes rescaled (`annotations.to_boxes`' rules).
+of training, ignored by the detection evaluation: metrics.detection); `<truncated>` and `<pose>` are read
+past; `<size>` missing or different from the image: the image's size is used and the boxes rescaled
+(`annotations.to_boxes`' rules).
 What is skipped or repaired, and counted in `build_report.json` (`python -m overfeat_jax.data.build` prints
 it): an XML without its image (`image_missing`), an image without XML (`annotation_missing`; to keep a photo
 with no object, give it an XML without `<object>`), an XML that does not parse (`annotation_unreadable`), two
