@@ -13,7 +13,8 @@ folder's sub-folders named after the split (`train2017/`).
 Boxes: `bbox = [x, y, w, h]` in continuous pixels becomes `(x, y, x + w, y + h)` (docs/CONVENTIONS.md);
 `iscrowd: 1` boxes go to `ignore_boxes` (kept out of training, ignored by the detection evaluation).
 Classes: the categories some annotation uses, re-indexed densely by increasing id; `metadata.json` holds
-`class_names` and `category_ids` (label i is category `category_ids[i]`). Images without annotations are kept (COCO lists labelled negatives).
+`class_names` and `category_ids` (label i is category `category_ids[i]`). Images without annotations are
+kept (COCO lists labelled negatives).
 Skipped or repaired, and counted in `build_report.json`: a missing image file (`image_missing`), two images
 with one `id` (`duplicate_image_id`) or one `file_name` (`duplicate_file_name`), an annotation of an unknown
 image (`annotation_unknown_image`), a bbox that is not 4 numbers (`box_malformed_dropped`), an unknown
