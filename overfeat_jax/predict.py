@@ -30,7 +30,7 @@ from ml_collections import config_flags
 from PIL import Image
 
 from overfeat_jax import cli, storage
-from overfeat_jax.config_files import CONFIG_FILE, load_config, stage_config
+from overfeat_jax.config_files import CONFIG_FILE, load_config, settings_from_config, stage_config
 from overfeat_jax.data import images as image_lib
 from overfeat_jax.errors import InputError
 from overfeat_jax.output_names import distinct_stems
@@ -79,15 +79,15 @@ def class_names(cfg) -> list[str]:
 def make_predictor(task: str, cfg) -> tuple[Any, int]:
   """(jitted fn(params, images [1, S, S, 3]) -> outputs, view size S) of a stage."""
   from overfeat_jax.tasks import classification, detection, localization  # pylint: disable=g-import-not-at-top
+  settings = settings_from_config(cfg, task)
   if task == 'classification':
-    model = classification.make_model(cfg)
-    scales = localization.as_sizes(cfg.eval.scales)
-    return make_multiscale_classifier(model, scales=scales, flips=cfg.eval.flips, fine=cfg.eval.fine), cfg.eval.resize
+    e = settings.eval
+    model = classification.make_model(settings)
+    return make_multiscale_classifier(model, scales=e.scales, flips=e.flips, fine=e.fine), e.resize
+  box_model = localization.make_box_model(settings)
   if task == 'localization':
-    box_model = localization.make_box_model(cfg, cfg.num_classes)
-    return localize_lib.make_localizer(box_model, **localization.eval_options(cfg)), cfg.box.eval_size
-  box_model = localization.make_box_model(cfg, cfg.num_classes + 1)
-  return detect_lib.make_detector(box_model, **detection.eval_options(cfg)), cfg.box.eval_size
+    return localize_lib.make_localizer(box_model, **localization.eval_options(settings)), settings.box.eval_size
+  return detect_lib.make_detector(box_model, **detection.eval_options(settings)), settings.box.eval_size
 
 
 def predict_one(task: str, fn, params, image: np.ndarray, size: int, top: int) -> list[dict[str, Any]]:

@@ -16,19 +16,20 @@ positive windows (`localization.masked_l2`); the regressor reads layer 5 through
 classification loss trains layers 1-5 (all of which train in this stage, starting from the localization stage).
 """
 
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 from absl import logging
 
+from overfeat_jax.errors import InputError
 from overfeat_jax.inference import detect as detect_lib
 from overfeat_jax.inference import localize as localize_lib
 from overfeat_jax.metrics.detection import DetectionAccumulator
 from overfeat_jax.models.overfeat import init_params as init_overfeat
+from overfeat_jax.settings import MiningSettings, StageSettings
 from overfeat_jax.tasks import localization, targets
 from overfeat_jax.tasks.task import Evaluation, Task, all_trainable
 
@@ -72,7 +73,8 @@ def window_terms(box_model, params, batch, rng, *, train: bool, fine: bool, nega
           flat(~t.positive & (t.max_coverage <= negative_max_coverage)), flat(err))
 
 
-def detection_loss(box_model, params, batch, rng, *, train: bool, fine: bool, mining, box_weight: float):
+def detection_loss(box_model, params, batch, rng, *, train: bool, fine: bool, mining: MiningSettings,
+                   box_weight: float):
   """(loss, metrics) of a batch: mined cross-entropy + weighted box L2 (module docstring)."""
   r_drop, r_mine = jax.random.split(rng)
   logits, labels, positive, candidates, err = window_terms(
@@ -109,28 +111,38 @@ def transfer_backbone(fresh: Any, previous: Any, num_classes: int) -> Any:
   return out
 
 
-def init_from_previous(box_model, previous_params, rng, num_classes: int) -> Any:
-  """Detection params {'backbone', 'regressor'} from a localization (or classification) stage, or fresh."""
-  r1, r2 = jax.random.split(rng)
-  fresh = {'backbone': init_overfeat(box_model.classifier, r1),
-           'regressor': localization.init_regressor(box_model, r2)}
-  if previous_params is None:
+def init_fresh(box_model, rng, warn: bool = False) -> Any:
+  """Detection params {'backbone', 'regressor'} from random initialisation (a pure function of `rng`)."""
+  if warn:
     logging.warning('detection without earlier stages: every layer starts from random initialisation.')
-    return fresh
-  backbone = previous_params.get('backbone', previous_params)
-  out = {'backbone': transfer_backbone(fresh['backbone'], backbone, num_classes), 'regressor': fresh['regressor']}
-  prev_reg = previous_params.get('regressor')
-  if prev_reg is not None and jax.tree.map(jnp.shape, prev_reg) == jax.tree.map(jnp.shape, fresh['regressor']):
-    out['regressor'] = prev_reg
-  return out
+  r1, r2 = jax.random.split(rng)
+  return {'backbone': init_overfeat(box_model.classifier, r1),
+          'regressor': localization.init_regressor(box_model, r2)}
 
 
-def eval_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """The inference options of `config.box` for `inference.detect.detect`."""
-  b = config.box
-  return dict(scales=localization.as_sizes(b.eval_scales), score_threshold=b.score_threshold, method=b.merge,
-              threshold=b.nms_iou if b.merge == 'nms' else b.threshold, max_per_scale=b.max_per_scale,
-              max_detections=b.max_detections, fine=b.fine, average=localization.merge_average(b))
+def from_previous(previous_params: Any, num_classes: int) -> Callable[[Any], Any] | None:
+  """The stage's `warm_start` (run outside jit): fresh params -> the localization (or classification) stage's
+  backbone with a background output (`transfer_backbone`), and its regressor when the shapes match; None
+  without a previous stage."""
+  if previous_params is None:
+    return None
+
+  def warm_start(fresh: Any) -> Any:
+    backbone = previous_params.get('backbone', previous_params)
+    out = {'backbone': transfer_backbone(fresh['backbone'], backbone, num_classes),
+           'regressor': fresh['regressor']}
+    prev_reg = previous_params.get('regressor')
+    if prev_reg is not None and jax.tree.map(jnp.shape, prev_reg) == jax.tree.map(jnp.shape, fresh['regressor']):
+      out['regressor'] = prev_reg
+    return out
+  return warm_start
+
+
+def eval_options(settings: StageSettings) -> dict[str, Any]:
+  """The inference options of `settings.box` for `inference.detect.detect`."""
+  b = settings.box
+  return dict(localization.merge_options(settings), score_threshold=b.score_threshold,
+              max_per_scale=b.max_per_scale, max_detections=b.max_detections)
 
 
 def make_summarize(num_classes: int):
@@ -168,16 +180,22 @@ def make_summarize(num_classes: int):
 make_batch_transform = localization.make_batch_transform  # one training scale per step, resized on the host
 
 
-def make_task(config: ml_collections.ConfigDict, previous_params: Any = None) -> Task:
-  """The detection stage of `config` (`config.box` and `config.mining`), after the localization stage."""
-  box_model = localization.make_box_model(config, config.num_classes + 1)
-  fine, mining, box_weight = config.box.fine, config.mining, config.box.loss_weight
+def make_task(settings: StageSettings, previous_params: Any = None) -> Task:
+  """The detection stage of `settings` (its box and mining sections), after the localization stage.
+
+  Raises:
+    InputError: the settings have no box section, or no mining section.
+  """
+  if settings.mining is None:
+    raise InputError('the detection stage needs a mining section (config.detection.mining).')
+  box_model = localization.make_box_model(settings)  # num_classes + 1 outputs: the last is background
+  fine, mining, box_weight = settings.box.fine, settings.mining, settings.box.loss_weight
 
   def loss_fn(params, batch, rng, *, train):
     return detection_loss(box_model, params, batch, rng, train=train, fine=fine, mining=mining,
                           box_weight=box_weight)
 
-  options = eval_options(config)
+  options = eval_options(settings)
 
   def eval_step(params, batch):
     out = detect_lib.detect(box_model, params, batch['image'], **options)
@@ -188,8 +206,19 @@ def make_task(config: ml_collections.ConfigDict, previous_params: Any = None) ->
         step[key] = batch[key]
     return step
 
-  evaluation = Evaluation('multiscale', 'resize', config.box.eval_size, eval_step, make_summarize(config.num_classes))
+  evaluation = Evaluation('multiscale', 'resize', settings.box.eval_size, eval_step,
+                          make_summarize(settings.num_classes))
   return Task(name='detection',
-              init_params=lambda rng: init_from_previous(box_model, previous_params, rng, config.num_classes),
+              init_params=lambda rng: init_fresh(box_model, rng, warn=previous_params is None),
               loss_fn=loss_fn, trainable_mask=all_trainable, evaluations=(evaluation,),
-              best_metric='multiscale/map_error', model=box_model)
+              best_metric='multiscale/map_error', model=box_model,
+              warm_start=from_previous(previous_params, settings.num_classes), settings=settings)
+
+
+def make_predictor(box_model, settings: StageSettings) -> Callable[[Any, jax.Array], dict]:
+  """The detection predictor (paper section 5): `fn(params, images [B, S, S, 3], 0..255) -> {'classes'
+  [B, D] int32 (-1 = none), 'boxes' [B, D, 4] (x1, y1, x2, y2 in the view's pixels), 'scores' [B, D], 'valid',
+  'num_nonfinite'}`, at most `box.max_detections` merged detections above `box.score_threshold`
+  (`inference.detect.detect`), on whole images at the square view S = `box.eval_size`."""
+  options = eval_options(settings)
+  return lambda params, images: detect_lib.detect(box_model, params, images, **options)

@@ -17,7 +17,6 @@ from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from absl import logging
 from PIL import Image
@@ -26,33 +25,28 @@ from overfeat_jax.errors import InputError
 from overfeat_jax.inference import localize as localize_lib
 from overfeat_jax.inference.dense import dense_apply
 from overfeat_jax.metrics.localization import LocalizationCounts
-from overfeat_jax.models.geometry import get_geometry
-from overfeat_jax.models.heads import BoxRegressor
-from overfeat_jax.models.overfeat import OverFeat, init_params as init_overfeat
+from overfeat_jax.models import build
+from overfeat_jax.models.overfeat import init_params as init_overfeat
+from overfeat_jax.settings import REGRESSION, StageSettings, as_sizes
 from overfeat_jax.tasks import targets
+from overfeat_jax.tasks.classification import make_model
 from overfeat_jax.tasks.task import Evaluation, Task
 
-DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
-REGRESSION = ('single', 'per_class')
 
+def make_box_model(settings: StageSettings, num_outputs: int | None = None) -> localize_lib.BoxModel:
+  """The classifier (`num_outputs` outputs, default `settings.num_outputs`) and the regressor
+  (`settings.box`: 'single' = one box, 'per_class' = one box per class).
 
-def as_sizes(scales: Sequence[Any]) -> tuple[tuple[int, int], ...]:
-  """Config scales (ints or (h, w) pairs) -> a tuple of (h, w) int pairs."""
-  return tuple((int(s), int(s)) if np.ndim(s) == 0 else (int(s[0]), int(s[1])) for s in scales)
-
-
-def make_box_model(config: ml_collections.ConfigDict, num_outputs: int) -> localize_lib.BoxModel:
-  """The classifier (`num_outputs` classes) and the regressor (`config.box`: 'single' or 'per_class')."""
-  if config.box.regression not in REGRESSION:
-    raise InputError(f'box.regression must be one of {REGRESSION}, got {config.box.regression!r}.')
-  geometry = get_geometry(config.model.geometry, config.model.width_divisor)
-  dtype = DTYPES[config.dtype]
-  model = OverFeat(geometry, num_classes=num_outputs, dropout_rate=config.model.dropout_rate, dtype=dtype,
-                   init_scheme=config.model.init_scheme)
-  per_class = config.num_classes if config.box.regression == 'per_class' else 1
-  regressor = BoxRegressor(geometry, num_outputs=per_class, hidden=tuple(config.box.hidden), dtype=dtype,
-                           init_scheme=config.model.init_scheme)
-  return localize_lib.BoxModel(model, regressor)
+  Raises:
+    InputError: the settings have no box section, or an unknown regression.
+  """
+  box, m = settings.box, settings.model
+  if box is None or box.regression not in REGRESSION:
+    raise InputError(f'box.regression must be one of {REGRESSION}, got {box and box.regression!r}.')
+  per_class = settings.num_classes if box.regression == 'per_class' else 1
+  regressor = build.regressor(m.geometry, m.width_divisor, per_class, box.hidden, dtype=m.dtype,
+                              init_scheme=m.init_scheme)
+  return localize_lib.BoxModel(make_model(settings, num_outputs), regressor)
 
 
 def init_regressor(box_model: localize_lib.BoxModel, rng: jax.Array) -> Any:
@@ -109,7 +103,7 @@ def scale_of_step(scales: Sequence[tuple[int, int]], step: int) -> tuple[int, in
   return tuple(scales[(step - 1) % len(scales)])
 
 
-def make_batch_transform(config: ml_collections.ConfigDict) -> Callable[[dict, int], dict]:
+def make_batch_transform(config: StageSettings) -> Callable[[dict, int], dict]:
   """`fn(host batch, step) -> batch` at that step's training scale (`box.train_scales`, module docstring)."""
   scales = as_sizes(config.box.train_scales)
   if not scales:
@@ -117,18 +111,18 @@ def make_batch_transform(config: ml_collections.ConfigDict) -> Callable[[dict, i
   return lambda batch, step: resize_batch(batch, scale_of_step(scales, step))
 
 
-def merge_average(box: ml_collections.ConfigDict) -> str:
-  """`box.merge_average`, checked; 'pair' for configs saved before the option existed (same results)."""
-  average = box.get('merge_average', 'pair')
-  localize_lib.check_method(box.merge, average)
-  return average
+def merge_options(settings: StageSettings) -> dict[str, Any]:
+  """The merge and scale options `settings.box` gives both `inference.localize.localize` and
+  `inference.detect.detect`; the merge method and average are checked here, before anything is traced."""
+  b = settings.box
+  localize_lib.check_method(b.merge, b.merge_average)
+  return dict(scales=b.eval_scales, method=b.merge, threshold=b.merge_threshold, fine=b.fine,
+              average=b.merge_average)
 
 
-def eval_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """The inference options of `config.box` for `inference.localize.localize`."""
-  b = config.box
-  return dict(scales=as_sizes(b.eval_scales), top_k=b.top_k, method=b.merge,
-              threshold=b.nms_iou if b.merge == 'nms' else b.threshold, fine=b.fine, average=merge_average(b))
+def eval_options(settings: StageSettings) -> dict[str, Any]:
+  """The inference options of `settings.box` for `inference.localize.localize`."""
+  return dict(merge_options(settings), top_k=settings.box.top_k)
 
 
 def localization_errors(outputs: dict[str, np.ndarray]) -> dict[str, float]:
@@ -139,34 +133,36 @@ def localization_errors(outputs: dict[str, np.ndarray]) -> dict[str, float]:
   counts = LocalizationCounts().update_batch(outputs['classes'], outputs['boxes'], outputs['box_labels'],
                                              outputs['gt_boxes'])
   r = counts.result()
-  return {'loc_error': r.error, 'cls_error': r.classification_error, 'count': float(r.num_images),
+  return {'loc_error': r.error, 'top5_error': r.classification_error, 'count': float(r.num_images),
           'skipped': float(r.num_skipped), 'nonfinite': float(np.sum(outputs.get('num_nonfinite', 0)))}
 
 
-def backbone_params(box_model: localize_lib.BoxModel, previous_params: Any, rng: jax.Array) -> Any:
-  """The classifier's parameters from the previous stage (a classification tree, or a localization tree)."""
+def with_previous_backbone(previous_params: Any) -> Callable[[Any], Any] | None:
+  """The stage's `warm_start`: fresh params -> the same with the previous stage's classifier as the backbone
+  (from a classification tree, or a localization tree's backbone); None without a previous stage."""
   if previous_params is None:
-    logging.warning('localization without a classification stage: layers 1-5 are random and fixed.')
-    return init_overfeat(box_model.classifier, rng)
-  return previous_params['backbone'] if 'backbone' in previous_params else previous_params
+    return None
+  backbone = previous_params['backbone'] if 'backbone' in previous_params else previous_params
+  return lambda fresh: {**fresh, 'backbone': backbone}
 
 
-def make_task(config: ml_collections.ConfigDict, previous_params: Any = None) -> Task:
-  """The localization stage of `config` (`config.box` section), on top of the classification stage's params."""
-  box_model = make_box_model(config, config.num_classes)
-  fine = config.box.fine
+def make_task(settings: StageSettings, previous_params: Any = None) -> Task:
+  """The localization stage of `settings` (its box section), on top of the classification stage's params."""
+  box_model = make_box_model(settings)
+  fine = settings.box.fine
 
-  def init_params(rng):
+  def init_params(rng):  # fresh; the previous stage's backbone is copied over it by `warm_start`, outside jit
+    if previous_params is None:
+      logging.warning('localization without a classification stage: layers 1-5 are random and fixed.')
     r1, r2 = jax.random.split(rng)
-    return {'backbone': backbone_params(box_model, previous_params, r1),
-            'regressor': init_regressor(box_model, r2)}
+    return {'backbone': init_overfeat(box_model.classifier, r1), 'regressor': init_regressor(box_model, r2)}
 
   def loss_fn(params, batch, rng, *, train):
     del rng, train  # the regressor has no dropout
     loss, count = box_loss(box_model, params, batch, fine=fine)
     return loss, {'positive_windows': count / batch['image'].shape[0]}
 
-  options = eval_options(config)
+  options = eval_options(settings)
 
   def eval_step(params, batch):
     out = localize_lib.localize(box_model, params, batch['image'], **options)
@@ -175,6 +171,16 @@ def make_task(config: ml_collections.ConfigDict, previous_params: Any = None) ->
 
   trainable = lambda params: {'backbone': jax.tree.map(lambda _: False, params['backbone']),
                               'regressor': jax.tree.map(lambda _: True, params['regressor'])}
-  evaluation = Evaluation('multiscale', 'resize', config.box.eval_size, eval_step, localization_errors)
+  evaluation = Evaluation('multiscale', 'resize', settings.box.eval_size, eval_step, localization_errors)
   return Task(name='localization', init_params=init_params, loss_fn=loss_fn, trainable_mask=trainable,
-              evaluations=(evaluation,), best_metric='multiscale/loc_error', model=box_model)
+              evaluations=(evaluation,), best_metric='multiscale/loc_error', model=box_model,
+              warm_start=with_previous_backbone(previous_params), settings=settings)
+
+
+def make_predictor(box_model: localize_lib.BoxModel, settings: StageSettings) -> Callable[[Any, jax.Array], dict]:
+  """The localization predictor (paper section 4.3): `fn(params, images [B, S, S, 3], 0..255) -> {'classes'
+  [B, K] int32 (-1 = none), 'boxes' [B, K, 4] (x1, y1, x2, y2 in the view's pixels), 'scores' [B, K],
+  'num_nonfinite' [B]}`, the top `box.top_k` guesses of `inference.localize.localize` at `box.eval_scales`, on
+  whole images at the square view S = `box.eval_size`."""
+  options = eval_options(settings)
+  return lambda params, images: localize_lib.localize(box_model, params, images, **options)

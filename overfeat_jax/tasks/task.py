@@ -1,15 +1,16 @@
-"""What a training stage is, as data: the one interface the loop knows (classification, localization, detection).
+"""What a training stage is, as data: the one interface the loop, predict, the sweeps and export know.
 
 Why a dataclass of pure functions and not a class hierarchy: the loop jits these functions once with shardings,
-so they must be pure and take only arrays; a task is built from a config once, by the loop, through the one
-explicit registry `loop.TASKS` (name -> `make_task(config, previous_params)`).
+so they must be pure and take only arrays; a task is built once from its typed settings
+(`settings.StageSettings`, read from the config at the edge by `config_files.settings_from_config`) through
+the one registry `tasks.TASKS` (name -> `make_task(settings, previous_params)`). No config object is closed
+over by a traced function: the settings are frozen dataclasses of numbers, names and tuples.
 
 A later stage reads the earlier stage's parameters (e.g. localization fixes layers 1-5 of the classifier):
-`make_task(config, previous_params=...)` receives them; its `warm_start` copies what it needs over the fresh
+`make_task(settings, previous_params=...)` receives them; its `warm_start` copies what it needs over the fresh
 `init_params(rng)` (outside jit: weights closed over by a jitted init would be compiled into it as constants),
 and its `trainable_mask` marks the frozen parts False (the optimizer then leaves them bit for bit unchanged).
 """
-
 import dataclasses
 from typing import Any, Callable, Mapping
 
@@ -56,10 +57,15 @@ class Task:
     trainable_mask: params -> same tree of bools; False leaves are excluded from the optimizer (set to zero).
     evaluations: what to evaluate during and after training.
     best_metric: the '<evaluation>/<metric>' whose minimum picks the best checkpoint kept besides the latest.
-    model: the flax module (for the benchmark, the inference tools and later stages).
+    model: the network: an `OverFeat` (classification) or an `inference.localize.BoxModel` (classifier and
+      regressor: localization, detection); for the benchmark, the inference tools and later stages.
     warm_start: fresh params -> params with trained weights copied in (the previous stage's, `config.init`'s),
       called eagerly, outside jit, on the devices' arrays; may return host (numpy) leaves, which
       `train.programs` places. None: the fresh initialisation is the start.
+    settings: the stage's typed settings the task was built from (network, evaluation, box section).
+    predictor: (params, images [B, S, S, 3], 0..255) -> the stage's predictions on whole images resized to the
+      square view S = `predictor_size` (for `predict` and the sweeps); None until a task provides one.
+    predictor_size: S, the view's side in pixels (0 without a predictor).
   """
   name: str
   init_params: Callable[[jax.Array], Params]
@@ -69,6 +75,9 @@ class Task:
   best_metric: str
   model: Any = None
   warm_start: Callable[[Params], Params] | None = None
+  settings: Any = None
+  predictor: Callable[[Params, jax.Array], Any] | None = None
+  predictor_size: int = 0
 
   def initial_params(self, rng: jax.Array) -> Params:
     """`init_params(rng)` then `warm_start`, eagerly: the parameters a fresh run starts from (tools, tests)."""

@@ -18,13 +18,13 @@ import jax
 import ml_collections
 import numpy as np
 
-from overfeat_jax import config_files, storage
+from overfeat_jax import config_files, storage, tasks
 from overfeat_jax.checkpoint import manager as ckpt
 from overfeat_jax.checkpoint import transfer
 from overfeat_jax.errors import InputError
 from overfeat_jax.models.geometry import get_geometry
 from overfeat_jax.parallel import mesh as mesh_lib
-from overfeat_jax.tasks import classification, detection, localization
+from overfeat_jax.tasks import detection, localization
 from overfeat_jax.train import evaluate, inputs, optim
 from overfeat_jax.train import programs as programs_lib
 from overfeat_jax.train import state as state_lib
@@ -32,10 +32,7 @@ from overfeat_jax.train.logging import Progress, Writer
 from overfeat_jax.tasks.task import Task
 
 stage_config = config_files.stage_config  # re-used: the preflight and tests name it here
-# The one registry of stages: name -> make_task(stage config, previous_params) -> Task.
-TASKS: dict[str, Callable[..., Task]] = {'classification': classification.make_task,
-                                         'localization': localization.make_task,
-                                         'detection': detection.make_task}
+TASKS = tasks.TASKS  # the one registry of stages (`overfeat_jax.tasks`): name -> make_task(settings, previous)
 # Stages whose batches are changed on the host before they reach the device: name -> make(stage config) ->
 # fn(host batch, step) -> host batch (localization and detection: that step's training scale).
 BATCH_TRANSFORMS: dict[str, Callable[..., Callable[[dict, int], dict]]] = {
@@ -131,10 +128,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   config = inputs.with_classes_from_data(config)  # num_classes = 0: own data's class count (docs/own_data.md)
   results, previous, source = {}, None, initial_weights(config)
   for stage in config.stages:
-    if stage not in TASKS:
-      raise InputError(f'unknown stage {stage!r} in config.stages; available: {sorted(TASKS)}')
-    cfg = stage_config(config, stage)
-    task = TASKS[stage](cfg, previous_params=previous)
+    cfg, task = stage_task(config, stage, previous_params=previous)
     if previous is None and source is not None:  # the first stage starts from `config.init`'s weights
       task = transfer.initialise(task, source, layers=cfg.init.layers, freeze=cfg.init.freeze)
     results[stage], previous = run_stage(task, cfg, os.path.join(workdir, stage),
@@ -144,6 +138,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if jax.process_index() == 0:
     storage.write_json_atomic(storage.path(workdir) / 'metrics.json', results)
   return results
+
+
+def stage_task(config: ml_collections.ConfigDict, stage: str, previous_params: Any = None) -> tuple[Any, Task]:
+  """(the stage's config, its Task): the task built through the registry from the stage's typed settings
+  (`config_files.settings_from_config`, read here once), with the previous stage's params if any. The
+  trainer and the pre-flight build their tasks here.
+
+  Raises:
+    InputError: a stage the registry does not have.
+  """
+  if stage not in TASKS:
+    raise InputError(f'unknown stage {stage!r} in config.stages; available: {sorted(TASKS)}')
+  return stage_config(config, stage), tasks.make(config_files.settings_from_config(config, stage), previous_params)
 
 
 def initial_weights(config: ml_collections.ConfigDict) -> transfer.Source | None:
@@ -257,7 +264,7 @@ def run_stage(task: Task, cfg: ml_collections.ConfigDict, workdir: str,
     iterator.set_state(meta['data'])
     writer.info('Resumed %s from step %d (%s).', task.name, start, manager.directory)
   ready()
-  transform = BATCH_TRANSFORMS[task.name](cfg) if task.name in BATCH_TRANSFORMS else None
+  transform = BATCH_TRANSFORMS[task.name](task.settings) if task.name in BATCH_TRANSFORMS else None
   run = Run(task, programs, writer, manager, total, Cadence.from_config(cfg), eval_reader(cfg), transform)
   try:
     state, info = train(run, state, iterator, start)

@@ -15,6 +15,7 @@ import pytest
 from overfeat_jax.checkpoint import export as export_lib
 from overfeat_jax.checkpoint import manager as ckpt
 from overfeat_jax.checkpoint import transfer
+from overfeat_jax.config_files import settings_from_config
 from overfeat_jax.errors import InputError
 from overfeat_jax.models import release_weights
 from overfeat_jax.models.geometry import get_geometry
@@ -37,7 +38,8 @@ def _classifier_task(config):
   """The smoke config's classification task, its random init drawn with numpy (`checkpoints.make_params`, seed
   11): the transfer wraps whatever `init_params` a task has, and compiling flax's init costs tens of seconds on
   a loaded 2-core machine."""
-  return dataclasses.replace(classification.make_task(config), init_params=lambda rng: checkpoints.make_params(11))
+  task = classification.make_task(settings_from_config(config, 'classification'))
+  return dataclasses.replace(task, init_params=lambda rng: checkpoints.make_params(11))
 
 
 def _source(kind, tmp_path, params):
@@ -95,7 +97,7 @@ def test_loaded_layers_give_the_source_networks_outputs(kind, smoke, tmp_path):
 def test_a_first_detection_stage_gets_the_backbone_from_a_classifier(smoke, tmp_path):
   params = checkpoints.make_params(seed=5)
   source = transfer.load_source(_source('artifact', tmp_path, params), geometry=SMALL)
-  task = detection.make_task(loop.stage_config(smoke, 'detection'))  # 11 outputs: 10 classes + background
+  task = detection.make_task(settings_from_config(smoke, 'detection'))  # 11 outputs: 10 classes + background
   warm = transfer.initialise(task, source, layers='hidden')
   loaded = warm.warm_start(jax.jit(warm.init_params)(jax.random.key(0)))  # the copy runs outside jit
   backbone = loaded['backbone']
@@ -160,7 +162,7 @@ def test_workdir_checkpoint_latest_step_or_best(tmp_path):
 
 
 def test_bad_sources_are_one_clear_error(smoke, tmp_path):
-  task = classification.make_task(smoke)
+  task = classification.make_task(settings_from_config(smoke, 'classification'))
   with pytest.raises(InputError, match='does not exist'):
     transfer.load_source(str(tmp_path / 'nothing'), geometry=SMALL)
   with pytest.raises(InputError, match='no classification checkpoint'):

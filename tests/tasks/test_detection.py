@@ -1,24 +1,26 @@
 """The detection task: on-the-fly hard negatives, background labels, init from localization, a step that learns."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import pytest
 
 from overfeat_jax.errors import InputError
+from overfeat_jax.settings import BoxSettings, MiningSettings, ModelSettings, StageSettings
 from overfeat_jax.tasks import detection, localization
 
 
-def tiny_config():
-  return ml_collections.ConfigDict(dict(
-      model=dict(geometry='small', width_divisor=16, dropout_rate=0.0, init_scheme='he'),
-      num_classes=3, dtype='float32',
-      box=dict(regression='single', hidden=(16, 8), train_scales=((64, 64), (96, 96)), fine=True, loss_weight=1.0,
-               eval_scales=((64, 64), (96, 96)), score_threshold=0.2, merge='overlap', threshold=0.8, nms_iou=0.5,
-               max_per_scale=32, max_detections=8, eval_size=96, top_k=2),
-      mining=dict(num_hard=3, num_random=2, negative_max_coverage=0.25)))
+def tiny_config(stage='detection', **box):
+  box = dict(dict(regression='single', hidden=(16, 8), train_scales=((64, 64), (96, 96)), fine=True,
+                  loss_weight=1.0, eval_scales=((64, 64), (96, 96)), score_threshold=0.2, merge='overlap',
+                  threshold=0.8, nms_iou=0.5, max_per_scale=32, max_detections=8, eval_size=96, top_k=2), **box)
+  return StageSettings(stage, num_classes=3, crop_size=64,
+                       model=ModelSettings('small', 16, 'float32', dropout_rate=0.0, init_scheme='he'),
+                       box=BoxSettings(**box), mining=MiningSettings(num_hard=3, num_random=2,
+                                                                      negative_max_coverage=0.25))
 
 
 def test_hard_negatives_are_the_most_offending_candidates():
@@ -49,11 +51,10 @@ def det_batch():
 
 
 def test_init_from_localization_adds_a_neutral_background_column():
-  config = tiny_config()
-  loc_task = localization.make_task(config, previous_params=None)
+  loc_task = localization.make_task(tiny_config('localization'), previous_params=None)
   loc_params = jax.jit(loc_task.init_params)(jax.random.key(0))
-  task = detection.make_task(config, previous_params=loc_params)
-  params = jax.jit(task.init_params)(jax.random.key(1))
+  task = detection.make_task(tiny_config(), previous_params=loc_params)
+  params = task.warm_start(jax.jit(task.init_params)(jax.random.key(1)))  # the copy runs outside jit
   fc8 = params['backbone']['classifier']['fc8']
   assert fc8['kernel'].shape[-1] == 4
   np.testing.assert_array_equal(np.asarray(fc8['kernel'][..., :3]),
@@ -110,14 +111,17 @@ def test_loss_is_computed_at_the_batch_size():
 
 
 def test_eval_options_carry_the_merge_average():
-  config = tiny_config()
-  assert detection.eval_options(config)['average'] == 'pair'  # a config saved before the option
-  config.box.merge_average = 'score'
-  options = detection.eval_options(config)
+  assert detection.eval_options(tiny_config())['average'] == 'pair'  # the default
+  options = detection.eval_options(tiny_config(merge_average='score'))
   assert options['average'] == 'score' and options['method'] == 'overlap'
-  config.box.merge_average = 'weighted'
+  assert options['score_threshold'] == 0.2 and options['scales'] == ((64, 64), (96, 96))
   with pytest.raises(InputError, match='average'):
-    detection.eval_options(config)
+    detection.eval_options(tiny_config(merge_average='weighted'))
+
+
+def test_a_detection_stage_without_a_mining_section_is_refused():
+  with pytest.raises(InputError, match='mining'):
+    detection.make_task(dataclasses.replace(tiny_config(), mining=None))
 
 
 def test_evaluation_applies_the_devkit_blacklist_from_the_records():

@@ -1,27 +1,30 @@
 """The localization task: loss masks, frozen layers 1-5, a regressor that learns, and its evaluation."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import pytest
 
+from overfeat_jax.config_files import settings_from_config
 from overfeat_jax.errors import InputError
 from overfeat_jax.inference import localize
+from overfeat_jax.models.geometry import get_geometry
 from overfeat_jax.models.overfeat import init_params as init_overfeat
+from overfeat_jax.settings import BoxSettings, ModelSettings, StageSettings
 from overfeat_jax.tasks import detection, localization, targets
 from overfeat_jax.train import optim
 from tests.train.helpers import load_config
 
 
-def tiny_config(regression='single'):
-  return ml_collections.ConfigDict(dict(
-      model=dict(geometry='small', width_divisor=16, dropout_rate=0.5, init_scheme='he'),
-      num_classes=3, dtype='float32',
-      box=dict(regression=regression, hidden=(16, 8), train_scales=((64, 64), (80, 80)), fine=True,
-               eval_scales=((64, 64), (80, 80)), top_k=2, merge='overlap', threshold=0.8, nms_iou=0.5,
-               eval_size=72)))
+def tiny_config(regression='single', **box):
+  box = dict(dict(hidden=(16, 8), train_scales=((64, 64), (80, 80)), fine=True, eval_scales=((64, 64), (80, 80)),
+                  top_k=2, merge='overlap', threshold=0.8, nms_iou=0.5, eval_size=72), **box)
+  return StageSettings('localization', num_classes=3, crop_size=64,
+                       model=ModelSettings('small', 16, 'float32', dropout_rate=0.5, init_scheme='he'),
+                       box=BoxSettings(regression=regression, **box))
 
 
 def tiny_batch(batch=2, size=72):
@@ -36,7 +39,7 @@ def tiny_batch(batch=2, size=72):
 
 
 def test_no_gradient_outside_the_overlap_rule():
-  g = localization.get_geometry('small', 16)
+  g = get_geometry('small', 16)
   boxes = jnp.asarray([[[10.0, 10.0, 30.0, 30.0]]])
   t = targets.dense_targets(g, (80, 80), boxes, jnp.asarray([[0]]), fine=True)
   pred = jax.random.normal(jax.random.key(1), (1, 4, 4, 1, 4))
@@ -47,7 +50,7 @@ def test_no_gradient_outside_the_overlap_rule():
 
 
 def test_per_class_loss_uses_the_labelled_class_only():
-  g = localization.get_geometry('small', 16)
+  g = get_geometry('small', 16)
   t = targets.dense_targets(g, (64, 64), jnp.asarray([[[5.0, 5.0, 50.0, 50.0]]]), jnp.asarray([[2]]))
   pred = jnp.zeros((1, 2, 2, 3, 4))
   grad = np.asarray(jax.grad(lambda p: localization.masked_l2(p, t)[0])(pred))
@@ -58,10 +61,11 @@ def test_per_class_loss_uses_the_labelled_class_only():
 @pytest.mark.parametrize('regression', ['single', 'per_class'])
 def test_frozen_backbone_unchanged_and_regressor_learns(regression):
   config = tiny_config(regression)
-  box_model = localization.make_box_model(config, config.num_classes)
+  box_model = localization.make_box_model(config)
   classifier_params = init_overfeat(box_model.classifier, jax.random.key(0))
   task = localization.make_task(config, previous_params=classifier_params)
-  params = task.init_params(jax.random.key(1))
+  params = task.initial_params(jax.random.key(1))
+  jax.tree.map(np.testing.assert_array_equal, params['backbone'], classifier_params)  # the previous stage's
   tx = optim.make_optimizer('adam', optax.constant_schedule(3e-3), weight_decay=1e-4,
                             trainable_mask=task.trainable_mask(params))
   opt_state = tx.init(params)
@@ -119,8 +123,7 @@ def test_host_resize_moves_boxes_with_the_image():
 
 
 def test_one_training_scale_per_step_in_turn():
-  config = tiny_config()
-  config.box.train_scales = (64, (80, 96), 112)
+  config = tiny_config(train_scales=((64, 64), (80, 96), (112, 112)))
   transform = localization.make_batch_transform(config)
   batch = jax.tree.map(np.asarray, tiny_batch())
   sizes = [transform(batch, step)['image'].shape[1:3] for step in range(1, 8)]
@@ -128,20 +131,16 @@ def test_one_training_scale_per_step_in_turn():
 
 
 def test_eval_options_carry_the_merge_average():
-  config = tiny_config()
-  assert localization.eval_options(config)['average'] == 'pair'  # a config saved before the option
-  config.box.merge_average = 'score'
-  assert localization.eval_options(config)['average'] == 'score'
-  config.box.merge_average = 'median'
+  assert localization.eval_options(tiny_config())['average'] == 'pair'  # the default
+  assert localization.eval_options(tiny_config(merge_average='score'))['average'] == 'score'
   with pytest.raises(InputError, match='average'):
-    localization.eval_options(config)
+    localization.eval_options(tiny_config(merge_average='median'))
 
 
 @pytest.mark.parametrize('stage,options', [('localization', localization.eval_options),
                                            ('detection', detection.eval_options)])
 def test_demo_config_box_sections_set_the_merge_average(stage, options):
-  from overfeat_jax.train.loop import stage_config  # pylint: disable=g-import-not-at-top
-  config = stage_config(load_config('embedded', 'smoke'), stage)
+  config = settings_from_config(load_config('embedded', 'smoke'), stage)
   assert config.box.merge_average in localize.AVERAGE_CHOICES
   assert options(config)['average'] == config.box.merge_average
 
@@ -149,12 +148,11 @@ def test_demo_config_box_sections_set_the_merge_average(stage, options):
 def test_evaluation_uses_the_configured_merge_average():
   # Same random network, greedy merge at t = 1e9 (each class's windows merge into one box): the
   # confidence-weighted boxes differ from the paper's pairwise averages.
-  config = tiny_config()
-  config.box.threshold = 1e9
+  config = tiny_config(threshold=1e9)
   params = localization.make_task(config, previous_params=None).init_params(jax.random.key(0))
   boxes = {}
   for average in ('pair', 'score'):
-    config.box.merge_average = average
+    config = dataclasses.replace(config, box=dataclasses.replace(config.box, merge_average=average))
     (evaluation,) = localization.make_task(config, previous_params=None).evaluations
     boxes[average] = np.asarray(jax.jit(evaluation.eval_step)(params, tiny_batch())['boxes'])
   assert np.abs(boxes['pair'] - boxes['score']).max() > 0.1

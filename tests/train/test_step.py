@@ -8,6 +8,7 @@ import numpy as np
 import optax
 import pytest
 
+from overfeat_jax.config_files import settings_from_config
 from overfeat_jax.parallel import mesh as mesh_lib
 from overfeat_jax.tasks import classification
 from overfeat_jax.train import loop, optim
@@ -29,7 +30,7 @@ def _run_steps(mesh, task, tx, schedule, batches, seed=0):
 
 def test_eight_devices_match_one_device():
   config = load_config('embedded', 'smoke')
-  task = classification.make_task(config)
+  task = classification.make_task(settings_from_config(config, 'classification'))
   schedule = optax.constant_schedule(1e-3)
   tx = optim.make_optimizer('sgd', schedule, momentum=0.6, weight_decay=1e-5)
   batches = [random_batch(i, 16, 64, config.num_classes) for i in range(3)]
@@ -46,7 +47,7 @@ def test_eight_devices_match_one_device():
 
 def test_dropout_noise_depends_on_the_step_only():
   config = load_config('embedded', 'smoke')
-  task = classification.make_task(config)
+  task = classification.make_task(settings_from_config(config, 'classification'))
   params = task.init_params(jax.random.key(0))
   batch = jax.tree.map(jnp.asarray, random_batch(0, 4, 64, config.num_classes))
   key = jax.random.key(3)
