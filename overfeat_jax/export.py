@@ -18,6 +18,7 @@ from ml_collections import config_flags
 
 from overfeat_jax import cli
 from overfeat_jax.checkpoint import export as export_lib
+from overfeat_jax.config_files import settings_from_config
 from overfeat_jax.errors import InputError
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir (holds <stage>/checkpoints).')
@@ -35,8 +36,9 @@ def main(argv: list[str]) -> None:
     raise InputError(f'unexpected arguments {argv[1:]}')
   if not _WORKDIR.value or not _OUTPUT.value:
     raise InputError('--workdir and --output are required.')
-  print(export_lib.export_workdir(_WORKDIR.value, _STAGE.value, _OUTPUT.value, _FORMAT.value, _STEP.value, _CONFIG.value,
-               _CLASS_NAMES.value), flush=True)
+  settings = settings_from_config(_CONFIG.value, _STAGE.value) if _CONFIG.value is not None else None
+  print(export_lib.export_workdir(_WORKDIR.value, _STAGE.value, _OUTPUT.value, _FORMAT.value, _STEP.value, settings,
+                                  _CLASS_NAMES.value), flush=True)
 
 
 if __name__ == '__main__':

@@ -260,3 +260,23 @@ def test_a_training_workdir_with_its_config_json_is_not_an_artifact(tmp_path):
   assert runner.load_train_config('', workdir) == config.to_dict()
   with pytest.raises(InputError, match='no config.json'):
     runner.load_train_config('', str(tmp_path))
+
+
+def test_config_details_describe_the_exported_stage_from_its_settings():
+  from overfeat_jax.config_files import settings_from_config  # pylint: disable=g-import-not-at-top
+  from tests.train.helpers import load_config  # pylint: disable=g-import-not-at-top
+  config = load_config('embedded', 'smoke')
+  spec = export_lib.NetworkSpec('small', 32, 10, regressor_outputs=1, regressor_hidden=(32, 16))
+  spec, names, pre = export_lib.config_details(settings_from_config(config, 'localization'), spec)
+  assert spec.dtype == 'float32' and names[:2] == ['disc', 'square'] and len(names) == 10
+  assert pre['crop_size'] == 72 and pre['eval_scales'] == [[72, 72], [88, 88]]  # the stage's own section
+  assert pre['box']['eval_scales'] == [[64, 64], [80, 80]] and pre['box']['merge_average'] == 'pair'
+  json.dumps(pre)  # JSON-ready
+  _, _, pre = export_lib.config_details(settings_from_config(config, 'classification'),
+                                        export_lib.NetworkSpec('small', 32, 10))
+  assert 'box' not in pre and pre['crop_size'] == 64
+  with pytest.raises(InputError, match='describes small/32 but the checkpoint holds small/16'):
+    export_lib.config_details(settings_from_config(config, 'classification'), export_lib.NetworkSpec('small', 16, 10))
+  detection = export_lib.build_config(export_lib.NetworkSpec('small', 32, 11), stage='detection',
+                                      class_names=names)
+  assert detection['network']['background_class'] == 10

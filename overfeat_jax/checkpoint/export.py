@@ -23,8 +23,9 @@ array's shape against the network the config describes, and raises `InputError` 
 
 The artifact and the checkpoints it is exported from may be local or remote (gs://; `overfeat_jax.storage`).
 
-This module imports only numpy, jax, flax, safetensors, etils.epath and `overfeat_jax.models` (no optax, no
-orbax, no TensorFlow).
+This module imports only numpy, jax, flax, safetensors, etils.epath, `overfeat_jax.models` and
+`overfeat_jax.settings` (no optax, no orbax, no TensorFlow). The modules are built by `models.build`, as the
+tasks build theirs; the stage names and which stage has a background class come from `overfeat_jax.settings`.
 """
 
 import dataclasses
@@ -45,16 +46,17 @@ from flax import traverse_util
 from overfeat_jax import storage
 from overfeat_jax.config_files import read_json
 from overfeat_jax.errors import InputError
+from overfeat_jax.models import build
 from overfeat_jax.models.geometry import GEOMETRIES, get_geometry
 from overfeat_jax.models.heads import BoxRegressor
 from overfeat_jax.models.overfeat import OverFeat
+from overfeat_jax.settings import TASK_NAMES, WITH_BACKGROUND, StageSettings
 
 FORMAT_NAME = 'overfeat_jax.pretrained'
 FORMAT_VERSION = 2  # 2: params.safetensors; 1: params.npz (still read)
 READ_VERSIONS = (1, 2)
 CONFIG_FILE, PARAMS_FILE, LEGACY_PARAMS_FILE = 'config.json', 'params.safetensors', 'params.npz'
-STAGES = ('classification', 'localization', 'detection')
-DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+STAGES = TASK_NAMES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,16 +79,17 @@ class NetworkSpec:
   regressor_hidden: tuple[int, ...] = ()
 
   def classifier(self) -> OverFeat:
-    if self.geometry not in GEOMETRIES or self.dtype not in DTYPES:
+    """The classifier (InputError for a geometry or dtype this version does not know)."""
+    if self.geometry not in GEOMETRIES or self.dtype not in build.DTYPES:
       raise InputError(f'unknown network {self.geometry!r} or dtype {self.dtype!r} in the artifact config.')
-    return OverFeat(get_geometry(self.geometry, self.width_divisor), num_classes=self.num_classes,
-                    dtype=DTYPES[self.dtype])
+    return build.classifier(self.geometry, self.width_divisor, self.num_classes, dtype=self.dtype)
 
   def regressor(self) -> BoxRegressor | None:
+    """The box regressor, or None for a classification network."""
     if not self.regressor_outputs:
       return None
-    return BoxRegressor(get_geometry(self.geometry, self.width_divisor), num_outputs=self.regressor_outputs,
-                        hidden=tuple(self.regressor_hidden), dtype=DTYPES[self.dtype])
+    return build.regressor(self.geometry, self.width_divisor, self.regressor_outputs, self.regressor_hidden,
+                           dtype=self.dtype)
 
 
 def abstract_params(spec: NetworkSpec) -> dict[str, Any]:
@@ -152,14 +155,15 @@ def build_config(spec: NetworkSpec, *, stage: str, class_names: list[str] | None
   """The config.json content (without the params entry, which `write_artifact` adds)."""
   if stage not in STAGES:
     raise InputError(f'stage must be one of {STAGES}, got {stage!r}.')
-  object_classes = spec.num_classes - 1 if stage == 'detection' else spec.num_classes
+  background = stage in WITH_BACKGROUND  # the classifier's last output is the background class
+  object_classes = spec.num_classes - 1 if background else spec.num_classes
   if class_names is not None and len(class_names) != object_classes:
     raise InputError(f'{len(class_names)} class names for a network with {object_classes} object classes.')
   geometry = get_geometry(spec.geometry, spec.width_divisor)
   network = {'geometry': spec.geometry, 'width_divisor': spec.width_divisor, 'num_classes': spec.num_classes,
              'dtype': spec.dtype, 'input_size': geometry.input_size, 'coarse_stride': geometry.coarse_stride,
              'fine_stride': geometry.fine_stride,
-             'background_class': spec.num_classes - 1 if stage == 'detection' else None}
+             'background_class': spec.num_classes - 1 if background else None}
   regressor = ({'num_outputs': spec.regressor_outputs, 'hidden': list(spec.regressor_hidden),
                 'encoding': 'window-relative box edges (overfeat_jax.box_ops.encode)'}
                if spec.regressor_outputs else None)
@@ -308,34 +312,40 @@ def read_names(path: str) -> list[str]:
   return names
 
 
-def config_details(config: Any, spec: NetworkSpec, stage: str) -> tuple[Any, list[str] | None, dict]:
-  """(spec with the config's dtype, class names if the config's dataset has them, preprocessing)."""
-  model = config.model
-  if (model.geometry, int(model.width_divisor)) != (spec.geometry, spec.width_divisor):
+def _lists(value: Any) -> Any:
+  """Tuples (nested) as JSON lists."""
+  return [_lists(v) for v in value] if isinstance(value, (tuple, list)) else value
+
+
+def config_details(settings: StageSettings, spec: NetworkSpec) -> tuple[Any, list[str] | None, dict]:
+  """(spec with the stage's dtype, class names if the dataset has them, preprocessing) from the exported
+  stage's settings (`config_files.settings_from_config`); InputError when they describe another network."""
+  model = settings.model
+  if (model.geometry, model.width_divisor) != (spec.geometry, spec.width_divisor):
     raise InputError(f'--config describes {model.geometry}/{model.width_divisor} but the checkpoint holds '
                      f'{spec.geometry}/{spec.width_divisor}.')
-  spec = dataclasses.replace(spec, dtype=str(config.dtype))
+  spec = dataclasses.replace(spec, dtype=model.dtype)
   names = None
-  if str(config.data.name).startswith('embedded'):
+  if settings.dataset.startswith('embedded'):
     from overfeat_jax.data import draw  # pylint: disable=g-import-not-at-top
-    names = list(draw.CLASS_NAMES[:int(config.num_classes)])
-  pre = {'dataset': str(config.data.name), 'crop_size': int(config.crop_size),
-         'eval_resize': int(config.eval.resize), 'eval_scales': [list(s) if isinstance(s, (tuple, list)) else
-                                                                 [int(s), int(s)] for s in config.eval.scales],
-         'eval_flips': bool(config.eval.flips), 'eval_fine_stride': bool(config.eval.fine)}
-  if stage != 'classification' and 'box' in config:
-    pre['box'] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.box.to_dict().items()}
+    names = list(draw.CLASS_NAMES[:settings.num_classes])
+  e = settings.eval
+  pre = {'dataset': settings.dataset, 'crop_size': settings.crop_size, 'eval_resize': e.resize,
+         'eval_scales': _lists(e.scales), 'eval_flips': e.flips, 'eval_fine_stride': e.fine}
+  if settings.box is not None:
+    pre['box'] = {k: _lists(v) for k, v in dataclasses.asdict(settings.box).items()}
   return spec, names, pre
 
 
-def export_workdir(workdir: str, stage: str, output: str, fmt: str, step: int | None, config: Any = None,
-           class_names_file: str | None = None) -> str:
-  """Reads the checkpoint, writes the artifact or release file; returns a one-line summary."""
+def export_workdir(workdir: str, stage: str, output: str, fmt: str, step: int | None,
+                   settings: StageSettings | None = None, class_names_file: str | None = None) -> str:
+  """Reads the checkpoint, writes the artifact or release file; returns a one-line summary. `settings` (the
+  stage's, from the training config) adds the class names, the preprocessing and the compute dtype."""
   step, params = load_trained(workdir, stage, step)
   spec = infer_network(params)
   names, pre = None, {}
-  if config is not None:
-    spec, names, pre = config_details(config, spec, stage)
+  if settings is not None:
+    spec, names, pre = config_details(settings, spec)
   if class_names_file:
     names = read_names(class_names_file)
   if fmt == 'release':
