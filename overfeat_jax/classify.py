@@ -38,6 +38,7 @@ from overfeat_jax.output_names import distinct_stems
 from overfeat_jax.inference import classify_views as views
 from overfeat_jax.inference.multiscale import PAPER_SCALES, multiscale_class_scores
 from overfeat_jax.models import geometry as geometry_lib
+from overfeat_jax.models import build
 from overfeat_jax.models import release_weights
 from overfeat_jax.models.overfeat import OverFeat, layer_outputs
 
@@ -115,8 +116,7 @@ def load_params(path: str | None, geometry: geometry_lib.Geometry, num_classes: 
 
 
 def make_network(model_name: str, num_classes: int, width_divisor: int = 1) -> OverFeat:
-  geometry = geometry_lib.get_geometry(model_name, width_divisor)
-  return OverFeat(geometry, num_classes=num_classes)
+  return build.classifier(model_name, width_divisor, num_classes)  # the one builder (models.build)
 
 
 def top_fn(model: OverFeat) -> Callable:
