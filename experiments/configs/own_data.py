@@ -6,12 +6,12 @@ by `voc_folder` or `coco_json` instead of the embedded `det` view: the embedded 
 a labelling tool gives (`data/write_folders.py`) and built back, so the result compares with the embedded
 detection stage's. `num_classes = 0`: the class count comes from the built dataset (`train.inputs`).
 
-  python -m overfeat_jax.data.write_folders --out=/tmp/folders
-  python -m overfeat_jax.data.build --dataset=voc_folder --manual_dir=/tmp/folders/voc --name=embedded_det \
+  python -m overfeat_jax.write_folders --out=/tmp/folders
+  python -m overfeat_jax.build_dataset --dataset=voc_folder --manual_dir=/tmp/folders/voc --name=embedded_det \
       --classes=/tmp/folders/voc/classes.txt --smaller_side=0 --data_dir=$HOME/tensorflow_datasets
   python -m overfeat_jax.main --config=experiments/configs/own_data.py --workdir=/tmp/own_voc
   # the same pictures through the COCO file:
-  python -m overfeat_jax.data.build --dataset=coco_json --manual_dir=/tmp/folders/coco --name=embedded_det \
+  python -m overfeat_jax.build_dataset --dataset=coco_json --manual_dir=/tmp/folders/coco --name=embedded_det \
       --smaller_side=0 --data_dir=$HOME/tensorflow_datasets
   python -m overfeat_jax.main --config=experiments/configs/own_data.py:coco --workdir=/tmp/own_coco
 

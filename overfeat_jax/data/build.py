@@ -1,16 +1,13 @@
-r"""Builds one of the project's tfds datasets from local files (no network) and prints its build report.
+r"""Builds one of the project's tfds datasets from local files (no network); its build report as text lines.
 
-  python -m overfeat_jax.data.build --dataset=ilsvrc2012_cls_loc --manual_dir=/data/imagenet \
-      --data_dir=/data/tfds --config=resized256
-  python -m overfeat_jax.data.build --dataset=ilsvrc2014_det --manual_dir=/data/ILSVRC2014 \
-      --data_dir=/data/tfds
-  python -m overfeat_jax.data.build --dataset=embedded --data_dir=/data/tfds --config=cls_loc
-  python -m overfeat_jax.data.build --dataset=voc_folder --manual_dir=/data/my_photos --name=my_photos \
-      --data_dir=/data/tfds            # also coco_json and image_folder: docs/own_data.md
+The library half of the command `python -m overfeat_jax.build_dataset` (`overfeat_jax/build_dataset.py`):
 
-Why a CLI of our own: `tfds build` would need the dataset module path and tries the network (GCS); this one
-pins `file_format=array_record` (readable without TensorFlow), checks the paths first (one-line error, exit 2)
-and shows what was skipped or repaired.
+  build(dataset, data_dir, manual_dir, config, name=, smaller_side=, classes=) -> the prepared tfds builder
+  summary(dataset_dir) -> the build report's lines (kept, skipped and repaired records per split)
+
+Why not `tfds build`: it would need the dataset module path and tries the network (GCS); this pins
+`file_format=array_record` (readable without TensorFlow), checks the paths first (`InputError`: one line, exit
+status 2 at the command line) and reports what was skipped or repaired.
 """
 
 import importlib
@@ -18,10 +15,8 @@ import os
 import re
 from typing import Callable
 
-from absl import flags
 import tensorflow_datasets as tfds
 
-from overfeat_jax import cli
 from overfeat_jax.data import report as report_lib
 from overfeat_jax.errors import InputError
 
@@ -43,21 +38,6 @@ DATASETS: dict[str, tuple[Callable[[], type], bool, str | None]] = {
 }
 # The own-data builders (docs/own_data.md): configured by --name, --smaller_side and --classes, not --config.
 OWN_DATA = ('voc_folder', 'coco_json', 'image_folder')
-
-_DATASET = flags.DEFINE_enum('dataset', None, list(DATASETS), 'Which dataset to build.')
-_MANUAL_DIR = flags.DEFINE_string('manual_dir', None,
-                                  'Folder holding the ImageNet files (see docs/data_imagenet.md).')
-_DATA_DIR = flags.DEFINE_string('data_dir', None, 'tfds data_dir to write the dataset into.')
-_CONFIG = flags.DEFINE_string('config', None, 'Builder config: resized256 | original (ImageNet; default '
-                              'resized256), or the embedded view. Default: the dataset\'s default.')
-_NAME = flags.DEFINE_string('name', None, 'Own data (voc_folder, coco_json, image_folder): the dataset name '
-                            '(lower case, digits, _); default: the folder\'s name. Train with '
-                            '--config.data.name=<dataset>/<name>.')
-_SMALLER_SIDE = flags.DEFINE_integer('smaller_side', 256, 'Own data: shrink images whose smaller side is larger '
-                                     'to this (boxes scaled); 0 keeps every size.', lower_bound=0)
-_CLASSES = flags.DEFINE_string('classes', None, 'Own data (voc_folder, image_folder): a file of one class name '
-                               'per line, in label order; default: the names found, sorted.')
-
 
 def _check_manual_dir(manual_dir: str | None) -> str:
   if not manual_dir:
@@ -117,17 +97,3 @@ def summary(dataset_dir: str) -> list[str]:
     lines += [f'    skipped  {k}: {v}' for k, v in r['skipped'].items()]
     lines += [f'    repaired {k}: {v}' for k, v in r['repaired'].items()]
   return lines
-
-
-def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise InputError(f'unexpected arguments: {" ".join(argv[1:])}')
-  if not _DATASET.value or not _DATA_DIR.value:
-    raise InputError('--dataset and --data_dir are required')
-  builder = build(_DATASET.value, _DATA_DIR.value, _MANUAL_DIR.value, _CONFIG.value, name=_NAME.value,
-                  smaller_side=_SMALLER_SIDE.value, classes=_CLASSES.value)
-  print('\n'.join(summary(os.fspath(builder.data_dir))))
-
-
-if __name__ == '__main__':
-  cli.run(main)

@@ -1,6 +1,6 @@
 """tfds builder `coco_json`: photos labelled in a COCO instances file (most labelling tools export it).
 
-  python -m overfeat_jax.data.build --dataset=coco_json --manual_dir=/data/my_coco --name=my_coco \
+  python -m overfeat_jax.build_dataset --dataset=coco_json --manual_dir=/data/my_coco --name=my_coco \
       --data_dir=/data/tfds [--smaller_side=256]
 
 Layout: one or more instances files (`*.json` in the folder, in `annotations/`, or in a split folder as

@@ -6,7 +6,7 @@ at the base scale, so multi-scale helps), anywhere in the image (fine stride hel
 merging), partly occluded, over cluttered textured backgrounds with distractor strokes. See `draw.py` for
 what a picture looks like; look at some with:
 
-  python -m overfeat_jax.data.embedded --view=det --out=/tmp/embedded
+  python -m overfeat_jax.show_embedded --view=det --out=/tmp/embedded       # `sample_grid` as a PNG
 
 Views (tfds BuilderConfigs of the builder `embedded`):
   cls_loc: 72x72 images, one labelled main object (`label` = its class); with probability 0.15 a second
@@ -202,22 +202,3 @@ def sample_grid(view: str, count: int = 24, columns: int = 6, zoom: int = 3, **o
       pen.text((x1 + 2, y1 + 1), draw.CLASS_NAMES[c], fill=(255, 255, 0))
     grid.paste(im, ((i % columns) * (tile + 4), (i // columns) * (tile + 4)))
   return grid
-
-
-def main(argv: list[str]) -> None:
-  del argv
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  f = flags.FLAGS
-  os.makedirs(f.out, exist_ok=True)
-  path = os.path.join(f.out, f'embedded_{f.view}_samples.png')
-  sample_grid(f.view, count=f.count).save(path)
-  print(path)
-
-
-if __name__ == '__main__':
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from overfeat_jax import cli  # pylint: disable=g-import-not-at-top
-  flags.DEFINE_enum('view', 'cls_loc', list(VIEWS), 'Which view to draw.')
-  flags.DEFINE_string('out', None, 'Directory for the PNG grid.', required=True)
-  flags.DEFINE_integer('count', 24, 'How many samples.')
-  cli.run(main)

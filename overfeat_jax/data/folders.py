@@ -103,7 +103,7 @@ def dataset_dir(data_dir: str, name: str) -> str:
                     key=lambda p: tuple(int(v) for v in p.name.split('.'))) if parent.is_dir() else []
   if not versions:
     raise InputError(f'{name} is not built in {data_dir}: build it first with '
-                     'python -m overfeat_jax.data.build '
+                     'python -m overfeat_jax.build_dataset '
                      '(docs/own_data.md)')
   return os.fspath(versions[-1])
 

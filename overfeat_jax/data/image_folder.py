@@ -1,6 +1,6 @@
 """tfds builder `image_folder`: photos sorted into one sub-folder per class, as classification records.
 
-  python -m overfeat_jax.data.build --dataset=image_folder --manual_dir=/data/my_classes --name=my_classes \
+  python -m overfeat_jax.build_dataset --dataset=image_folder --manual_dir=/data/my_classes --name=my_classes \
       --data_dir=/data/tfds [--classes=classes.txt] [--smaller_side=256]
 
 Layout: `<class>/<photo>` (split by file-name hash, `folders.hash_split`: 80 % train, 20 % validation), or

@@ -41,7 +41,7 @@ def open_source(name: str, split: str, *, data_dir: str, decode_images: bool = F
   Args:
     name: 'embedded_cls_loc' / 'embedded_det' (built on demand, with `embedded_options`), or
       'ilsvrc2012_cls_loc' / 'ilsvrc2014_det', optionally with a config ('ilsvrc2012_cls_loc/resized256'),
-      built beforehand with `python -m overfeat_jax.data.build` (docs/data_imagenet.md); or own data,
+      built beforehand with `python -m overfeat_jax.build_dataset` (docs/data_imagenet.md); or own data,
       'voc_folder/NAME', 'coco_json/NAME', 'image_folder/NAME' (built the same way, docs/own_data.md).
     split: e.g. 'train', 'test', 'validation'.
     data_dir: the tfds data directory.
@@ -61,7 +61,7 @@ def open_source(name: str, split: str, *, data_dir: str, decode_images: bool = F
     return tfds.data_source(name, split=split, data_dir=data_dir, decoders=decoders, download=False)
   except Exception as e:  # tfds raises several types for a missing build.
     raise InputError(f'Cannot open {name!r} split {split!r} under {data_dir}: build it first with '
-                     f'python -m overfeat_jax.data.build ({type(e).__name__}: {e})') from e
+                     f'python -m overfeat_jax.build_dataset ({type(e).__name__}: {e})') from e
 
 
 def _as_source(builder: tfds.core.DatasetBuilder, split: str, decoders: Any) -> Any:

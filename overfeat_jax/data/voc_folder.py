@@ -1,6 +1,6 @@
 """tfds builder `voc_folder`: a folder of photos labelled in PASCAL VOC XML (labelImg, CVAT, Roboflow).
 
-  python -m overfeat_jax.data.build --dataset=voc_folder --manual_dir=/data/my_photos --name=my_photos \
+  python -m overfeat_jax.build_dataset --dataset=voc_folder --manual_dir=/data/my_photos --name=my_photos \
       --data_dir=/data/tfds [--classes=/data/my_photos/classes.txt] [--smaller_side=256]
 
 Layout (folder names compared case-insensitively): images in `JPEGImages/` or `images/`, XML in
@@ -15,7 +15,7 @@ project convention of docs/CONVENTIONS.md); `<difficult>1</difficult>` objects g
 of training, ignored by the detection evaluation: metrics.detection); `<truncated>` and `<pose>` are read
 past; `<size>` missing or different from the image: the image's size is used and the boxes rescaled
 (`annotations.to_boxes`' rules).
-What is skipped or repaired, and counted in `build_report.json` (`python -m overfeat_jax.data.build` prints
+What is skipped or repaired, and counted in `build_report.json` (`python -m overfeat_jax.build_dataset` prints
 it): an XML without its image (`image_missing`), an image without XML (`annotation_missing`; to keep a photo
 with no object, give it an XML without `<object>`), an XML that does not parse (`annotation_unreadable`), two
 images with one stem (`duplicate_file_name`), an image named in no split file (`not_in_image_sets`, in the

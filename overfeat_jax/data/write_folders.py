@@ -1,7 +1,7 @@
 r"""Writes the embedded detection data as a PASCAL VOC folder and as a COCO instances file (and its images).
 
-  python -m overfeat_jax.data.write_folders --out=/tmp/embedded_det_folders     # the det view: 4,000 + 500
-  python -m overfeat_jax.data.write_folders --out=/tmp/small --train_size=64 --test_size=16
+  python -m overfeat_jax.write_folders --out=/tmp/embedded_det_folders     # the det view: 4,000 + 500
+  python -m overfeat_jax.write_folders --out=/tmp/small --train_size=64 --test_size=16
 
 writes `OUT/voc/{JPEGImages,Annotations,ImageSets/Main/{train,test}.txt,classes.txt}` and
 `OUT/coco/{images/,annotations/instances_{train,test}.json}`: the files a labelling tool would give a user,
@@ -101,23 +101,3 @@ def write_embedded_det(out: str, **options: Any) -> tuple[str, str]:
   names = list(draw.CLASS_NAMES[:config.num_classes])
   return (write_voc(os.path.join(out, 'voc'), splits, names),
           write_coco(os.path.join(out, 'coco'), splits, names))
-
-
-def main(argv: list[str]) -> None:
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from overfeat_jax.errors import InputError  # pylint: disable=g-import-not-at-top
-  if len(argv) > 1:
-    raise InputError(f'unexpected arguments: {" ".join(argv[1:])}')
-  f = flags.FLAGS
-  options = {k: getattr(f, k) for k in ('train_size', 'test_size') if getattr(f, k) is not None}
-  for path in write_embedded_det(f.out, **options):
-    print(path)
-
-
-if __name__ == '__main__':
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from overfeat_jax import cli  # pylint: disable=g-import-not-at-top
-  flags.DEFINE_string('out', None, 'Folder to write voc/ and coco/ into.', required=True)
-  flags.DEFINE_integer('train_size', None, 'Training images (default: the det view\'s 4,000).', lower_bound=1)
-  flags.DEFINE_integer('test_size', None, 'Test images (default: the det view\'s 500).', lower_bound=1)
-  cli.run(main)

@@ -131,7 +131,7 @@ def test_data_build_bad_manual_dir(tmp_path, what):
     manual.write_text('not a directory')
   else:
     manual.mkdir()
-  done = run_cli('overfeat_jax.data.build', '--dataset=ilsvrc2012_cls_loc', f'--manual_dir={manual}',
+  done = run_cli('overfeat_jax.build_dataset', '--dataset=ilsvrc2012_cls_loc', f'--manual_dir={manual}',
                  f'--data_dir={tmp_path / "out"}')
   assert_one_line_error(done, str(manual))
 

@@ -1,7 +1,12 @@
 """Tests of the embedded dataset: determinism, valid records, the det view's empty images, scales."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
+from PIL import Image
 
 from overfeat_jax.data import draw, embedded
 from overfeat_jax.errors import InputError
@@ -104,6 +109,23 @@ def test_config_names_and_bad_options():
 def test_sample_grid_size():
   grid = embedded.sample_grid('cls_loc', count=4, columns=2, zoom=2)
   assert grid.size == (2 * (144 + 4), 2 * (144 + 4))
+
+
+def _command(module, *args):
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
+  return subprocess.run([sys.executable, '-m', module, *args], capture_output=True, text=True, env=env,
+                        timeout=300, check=False)
+
+
+def test_show_embedded_command_writes_the_grid_and_bad_input_is_one_line(tmp_path):
+  done = _command('overfeat_jax.show_embedded', '--view=det', f'--out={tmp_path}', '--count=2')
+  assert done.returncode == 0, done.stderr[-2000:]
+  path = done.stdout.strip().splitlines()[-1]
+  assert path == str(tmp_path / 'embedded_det_samples.png') and Image.open(path).size == (6 * (384 + 4), 384 + 4)
+  for module in ('overfeat_jax.show_embedded', 'overfeat_jax.write_folders'):  # --out missing
+    done = _command(module)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and lines[0].endswith('error: --out is required'), done.stderr
 
 
 def _build_and_count(data_dir):

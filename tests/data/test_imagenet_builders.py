@@ -234,7 +234,7 @@ def test_det_class_list_formats(tmp_path):
 
 def _cli(*args):
   env = dict(os.environ, PYTHONPATH=REPO)
-  return subprocess.run([sys.executable, '-m', 'overfeat_jax.data.build', *args], capture_output=True,
+  return subprocess.run([sys.executable, '-m', 'overfeat_jax.build_dataset', *args], capture_output=True,
                         text=True, cwd=REPO, env=env, timeout=120)
 
 

@@ -184,7 +184,7 @@ def test_bad_folders_are_input_errors(tmp_path):
 
 def _cli(*args):
   env = dict(os.environ, PYTHONPATH=REPO)
-  return subprocess.run([sys.executable, '-m', 'overfeat_jax.data.build', *args], capture_output=True,
+  return subprocess.run([sys.executable, '-m', 'overfeat_jax.build_dataset', *args], capture_output=True,
                         text=True, cwd=REPO, env=env, timeout=120)
 
 

@@ -23,11 +23,11 @@ def _run(module: str, *args: str, timeout: int = 1800) -> subprocess.CompletedPr
 @pytest.mark.slow
 def test_write_build_and_train_the_smoke_recipe_on_voc_and_coco(tmp_path):
   folders, data = tmp_path / 'folders', f'--data_dir={tmp_path}/tfds'
-  _run('overfeat_jax.data.write_folders', f'--out={folders}', '--train_size=64', '--test_size=16')
-  voc = _run('overfeat_jax.data.build', '--dataset=voc_folder', f'--manual_dir={folders}/voc', data,
+  _run('overfeat_jax.write_folders', f'--out={folders}', '--train_size=64', '--test_size=16')
+  voc = _run('overfeat_jax.build_dataset', '--dataset=voc_folder', f'--manual_dir={folders}/voc', data,
              '--name=embedded_det_smoke', f'--classes={folders}/voc/classes.txt', '--smaller_side=0')
   assert 'train: kept 64, skipped 0' in voc.stdout and 'test: kept 16, skipped 0' in voc.stdout
-  _run('overfeat_jax.data.build', '--dataset=coco_json', f'--manual_dir={folders}/coco', data,
+  _run('overfeat_jax.build_dataset', '--dataset=coco_json', f'--manual_dir={folders}/coco', data,
        '--name=embedded_det_smoke', '--smaller_side=0')
   flags = [f'--config.data.data_dir={tmp_path}/tfds']
   out = _run('overfeat_jax.main', '--config=experiments/configs/own_data.py:smoke', *flags,
