@@ -9,6 +9,9 @@ imports only `models` and `errors`.
 Rule 3: nothing inside a package folder imports an entry point (main, classify, predict, export, sweep,
 preflight, build_dataset, write_folders, show_embedded) or `cli` (one-line errors and exit status 2: the entry
 points' shared helper), so every command's `main` lives at the package top.
+Rule 4: only the entry points, `cli`, `config_files` and `train/loop.py` import ml_collections (the config is
+read once at the edge into `settings.StageSettings`); `settings` imports nothing of the package.
+Rule 5: nothing outside train/ imports train/, except the entry points that run training (main, preflight).
 """
 
 import ast
@@ -20,11 +23,17 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1] / 'overfeat_jax'
 ENTRY_POINTS = frozenset({'main', 'classify', 'predict', 'export', 'sweep', 'preflight', 'build_dataset',
                           'write_folders', 'show_embedded'})
-BOTTOM = {'models': {'errors'}, 'metrics': {'errors'}, 'box_ops': {'models', 'errors'}}
+BOTTOM = {'models': {'errors'}, 'metrics': {'errors'}, 'box_ops': {'models', 'errors'}, 'settings': set()}
+# Rule 4: only these modules (paths under overfeat_jax/) read the config object (ml_collections): the entry
+# points, their helper `cli`, `config_files` (which turns it into `settings.StageSettings`) and the trainer's
+# loop; everything else takes typed settings or plain values.
+CONFIG_READERS = frozenset({f'{e}.py' for e in ENTRY_POINTS} | {'cli.py', 'config_files.py', 'train/loop.py'})
+# Rule 5: nothing outside train/ imports train/, but the entry points that run it.
+TRAIN_USERS = frozenset({'main.py', 'preflight.py'})
 
 
-def imported_modules(path: pathlib.Path) -> set[str]:
-  """Every `overfeat_jax.*` module a file imports, anywhere in it (relative imports resolved)."""
+def imported_modules(path: pathlib.Path, package_name: str = 'overfeat_jax') -> set[str]:
+  """Every `<package_name>.*` module a file imports, anywhere in it (relative imports resolved)."""
   package = path.relative_to(ROOT.parent).with_suffix('').parts[:-1]  # ('overfeat_jax', 'train')
   found = set()
   for node in ast.walk(ast.parse(path.read_text(), str(path))):
@@ -36,7 +45,7 @@ def imported_modules(path: pathlib.Path) -> set[str]:
       names = [module] + [f'{module}.{a.name}' for a in node.names]  # `from overfeat_jax import box_ops`
     else:
       continue
-    found.update(n for n in names if n.split('.')[0] == 'overfeat_jax')
+    found.update(n for n in names if n.split('.')[0] == package_name)
   return found
 
 
@@ -82,6 +91,38 @@ def test_package_folders_never_import_entry_points():
   folders = [p.name for p in ROOT.iterdir() if p.is_dir() and (p / '__init__.py').exists()]
   offending = {f: sorted(graph.get(f, set()) & (ENTRY_POINTS | {'cli'})) for f in folders}
   assert {f: e for f, e in offending.items() if e} == {}
+
+
+def modules_importing(package_name: str) -> set[str]:
+  """Paths (relative to overfeat_jax/) of the modules that import `package_name` anywhere in them."""
+  return {str(p.relative_to(ROOT)) for p in ROOT.rglob('*.py') if imported_modules(p, package_name)}
+
+
+def modules_importing_train() -> set[str]:
+  """Paths of the modules outside train/ that import something of `overfeat_jax.train`."""
+  return {str(p.relative_to(ROOT)) for p in ROOT.rglob('*.py') if p.relative_to(ROOT).parts[0] != 'train'
+          and any(m.split('.')[:2] == ['overfeat_jax', 'train'] for m in imported_modules(p))}
+
+
+def test_only_the_edge_reads_the_config_object():
+  assert modules_importing('ml_collections') - CONFIG_READERS == set()
+
+
+def test_nothing_outside_train_imports_train_but_its_entry_points():
+  assert modules_importing_train() - TRAIN_USERS == set()
+
+
+def test_the_config_and_train_checks_fail_on_a_violation(tmp_path, monkeypatch):
+  pkg = tmp_path / 'overfeat_jax'
+  files = {'tasks/a.py': 'def f():\n  import ml_collections\n', 'train/loop.py': 'import ml_collections\n',
+           'sweeps/b.py': 'from ..train import loop\n', 'main.py': 'from overfeat_jax.train import loop\n',
+           'inference/c.py': 'def g():\n  from overfeat_jax import train\n', 'train/d.py': 'from . import loop\n'}
+  for name, body in files.items():
+    (pkg / name).parent.mkdir(parents=True, exist_ok=True)
+    (pkg / name).write_text(body)
+  monkeypatch.setattr(sys.modules[__name__], 'ROOT', pkg)
+  assert modules_importing('ml_collections') - CONFIG_READERS == {'tasks/a.py'}
+  assert modules_importing_train() - TRAIN_USERS == {'sweeps/b.py', 'inference/c.py'}
 
 
 def test_the_checker_sees_function_local_and_relative_imports(tmp_path, monkeypatch):

@@ -3,29 +3,30 @@
 from typing import Any, Iterator
 
 import jax
-import ml_collections
 
 from overfeat_jax.data import pipeline
 from overfeat_jax.errors import InputError
 
+Config = Any  # the stage's ml_collections.ConfigDict, which only the loop and the entry points import
 
-def open_split(config: ml_collections.ConfigDict, split: str) -> Any:
+
+def open_split(config: Config, split: str) -> Any:
   """The tfds source of `split` of `config.data` (the embedded dataset is built on first use)."""
   return pipeline.open_source(config.data.name, split, data_dir=config.data.data_dir,
                               **dict(config.data.options))
 
 
-def stage_data_names(config: ml_collections.ConfigDict) -> list[str]:
+def stage_data_names(config: Config) -> list[str]:
   """The dataset of each stage of `config.stages` (a stage's own `data.name`, else the top-level one)."""
   names = []
   for stage in config.stages:
     section = config.get(stage)
-    own = section.get('data', {}).get('name') if isinstance(section, ml_collections.ConfigDict) else None
+    own = section.get('data', {}).get('name') if hasattr(section, 'get') else None
     names.append(own or config.data.name)
   return names
 
 
-def with_classes_from_data(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+def with_classes_from_data(config: Config) -> Config:
   """`config` itself, or with `num_classes = 0` replaced by the class count of its own-data datasets.
 
   Own data (docs/own_data.md) has as many classes as its builder found; every own-data dataset the stages read
@@ -42,13 +43,12 @@ def with_classes_from_data(config: ml_collections.ConfigDict) -> ml_collections.
                      'coco_json/NAME, image_folder/NAME)')
   if len(set(counts.values())) > 1:
     raise InputError(f'the stages\' datasets have different class counts: {counts}')
-  resolved = ml_collections.ConfigDict(config.to_dict())
+  resolved = config.copy_and_resolve_references()  # a new ConfigDict, locked like `config`
   resolved.num_classes = next(iter(counts.values()))
-  resolved.lock()
   return resolved
 
 
-def train_iterator(config: ml_collections.ConfigDict,
+def train_iterator(config: Config,
                    source: Any) -> pipeline.TrainIterator | pipeline.HostsIterator:
   """Per-host training batches: random crops of `crop_size` (and flips), seeded by `config.seed`.
 
@@ -64,13 +64,13 @@ def train_iterator(config: ml_collections.ConfigDict,
   return pipeline.hosts_train_iterator(source, num_hosts=hosts, **kwargs)
 
 
-def train_resize(config: ml_collections.ConfigDict) -> int | tuple[int, int] | None:
+def train_resize(config: Config) -> int | tuple[int, int] | None:
   """The smaller side before cropping: the `scale_jitter` range (lo, hi) when set, else `resize_smaller`."""
   jitter = tuple(config.get('scale_jitter', ()))
   return jitter if jitter else (config.resize_smaller or None)
 
 
-def read_as_hosts(config: ml_collections.ConfigDict) -> int:
+def read_as_hosts(config: Config) -> int:
   """`config.data.read_as_hosts`, checked: 0 (off) or N > 0 in a one-process run (configs without it: 0)."""
   hosts = config.data.get('read_as_hosts', 0)
   if not isinstance(hosts, int) or isinstance(hosts, bool) or hosts < 0:
@@ -81,7 +81,7 @@ def read_as_hosts(config: ml_collections.ConfigDict) -> int:
   return hosts
 
 
-def eval_batches(config: ml_collections.ConfigDict, source: Any, view: str,
+def eval_batches(config: Config, source: Any, view: str,
                  size: int) -> tuple[Iterator[dict], int, int]:
   """(per-host eval batches with `mask`, number of batches, per-host batch size) for one evaluation view."""
   per_host = config.eval.batch_size // jax.process_count()
