@@ -19,6 +19,7 @@ import ml_collections
 
 from overfeat_jax import settings as settings_lib
 from overfeat_jax import storage
+from overfeat_jax.models import build
 from overfeat_jax.errors import InputError
 
 CONFIG_FILE = 'config.json'  # the resolved training config, in the workdir (predict, export, sweeps read it)
@@ -122,8 +123,7 @@ def settings_from_config(config: ml_collections.ConfigDict, stage: str) -> setti
   if stage not in settings_lib.TASK_NAMES:
     raise InputError(f'unknown stage {stage!r}; available: {sorted(settings_lib.TASK_NAMES)}')
   cfg = stage_config(config, stage)
-  if cfg.dtype not in settings_lib.DTYPE_NAMES:
-    raise InputError(f'dtype must be one of {settings_lib.DTYPE_NAMES}, got {cfg.dtype!r}.')
+  build.dtype_of(cfg.dtype)  # InputError for an unknown dtype name, before any work
   model = _section(settings_lib.ModelSettings, {**cfg.model.to_dict(), 'dtype': cfg.dtype})
   e = cfg.eval
   evaluation = settings_lib.EvalSettings(resize=int(e.resize), scales=settings_lib.as_sizes(e.scales),

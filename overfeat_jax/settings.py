@@ -16,7 +16,6 @@ import dataclasses
 TASK_NAMES = ('classification', 'localization', 'detection')
 # Stages whose classifier has a background output after the object classes (index num_classes).
 WITH_BACKGROUND = frozenset({'detection'})
-DTYPE_NAMES = ('float32', 'bfloat16')  # compute dtypes (`models.build.DTYPES`); parameters stay float32
 REGRESSION = ('single', 'per_class')  # box regressor: one box, or one box per class
 
 Size = tuple[int, int]
@@ -35,7 +34,7 @@ class ModelSettings:
   Attributes:
     geometry: registered geometry name ('fast', 'accurate', 'small'; `models.geometry.GEOMETRIES`).
     width_divisor: every width divided by this (1 = the paper's widths).
-    dtype: compute dtype name, one of `DTYPE_NAMES`.
+    dtype: compute dtype name, a key of `models.build.DTYPES` (parameters stay float32).
     dropout_rate: dropout of the classifier's hidden layers while training.
     init_scheme: 'paper' (N(0, 0.01)) or 'he'.
   """

@@ -12,7 +12,7 @@ from overfeat_jax.models.geometry import get_geometry
 from overfeat_jax.models.heads import BoxRegressor
 from overfeat_jax.models.overfeat import OverFeat
 
-DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}  # compute dtype names (`settings.DTYPE_NAMES`)
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}  # the compute dtypes, by the name settings use
 
 
 def dtype_of(name: str) -> jnp.dtype:
