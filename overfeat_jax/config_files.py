@@ -125,9 +125,8 @@ def settings_from_config(config: ml_collections.ConfigDict, stage: str) -> setti
   cfg = stage_config(config, stage)
   build.dtype_of(cfg.dtype)  # InputError for an unknown dtype name, before any work
   model = _section(settings_lib.ModelSettings, {**cfg.model.to_dict(), 'dtype': cfg.dtype})
-  e = cfg.eval
-  evaluation = settings_lib.EvalSettings(resize=int(e.resize), scales=settings_lib.as_sizes(e.scales),
-                                         flips=bool(e.flips), fine=bool(e.fine))
+  evaluation = _section(settings_lib.EvalSettings,
+                        {**cfg.eval.to_dict(), 'scales': settings_lib.as_sizes(cfg.eval.scales)})
   box = mining = None
   if 'box' in cfg:
     b = cfg.box.to_dict()
