@@ -16,13 +16,15 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from overfeat_jax import config_files, storage
+from overfeat_jax import config_files, storage, tasks
 from overfeat_jax.checkpoint import export as export_lib
 from overfeat_jax.errors import InputError
 from overfeat_jax.inference import ensemble
 from overfeat_jax.progress import format_duration, progress_bar
-from overfeat_jax.settings import as_sizes
+from overfeat_jax.settings import WITH_BACKGROUND, BoxSettings, EvalSettings, MiningSettings, ModelSettings, StageSettings, as_sizes
 from overfeat_jax.sweeps.grid import DEFAULT_AVERAGE, Point, Sweep, expand
+from overfeat_jax.tasks import classification
+from overfeat_jax.tasks.task import Evaluation, Task
 
 RECORD_VERSION = 1
 
@@ -191,87 +193,83 @@ def label(point: Point, networks: Sequence[Network], setup: EvalSetup) -> str:
 
 
 # --- evaluation -------------------------------------------------------------------------------------------
-def predict_fn(point: Point, networks: Sequence[Network], setup: EvalSetup) -> Callable:
-  """fn(params_list, images) -> outputs of the point (class scores, or localization/detection guesses)."""
-  if setup.task == 'classification':
-    return classification_fn(point, [networks[i].spec.classifier() for i in point.models], setup)
-  if len(point.models) != 1:
-    raise InputError(f'{setup.task} points evaluate one network at a time (no ensembles).')
-  from overfeat_jax.inference import detect, localize  # pylint: disable=g-import-not-at-top
-  spec = networks[point.models[0]].spec
-  box_model = localize.BoxModel(spec.classifier(), spec.regressor())
-  scales, b = setup.scales[:point.num_scales], setup.box
-  if setup.task == 'localization':
-    return lambda params, images: localize.localize(
-        box_model, params[0], images, scales=scales, top_k=point.top_k, method=point.merge,
-        threshold=point.threshold, fine=point.fine, average=point.average)
-  return lambda params, images: detect.detect(
-      box_model, params[0], images, scales=scales, score_threshold=b['score_threshold'], method=point.merge,
-      threshold=point.threshold, max_per_scale=b['max_per_scale'], max_detections=b['max_detections'],
-      fine=point.fine, average=point.average)
+def point_settings(point: Point, spec: export_lib.NetworkSpec, setup: EvalSetup) -> StageSettings:
+  """The typed stage settings of one network at a point: the network from its spec, the evaluation (scales,
+  flips, stride, box merge) from the point, so the task built from them evaluates exactly this point."""
+  task = setup.task
+  scales = setup.scales[:point.num_scales]
+  model = ModelSettings(geometry=spec.geometry, width_divisor=spec.width_divisor, dtype=spec.dtype)
+  box = None
+  if task != 'classification':
+    options = {k: v for k, v in setup.box.items() if k in ('score_threshold', 'max_per_scale', 'max_detections')}
+    box = BoxSettings(regression='per_class' if spec.regressor_outputs > 1 else 'single',
+                      hidden=tuple(spec.regressor_hidden), fine=point.fine, eval_size=setup.size,
+                      eval_scales=scales, top_k=point.top_k, merge=point.merge, merge_average=point.average,
+                      threshold=point.threshold, nms_iou=point.threshold, **options)
+  return StageSettings(task, spec.num_classes - (task in WITH_BACKGROUND), setup.crop_size, model=model,
+                       eval=EvalSettings(setup.size, scales, point.flips, point.fine), box=box,
+                       mining=MiningSettings() if task in WITH_BACKGROUND else None,  # training only: defaults
+                       dataset=setup.data.get('name', ''))
 
 
-def classification_fn(point: Point, models: Sequence[Any], setup: EvalSetup) -> Callable:
-  """Class probabilities [B, C] averaged over views (and over the networks of an ensemble)."""
-  options = dict(view=point.view, scales=setup.scales[:point.num_scales], flips=point.flips, fine=point.fine)
-  return lambda params, images: {'scores': ensemble.ensemble_scores(models, params, images, **options)}
+def point_tasks(point: Point, networks: Sequence[Network], setup: EvalSetup) -> list[Task]:
+  """The task (`tasks.TASKS`) of each network of the point, built from `point_settings`."""
+  return [tasks.make(point_settings(point, networks[i].spec, setup)) for i in point.models]
 
 
-class Metrics:
-  """Streams a point's outputs batch by batch into the task's metrics (padding rows skipped)."""
+def whole_image_evaluation(task: Task) -> Evaluation:
+  """The task's evaluation of the `resize` view (whole images at the settings' scales): the sweep's dense one."""
+  (evaluation,) = [e for e in task.evaluations if e.view == 'resize']
+  return evaluation
 
-  def __init__(self, task: str, num_classes: int):
-    from overfeat_jax.metrics import classification, detection, localization  # pylint: disable=g-import-not-at-top
-    self.task = task
-    self.topk = classification.TopKCounts.empty((1, 5))
-    self.loc = localization.LocalizationCounts()
-    self.det = detection.DetectionAccumulator(num_classes) if task == 'detection' else None
 
-  def add(self, out: dict[str, np.ndarray], batch: dict[str, np.ndarray]) -> None:
-    mask = batch['mask']
-    if self.task == 'classification':
-      self.topk = self.topk.update(out['scores'], batch['label'], mask)
-    elif self.task == 'localization':
-      self.loc = self.loc.update_batch(out['classes'], out['boxes'], batch['box_labels'], batch['boxes'], mask)
-    else:
-      for b in np.flatnonzero(mask):
-        keep, gt = out['valid'][b], batch['box_labels'][b] >= 0
-        ignore = batch['ignore_classes'][b] if 'ignore_classes' in batch else np.zeros(0, int)  # DET blacklist
-        self.det.add_image(out['boxes'][b][keep], out['scores'][b][keep], out['classes'][b][keep],
-                           batch['boxes'][b][gt], batch['box_labels'][b][gt], ignore_classes=ignore[ignore >= 0])
+def outputs_fn(point: Point, networks: Sequence[Network], setup: EvalSetup) -> Callable:
+  """fn(params_list, batch) -> the task's per-example evaluation outputs at the point (what its summary reads).
 
-  def result(self) -> dict[str, float]:
-    if self.task == 'classification':
-      return {**self.topk.errors(), 'count': self.topk.count}
-    if self.task == 'localization':
-      r = self.loc.result()
-      return {'loc_error': r.error, 'top5_error': r.classification_error, 'count': r.num_images}
-    r = self.det.result()
-    return {'mAP': r.mean_ap, 'count': r.num_images}
+  A dense point of one network is the task's own evaluation step (the trainer's); the paper's crop views and
+  multi-network rows (classification only, `grid`) average the classification predictor's probabilities.
+  """
+  stage_tasks = point_tasks(point, networks, setup)
+  if point.view == 'dense' and len(stage_tasks) == 1:
+    step = whole_image_evaluation(stage_tasks[0]).eval_step
+    return lambda params, batch: step(params[0], batch)
+  if setup.task != 'classification':
+    raise InputError(f'{setup.task} points evaluate one network densely (no ensembles or crop views).')
+  predictors = [classification.make_predictor(t.model, t.settings, view=point.view) for t in stage_tasks]
+
+  def step(params, batch):
+    scores = [predict(p, batch['image'])['scores'] for predict, p in zip(predictors, params)]
+    return classification.score_outputs(jnp.mean(jnp.stack(scores), axis=0), batch['label'])
+  return step
+
+
+def summarize(point: Point, networks: Sequence[Network], setup: EvalSetup, outputs: dict[str, np.ndarray]):
+  """The task's metrics (its summary, its names: docs/metrics_and_merge.md) of every evaluated example."""
+  return whole_image_evaluation(point_tasks(point, networks, setup)[0]).summarize(outputs)
 
 
 def evaluate_point(point: Point, networks: Sequence[Network], setup: EvalSetup) -> dict[str, Any]:
   """Metrics, GFLOP/image, compile seconds and measured ms/image (compute only, after compiling) of a point."""
   params = [networks[i].params for i in point.models]
-  fn, compiled, metrics = jax.jit(predict_fn(point, networks, setup)), None, None
+  fn, compiled, parts = jax.jit(outputs_fn(point, networks, setup)), None, {}
   compile_s, run_s, rows = 0.0, 0.0, 0
   for batch in eval_batches(setup):
-    images = jnp.asarray(batch['image'])
+    inputs = {k: jnp.asarray(v) for k, v in batch.items()}
     if compiled is None:
       start = time.perf_counter()
-      compiled = fn.lower(params, images).compile()
+      compiled = fn.lower(params, inputs).compile()
       compile_s = time.perf_counter() - start
-      num_classes = networks[point.models[0]].spec.num_classes - (setup.task == 'detection')
-      metrics = Metrics(setup.task, num_classes)
     start = time.perf_counter()
-    out = jax.block_until_ready(compiled(params, images))
+    out = jax.block_until_ready(compiled(params, inputs))
     run_s += time.perf_counter() - start
-    rows += images.shape[0]
-    metrics.add(jax.device_get(out), batch)
+    rows += batch['mask'].shape[0]
+    for k, v in jax.device_get(out).items():  # padding rows dropped, as the trainer's evaluator does
+      parts.setdefault(k, []).append(np.asarray(v)[batch['mask']])
   if compiled is None:
     raise InputError('the evaluation split is empty.')
+  metrics = summarize(point, networks, setup, {k: np.concatenate(v) for k, v in parts.items()})
   gflop = sum(network_gflop(networks[i].spec, point, setup) for i in point.models)
-  return {'metrics': metrics.result(), 'gflop_per_image': gflop, 'ms_per_image': 1e3 * run_s / rows,
+  return {'metrics': metrics, 'gflop_per_image': gflop, 'ms_per_image': 1e3 * run_s / rows,
           'compile_seconds': compile_s, 'images': rows, 'device': jax.devices()[0].device_kind}
 
 

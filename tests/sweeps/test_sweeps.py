@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import types
 
 import jax.numpy as jnp
 import numpy as np
@@ -118,20 +117,27 @@ def test_point_key_of_the_default_average_is_the_key_before_the_field_existed():
 
 
 @pytest.mark.parametrize('task', ['localization', 'detection'])
-def test_box_points_pass_their_average_to_the_inference(task, monkeypatch):
-  from overfeat_jax.inference import detect, localize  # pylint: disable=g-import-not-at-top
-  calls = []
-  module, fn = (localize, 'localize') if task == 'localization' else (detect, 'detect')
-  monkeypatch.setattr(module, fn, lambda *args, **kwargs: calls.append(kwargs))
-  spec = types.SimpleNamespace(classifier=lambda: None, regressor=lambda: None)
-  networks = [types.SimpleNamespace(spec=spec, label='net')]
-  setup = runner.EvalSetup(task, 72, ((64, 64),), 64, 8, 0, {}, dict(score_threshold=0.3, max_per_scale=8,
-                                                                     max_detections=4))
+def test_box_points_pass_their_average_to_the_inference(task):
+  """A point's merge, threshold, average and scales reach the task the sweep builds for it (its settings and the
+  options its predictor passes to `inference.localize` / `inference.detect`)."""
+  from overfeat_jax.tasks import detection, localization  # pylint: disable=g-import-not-at-top
+  spec = NetworkSpec('small', 32, 11 if task == 'detection' else 10, regressor_outputs=1, regressor_hidden=(16, 8))
+  networks = [runner.Network('net', 'id', spec, None)]
+  setup = runner.EvalSetup(task, 72, ((64, 64), (80, 80)), 64, 8, 0, {}, dict(score_threshold=0.3, max_per_scale=8,
+                                                                              max_detections=4))
+  options_of = localization.eval_options if task == 'localization' else detection.eval_options
   for average in grid.AVERAGES:
-    point = grid.Point(merge='overlap', threshold=0.5, average=average)
-    runner.predict_fn(point, networks, setup)([None], None)
-    assert calls[-1]['average'] == average and calls[-1]['method'] == 'overlap'
+    point = grid.Point(merge='overlap', threshold=0.5, average=average, num_scales=1)
+    (built,) = runner.point_tasks(point, networks, setup)
+    assert built.name == task and built.settings.num_classes == 10 and built.settings.box.eval_size == 72
+    options = options_of(built.settings)
+    assert (options['average'], options['method'], options['threshold']) == (average, 'overlap', 0.5)
+    assert options['scales'] == ((64, 64),)
+    if task == 'detection':
+      assert (options['score_threshold'], options['max_detections']) == (0.3, 4)
     assert ('score-weighted' in runner.label(point, networks, setup)) == (average == 'score')
+  nms = runner.point_settings(grid.Point(merge='nms', threshold=0.4), spec, setup).box
+  assert nms.merge_threshold == 0.4  # the point's threshold is the NMS IoU
   record = {'task': task, 'point': {**dataclasses.asdict(point), 'models': [0]}}
   assert report.short_label(record).endswith('score-w')
   del record['point']['average']  # a record written before the field existed
@@ -260,7 +266,8 @@ def test_evaluation_matches_the_trainers_multiscale_procedure(sweep_inputs):
   setup = runner.make_setup(sweep, runner.load_train_config(sweep.train_config))
   point = grid.Point(num_scales=2, fine=True, flips=True)
   batch = next(runner.eval_batches(setup))
-  out = runner.predict_fn(point, [net], setup)([net.params], jnp.asarray(batch['image']))
+  out = runner.outputs_fn(point, [net], setup)([net.params], batch)
+  np.testing.assert_array_equal(out['label'], batch['label'])
   want = multiscale_class_scores(net.spec.classifier(), net.params, jnp.asarray(batch['image'], jnp.float32),
                                  scales=((72, 72), (80, 80)), flips=True, fine=True)
   np.testing.assert_allclose(out['scores'], want, rtol=1e-6, atol=1e-7)
@@ -307,13 +314,15 @@ def test_box_points_evaluate_on_real_checkpoints(sweep_inputs, task, merge, clas
 
 
 def test_detection_points_apply_the_det_validation_blacklist():
-  """A batch with `ignore_classes` (DET validation built with the devkit's blacklist) is scored as the devkit
-  does: issue 15's worked case gives mAP 1.0 with it, 0.25 without."""
-  out = {'valid': np.array([[True], [True]]), 'classes': np.array([[0], [0]]), 'scores': np.array([[0.9], [0.8]]),
-         'boxes': np.array([[[60, 60, 90, 90]], [[1, 1, 50, 50]]], np.float32)}
-  batch = {'mask': np.array([1, 1]), 'boxes': np.array([[[1, 1, 50, 50]]] * 2, np.float32),
-           'box_labels': np.array([[0], [0]])}
+  """Outputs with `ignore_classes` (DET validation built with the devkit's blacklist) are scored by the detection
+  task's summary as the devkit does: issue 15's worked case gives mAP 1.0 with it, 0.25 without."""
+  out = {'classes': np.array([[0], [0]]), 'scores': np.array([[0.9], [0.8]]),
+         'boxes': np.array([[[60, 60, 90, 90]], [[1, 1, 50, 50]]], np.float32),
+         'gt_boxes': np.array([[[1, 1, 50, 50]]] * 2, np.float32), 'box_labels': np.array([[0], [0]])}
+  spec = NetworkSpec('small', 32, 2, regressor_outputs=1, regressor_hidden=(16, 8))  # 1 class + background
+  networks = [runner.Network('net', 'id', spec, None)]
+  setup = runner.EvalSetup('detection', 72, ((64, 64),), 64, 8, 0, {}, {})
+  point = grid.Point(merge='nms', threshold=0.5)
   for ignore, want in ((None, 0.25), (np.array([[0], [-1]]), 1.0)):
-    metrics = runner.Metrics('detection', 1)
-    metrics.add(out, batch if ignore is None else {**batch, 'ignore_classes': ignore})
-    assert metrics.result()['mAP'] == pytest.approx(want)
+    metrics = runner.summarize(point, networks, setup, out if ignore is None else {**out, 'ignore_classes': ignore})
+    assert metrics['mAP'] == pytest.approx(want)
