@@ -6,10 +6,11 @@ probability 1/2. Boxes follow the image. Evaluation views: `center_crop` (the re
 smaller side to `size`, central square) and `resize` (the whole image resized to (h, w), one scale of
 multi-scale evaluation).
 
-Speed: for JPEG bytes the crop is fused with decoding. Pillow's `draft` makes libjpeg scale by 1/2, 1/4 or
-1/8 in the DCT domain when the resized image is at least that much smaller, and `resize(box=...)` computes
-only the crop's output pixels (the filter still reads the pixels around the box, so the result equals
-resize-then-crop). Arrays (already decoded records) take the same geometry through `resize(box=...)`.
+Resampling is the one image path's (`images.resize`, its one filter: docs/ARCHITECTURE.md "One image path"):
+`resize(box=...)` computes only the crop's output pixels (the filter still reads the pixels around the box, so
+the result equals resize-then-crop). Training crops of JPEG bytes may also decode at reduced DCT scale (Pillow's
+`draft`: libjpeg scales by 1/2, 1/4 or 1/8 when the resized image is at least that much smaller; 1.4x faster on a
+2000x1500 photo, load 10); evaluation views never do, so every tool's view of an image is the same pixels.
 
 Box rule for crops: a box is clipped to the crop and kept when at least `MIN_VISIBLE_FRACTION` (30%) of its
 area (in the resized image) remains inside; below that, the visible sliver rarely shows the object's shape,
@@ -43,7 +44,6 @@ except ImportError:  # pragma: no cover - exercised only where the wheel is miss
   simplejpeg = None
 
 MIN_VISIBLE_FRACTION = 0.3
-RESAMPLE = Image.BILINEAR  # Pillow's bilinear is antialiased when downscaling (support grows with the scale).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,12 +129,14 @@ def full_resize(height: int, width: int, size: tuple[int, int]) -> Crop:
   return Crop(w / width, h / height, 0, 0, w, h)
 
 
-def crop_image(image: np.ndarray | bytes, make_crop: Callable[[int, int], Crop]) -> tuple[np.ndarray, Crop]:
-  """Decodes (if bytes) and crops one image; JPEG bytes decode at reduced DCT scale when the crop allows.
+def crop_image(image: np.ndarray | bytes, make_crop: Callable[[int, int], Crop],
+               draft: bool = False) -> tuple[np.ndarray, Crop]:
+  """Decodes (if bytes) and crops one image, resampled by `images.resize` (the one image path).
 
   Args:
     image: a decoded uint8 `[H, W, 3]` array, or encoded bytes (JPEG, PNG, ... anything Pillow reads).
     make_crop: (height, width) -> Crop; called once the size is known (for bytes, after reading the header).
+    draft: training crops only: JPEG bytes decode at reduced DCT scale when the crop allows (module docstring).
 
   Returns:
     the crop `[crop.h, crop.w, 3]` uint8 and the Crop used (to transform the boxes).
@@ -149,7 +151,7 @@ def crop_image(image: np.ndarray | bytes, make_crop: Callable[[int, int], Crop])
   width, height = im.size
   crop = make_crop(height, width)
   reduction = 1.0
-  if im.format == 'JPEG':
+  if draft and im.format == 'JPEG':
     # Ask for the resized full image's size: libjpeg reduces by 2, 4 or 8 only while the result stays larger.
     drafted = im.draft('RGB', (max(1, int(width * crop.sx)), max(1, int(height * crop.sy))))
     if drafted is not None:
@@ -170,7 +172,7 @@ def _apply(im: Image.Image, crop: Crop, reduction: float) -> np.ndarray:
     out = im.crop((crop.x0, crop.y0, crop.x0 + crop.w, crop.y0 + crop.h))
   else:
     box = (crop.x0 * kx, crop.y0 * ky, (crop.x0 + crop.w) * kx, (crop.y0 + crop.h) * ky)
-    out = im.resize((crop.w, crop.h), RESAMPLE, box=box)
+    out = Image.fromarray(images_lib.resize(im, (crop.h, crop.w), box=box))
   if crop.flip:  # In Pillow: a numpy copy of a reversed 3-channel view is ~10x slower (measured).
     out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
   return np.asarray(out)
@@ -185,7 +187,7 @@ def crop_into(out: np.ndarray, image: np.ndarray | bytes, make_crop: Callable[[i
   every image measured, tests/data/test_preprocess.py). A flip decodes as BGR and reverses each row's bytes:
   reversed BGR bytes are the RGB pixels in mirrored order, one fast 1-byte strided copy. Everything else
   (arrays, other formats, CMYK, resampling, truncated or corrupt data, images above Pillow's size limit)
-  takes `crop_image`, i.e. Pillow and the images module's decode policy.
+  takes `crop_image` (with `draft`: training crops), i.e. Pillow and the images module's decode policy.
 
   Args:
     out: where the crop goes; its shape must be `(crop.h, crop.w, 3)`.
@@ -208,7 +210,7 @@ def crop_into(out: np.ndarray, image: np.ndarray | bytes, make_crop: Callable[[i
         out.reshape(crop.h, crop.w * 3)[...] = rows[:, ::-1] if crop.flip else rows
         return crop
     make_crop = lambda h, w, known=crop: known  # The draws are spent: the fallback takes the same crop.
-  pixels, crop = crop_image(image, make_crop)
+  pixels, crop = crop_image(image, make_crop, draft=True)
   out[...] = pixels
   return crop
 
@@ -357,12 +359,22 @@ def _batch_boxes(records: Sequence[dict], crops: Sequence[Crop], max_boxes: int,
   return out_boxes, out_labels
 
 
-def eval_example(record: dict, *, view: str, size: int | tuple[int, int], max_boxes: int) -> dict:
-  """One record -> one evaluation example: view 'center_crop' (size: int) or 'resize' (size: (h, w)).
+def eval_view(image: np.ndarray | bytes, view: str, size: int | tuple[int, int]) -> tuple[np.ndarray, Crop]:
+  """The evaluation view of one image, the same pixels in every tool (docs/ARCHITECTURE.md "One image path").
 
-  A record with `ignore_classes` (DET validation) also gives `ignore_classes` int32 `[max_boxes]`, padded with -1.
-  A record with `ignore_boxes`/`ignore_labels` (own data: VOC difficult, COCO iscrowd) also gives them mapped like
-  `boxes` and padded the same way (float32 `[max_boxes, 4]`, int32 `[max_boxes]` with -1), for the evaluation.
+  The eval pipeline, `predict` and `classify` all call this; it decodes bytes with Pillow (never a DCT draft)
+  and resamples with `images.resize`.
+
+  Args:
+    image: encoded bytes or a decoded uint8 `[H, W, 3]` array.
+    view: 'center_crop' (smaller side resized to `size`, central square: the release's classify view) or
+      'resize' (the whole image resized to `size` = (h, w), or (size, size) for an int: the input of the
+      multi-scale procedure, which resizes it to each scale on the device).
+    size: see `view`.
+
+  Returns:
+    uint8 `[h, w, 3]` and the Crop used (to map boxes). Raises InputError for another view or an undecodable
+    image.
   """
   if view == 'center_crop':
     make_crop = lambda h, w: center_crop(h, w, int(size))
@@ -372,7 +384,17 @@ def eval_example(record: dict, *, view: str, size: int | tuple[int, int], max_bo
     make_crop = lambda h, w: full_resize(h, w, tuple(size))
   else:
     raise InputError(f"Unknown evaluation view {view!r}; expected 'center_crop' or 'resize'.")
-  image, crop = crop_image(record['image'], make_crop)
+  return crop_image(image, make_crop)
+
+
+def eval_example(record: dict, *, view: str, size: int | tuple[int, int], max_boxes: int) -> dict:
+  """One record -> one evaluation example of `eval_view` (view 'center_crop', size: int; or 'resize').
+
+  A record with `ignore_classes` (DET validation) also gives `ignore_classes` int32 `[max_boxes]`, padded with -1.
+  A record with `ignore_boxes`/`ignore_labels` (own data: VOC difficult, COCO iscrowd) also gives them mapped like
+  `boxes` and padded the same way (float32 `[max_boxes, 4]`, int32 `[max_boxes]` with -1), for the evaluation.
+  """
+  image, crop = eval_view(record['image'], view, size)
   example = _example(record, image, crop, max_boxes, 0.0)
   if 'ignore_classes' in record:  # the DET validation blacklist (data.imagenet_det), for the detection evaluation
     ignored = np.asarray(record['ignore_classes'], np.int32).reshape(-1)[:max_boxes]

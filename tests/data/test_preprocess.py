@@ -131,7 +131,7 @@ def test_fused_jpeg_path_matches_decode_then_resize_then_crop():
   decoded = np.asarray(Image.open(io.BytesIO(data)))
   for size in (231, 64):  # 231: no DCT reduction (300 -> 259); 64: 1/4 DCT reduction (300 -> 72).
     crop = pp.train_crop(np.random.default_rng(1), 300, 400, crop_size=size, resize_smaller=size * 9 // 8)
-    fused, _ = pp.crop_image(data, lambda h, w, c=crop: c)
+    fused, _ = pp.crop_image(data, lambda h, w, c=crop: c, draft=True)
     plain, _ = pp.crop_image(decoded, lambda h, w, c=crop: c)
     moved = pp.Crop(crop.sx, crop.sy, crop.x0 + 1, crop.y0, crop.w, crop.h, crop.flip)
     shifted, _ = pp.crop_image(decoded, lambda h, w, c=moved: c)
@@ -169,7 +169,7 @@ def _stacked_reference(records, seeds, crop_size, resize_smaller, max_boxes):
   rows = []
   for record, seed in zip(records, seeds):
     image, crop = pp.crop_image(record['image'], lambda h, w, s=seed: pp.train_crop(
-        pp.example_rng(*s), h, w, crop_size=crop_size, resize_smaller=resize_smaller))
+        pp.example_rng(*s), h, w, crop_size=crop_size, resize_smaller=resize_smaller), draft=True)
     boxes, labels = pp.transform_boxes(record['boxes'], record['box_labels'], crop)
     boxes, labels, _ = pp.pad_boxes(boxes, labels, max_boxes)
     rows.append({'image': image, 'label': np.int32(record.get('label', -1)), 'boxes': boxes,
