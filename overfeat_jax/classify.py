@@ -6,7 +6,8 @@ r"""Classify images, or extract features, with OverFeat and the release's weight
 
 Top-N mode reproduces the release: smaller side resized to 231, central square, one 1x1 output, softmax.
 Feature mode (`--features`, `--layer=L`) runs the whole unresized image densely and returns layer L (release
-numbering) as (C, H, W) float32. `--multiscale` uses the paper's six scales, flips and offset pooling instead.
+numbering) as (C, H, W) float32. `--multiscale` uses the paper's six scales, flips and offset pooling instead,
+each scale resized from a `--view_size` square view (the one image path: docs/ARCHITECTURE.md).
 Without `--weights` the network gets random N(0, 0.01) weights and a warning (to try the tool). Many images:
 every usable one is classified, each unusable one (missing, not an image, a JPEG with more than 5 % of its rows
 missing) is named on one stderr line, then the command exits 2. `--exif_transpose` turns images by their EXIF
@@ -56,6 +57,9 @@ _OUTPUT = flags.DEFINE_string('output', None, 'Feature mode: save (C, H, W) floa
 _MULTISCALE = flags.DEFINE_bool('multiscale', False, "The paper's procedure: six scales, flips, offset pooling, "
                                 'spatial max, mean.')
 _FLIPS = flags.DEFINE_bool('flips', True, 'Multiscale: also evaluate the horizontal mirror at each scale.')
+_VIEW_SIZE = flags.DEFINE_integer('view_size', 0, 'Multiscale: the square each image is resized to before each '
+                                  'scale is resized from it (a trained config\'s eval.resize gives its scores); '
+                                  '0: the largest side of the scales (569).', lower_bound=0)
 _DEVKIT = flags.DEFINE_string('devkit', None, 'ILSVRC2012 devkit folder or its meta.mat: print class names.')
 _SYNSET_WORDS = flags.DEFINE_string('synset_words', None, 'Text file of class names in output (devkit) order.')
 _JSON = flags.DEFINE_bool('json', False, 'One JSON object per image and line instead of text.')
@@ -135,12 +139,18 @@ def layer_fn(model: OverFeat, layers: Sequence[str]) -> Callable:
   return jax.jit(outputs)
 
 
-def scale_fn(model: OverFeat, flips: bool) -> Callable:
-  """jitted (params, images already at one scale) -> [B, C]: offset pooling, spatial max of softmax, flip mean."""
-  def scores(params, images):
-    size = tuple(images.shape[1:3])
-    return multiscale_class_scores(model, params, images, scales=[size], flips=flips, fine=True)
-  return jax.jit(scores)
+def multiscale_fn(model: OverFeat, scales: Sequence[tuple[int, int]], flips: bool) -> Callable:
+  """jitted (params, uint8 [B, V, V, 3] views) -> [B, C]: each scale resized from the view on the device, offset
+  pooling, spatial max of softmax, mean over scales and flips (`inference.multiscale`, as the trainer evaluates)."""
+  scales = tuple(tuple(int(v) for v in s) for s in scales)
+  return jax.jit(lambda params, images: multiscale_class_scores(model, params, images, scales=scales, flips=flips,
+                                                                fine=True))
+
+
+def multiscale_view_size(scales: Sequence[tuple[int, int]]) -> int:
+  """The default `--view_size`: the largest side among the scales (569 for the paper's), so that the device only
+  keeps or shrinks the view (antialiased) and no scale is enlarged from a smaller view."""
+  return max(max(int(h), int(w)) for h, w in scales)
 
 
 @dataclasses.dataclass
@@ -257,24 +267,20 @@ def extract_features(model: OverFeat, params: Any, paths: Sequence[str], layer: 
 
 def classify_multiscale(model: OverFeat, params: Any, paths: Sequence[str], batch_size: int,
                         scales: Sequence[tuple[int, int]] = PAPER_SCALES, flips: bool = True,
-                        timer: Timer | None = None, reading: Reading | None = None) -> np.ndarray:
+                        timer: Timer | None = None, reading: Reading | None = None,
+                        view_size: int | None = None) -> np.ndarray:
   """The paper's classification: mean over scales (and flips) of the per-class spatial max of softmax.
 
+  The one image path (docs/ARCHITECTURE.md): each image is resized to a `view_size` square on the host
+  (`views.multiscale_view`; None: `multiscale_view_size(scales)`), then to each scale on the device, exactly as
+  the trainer's evaluation, `sweep` and `predict` do with `eval.resize` as the view size.
   Returns [N, C] for the usable images, in input order."""
   timer = timer or Timer()
-  runner = Runner(scale_fn(model, flips), params, timer)
-  total = np.zeros((len(paths), model.num_classes), np.float64)
-  usable = []
-  for first in range(0, len(paths), batch_size):
-    chunk = list(_decoded(paths[first:first + batch_size], lambda image, _: image, timer, reading, first))
-    usable += [i for i, _ in chunk]
-    for height, width in scales:
-      start = time.perf_counter()
-      items = [(i, views.resize_exact(image, height, width)) for i, image in chunk]
-      timer.add('decode + resize (host)', time.perf_counter() - start)
-      for index, row in run_batches(runner, views.batches_by_size(items, batch_size)).items():
-        total[index] += row
-  return (total[usable] / len(scales)).astype(np.float32)
+  size = view_size or multiscale_view_size(scales)
+  items = _decoded(paths, lambda image, _: views.multiscale_view(image, size), timer, reading)
+  rows = run_batches(Runner(multiscale_fn(model, scales, flips), params, timer),
+                     views.batches_by_size(items, batch_size))
+  return _stack(rows, model.num_classes)
 
 
 # --- output -----------------------------------------------------------------------------------------------
@@ -361,7 +367,7 @@ def _run(paths: Sequence[str], timer: Timer, reading: Reading) -> list[str]:
     return lines
   if _MULTISCALE.value:
     scores = classify_multiscale(model, params, paths, _BATCH_SIZE.value, PAPER_SCALES, _FLIPS.value, timer,
-                                 reading)
+                                 reading, view_size=_VIEW_SIZE.value or None)
   else:
     scores = classify_top(model, params, paths, _BATCH_SIZE.value, timer, reading)
   usable = [p for i, p in enumerate(paths) if i not in reading.errors]

@@ -8,7 +8,8 @@ checkpoint directory) and its settings from `<workdir>/config.json` (the resolve
 saved) or from `--config` when given, so the network, scales and merge options (`box.merge`, `box.threshold`,
 `box.merge_average`; a config saved before `merge_average` existed merges with 'pair') are those the stage was
 evaluated with. Each image is resized to the
-stage's evaluation view (a square of `eval.resize` / `box.eval_size` pixels), and boxes are mapped back to the
+stage's evaluation view (a square of `eval.resize` / `box.eval_size` pixels, `preprocess.eval_view`: the same
+pixels as the trainer's evaluation, docs/ARCHITECTURE.md "One image path"), and boxes are mapped back to the
 original image's pixels (project convention: `x1, y1, x2, y2`, continuous, `x2` exclusive).
 
 Many inputs: every usable image is predicted (and drawn); each unusable one (missing, not an image, a JPEG with
@@ -27,11 +28,11 @@ import jax
 import numpy as np
 from absl import flags
 from ml_collections import config_flags
-from PIL import Image
 
 from overfeat_jax import cli, storage
 from overfeat_jax.config_files import CONFIG_FILE, load_config, settings_from_config, stage_config
 from overfeat_jax.data import images as image_lib
+from overfeat_jax.data.preprocess import eval_view
 from overfeat_jax.errors import InputError
 from overfeat_jax.output_names import distinct_stems
 from overfeat_jax.inference import detect as detect_lib
@@ -93,7 +94,7 @@ def make_predictor(task: str, cfg) -> tuple[Any, int]:
 def predict_one(task: str, fn, params, image: np.ndarray, size: int, top: int) -> list[dict[str, Any]]:
   """Predictions for one RGB uint8 image [H, W, 3]: classes, scores and (not for classification) boxes."""
   height, width = image.shape[:2]
-  view = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))  # the `resize` eval view
+  view, _ = eval_view(image, 'resize', size)  # the one image path: the eval pipeline's `resize` view
   out = jax.tree.map(np.asarray, fn(params, view[None]))
   if task == 'classification':
     scores = out[0]

@@ -206,11 +206,43 @@ def decode_bytes(data: bytes, name: str = '<bytes>') -> tuple[np.ndarray, bool]:
   return np.asarray(decoded.image, dtype=np.uint8), 'truncated_repaired' in decoded.repairs
 
 
-def resized_smaller_side(image: Image.Image, size: int) -> Image.Image:
-  """Resizes so that the smaller side is exactly `size` (aspect kept, long side rounded); bicubic.
+# The one image filter of every tool (docs/ARCHITECTURE.md "One image path"): the triangle (bilinear) filter,
+# antialiased when shrinking (Pillow widens its support by the scale factor), the same filter family as the
+# device's per-scale resize (`inference.multiscale.resize_images`: `jax.image.resize`, 'linear', antialias).
+RESAMPLE = Image.Resampling.BILINEAR
+# Stored records only (the builders' `smaller_side`): a data format, kept as built (`resized_smaller_side`).
+BUILD_RESAMPLE = Image.Resampling.BICUBIC
 
-  Up- and down-scaling alike: the paper trains on images whose smallest dimension is 256, and a fixed short
-  side makes every 231/221 training crop valid.
+
+def resize(image: np.ndarray | Image.Image, size: tuple[int, int],
+           box: tuple[float, float, float, float] | None = None) -> np.ndarray:
+  """The one host-side resize of every tool: uint8 [H, W, 3] (or a Pillow image) -> uint8 [h, w, 3].
+
+  Args:
+    image: RGB pixels, uint8 [H, W, 3], or a Pillow RGB image.
+    size: (h, w) output size in pixels; the aspect ratio is not kept (a scale of the multi-scale procedure).
+    box: optional (x0, y0, x1, y1) source region in input pixels (continuous; Pillow's `resize(box=...)`): only
+      that region is resampled to `size`, with the filter reading the pixels around it, so a crop of the
+      resized image equals the resize of the matching box.
+
+  Filter: `RESAMPLE` (triangle/bilinear, antialiased when shrinking; half-pixel centres). Returns the input
+  unchanged (as an array) when it already has `size` and no box is given. Source: paper section 3.3 resizes
+  the whole image to each scale; the filter is this project's choice (the release tool used ImageMagick).
+  """
+  im = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image, np.uint8))
+  height, width = size
+  if box is None and im.size == (width, height):
+    return np.asarray(im)
+  return np.asarray(im.resize((width, height), RESAMPLE, box=box))
+
+
+def resized_smaller_side(image: Image.Image, size: int) -> Image.Image:
+  """Resizes so that the smaller side is exactly `size` (aspect kept, long side rounded); `BUILD_RESAMPLE`.
+
+  Used only by the dataset builders (`encode_for_storage`): the stored records (e.g. ImageNet's resized256) are a
+  data format, so their filter (bicubic) stays what the records were built with; every tool reading images
+  afterwards uses `resize`. Up- and down-scaling alike: the paper trains on images whose smallest dimension is
+  256, and a fixed short side makes every 231/221 training crop valid.
   """
   w, h = image.size
   if min(w, h) == size:
@@ -219,7 +251,7 @@ def resized_smaller_side(image: Image.Image, size: int) -> Image.Image:
     new = (size, max(1, round(h * size / w)))
   else:
     new = (max(1, round(w * size / h)), size)
-  return image.resize(new, resample=Image.Resampling.BICUBIC)
+  return image.resize(new, resample=BUILD_RESAMPLE)
 
 
 @dataclasses.dataclass(frozen=True)

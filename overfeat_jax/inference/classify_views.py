@@ -4,19 +4,19 @@ Why a module of its own: the release tool's classification view (smaller side re
 must be reproduced exactly and testably, and the command's speed depends on batching: every distinct input
 shape is one compiled program, and a batch padded to a fixed size never recompiles.
 
-Resizing uses Pillow's bicubic filter, which (like ImageMagick's `-resize`) antialiases when it shrinks. The
-release's wrapper used ImageMagick (`convert -resize 231x231^`, a Lanczos filter when shrinking, Mitchell when
-enlarging), so pixel values of resized images differ slightly between the two (a few grey levels at edges);
-images whose smaller side already is 231 are not resized and match the release exactly.
+Every view is `data.preprocess.eval_view`, the one image path the trainer's evaluation, `sweep` and `predict`
+use too (docs/ARCHITECTURE.md "One image path"): Pillow's bilinear filter, antialiased when it shrinks (like
+ImageMagick's `-resize`). The release's wrapper used ImageMagick (`convert -resize 231x231^`, a Lanczos filter
+when shrinking, Mitchell when enlarging), so pixel values of resized images differ slightly between the two (a
+few grey levels at edges); images whose smaller side already is 231 are not resized and match the release
+exactly.
 """
 
 import dataclasses
 from typing import Iterable, Iterator
 
 import numpy as np
-from PIL import Image
-
-from overfeat_jax.data.images import resized_smaller_side
+from overfeat_jax.data.preprocess import eval_view
 from overfeat_jax.errors import InputError
 from overfeat_jax.models.geometry import Geometry
 
@@ -38,17 +38,16 @@ def crop_offsets(height: int, width: int) -> tuple[int, int]:
 
 
 def release_view(image: np.ndarray, size: int = RELEASE_VIEW_SIZE) -> np.ndarray:
-  """uint8 [H, W, 3] -> uint8 [size, size, 3]: smaller side resized to `size` (bicubic), central square."""
-  resized = np.asarray(resized_smaller_side(Image.fromarray(image), size), dtype=np.uint8)
-  top, left = crop_offsets(*resized.shape[:2])
-  return resized[top:top + size, left:left + size]
+  """uint8 [H, W, 3] -> uint8 [size, size, 3]: smaller side resized to `size`, central square at
+  `crop_offsets` (the eval pipeline's `center_crop` view, `eval_view`)."""
+  return eval_view(image, 'center_crop', size)[0]
 
 
-def resize_exact(image: np.ndarray, height: int, width: int) -> np.ndarray:
-  """uint8 [H, W, 3] -> uint8 [height, width, 3] (bicubic, aspect not kept): one scale of the paper's six."""
-  if image.shape[:2] == (height, width):
-    return image
-  return np.asarray(Image.fromarray(image).resize((width, height), resample=Image.Resampling.BICUBIC))
+def multiscale_view(image: np.ndarray, size: int) -> np.ndarray:
+  """uint8 [H, W, 3] -> uint8 [size, size, 3]: the whole image resized to the multi-scale procedure's input
+  view (aspect not kept; the eval pipeline's `resize` view, `eval_view`); each scale is then resized from it on
+  the device (`inference.multiscale`), as in the trainer's evaluation, `sweep` and `predict`."""
+  return eval_view(image, 'resize', size)[0]
 
 
 def check_feature_size(image: np.ndarray, geometry: Geometry, name: str) -> None:

@@ -22,7 +22,12 @@ PAPER_SCALES: tuple[tuple[int, int], ...] = (
 
 
 def resize_images(images: jax.Array, size: tuple[int, int], flip: bool = False) -> jax.Array:
-  """[B, H, W, 3] pixel values -> float32 [B, h, w, 3], bilinear with antialiasing, optionally mirrored."""
+  """[B, H, W, 3] pixel values -> float32 [B, h, w, 3], bilinear with antialiasing, optionally mirrored.
+
+  The device half of the one image path (docs/ARCHITECTURE.md): the same filter family as the host's
+  `data.images.resize` (triangle filter, support widened by the factor when shrinking, half-pixel centres);
+  the two agree to Pillow's uint8 rounding, at most 1 grey level (tests/test_image_path.py). Not rounded here.
+  """
   batch, _, _, channels = images.shape
   out = images.astype(jnp.float32)
   if out.shape[1:3] != tuple(size):

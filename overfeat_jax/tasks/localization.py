@@ -2,7 +2,7 @@
 
 Training: layers 1-5 and the classifier come from the classification stage and stay fixed (`trainable_mask`
 marks only the regressor, and the features are read through `stop_gradient`). Multi-scale training, one scale
-per step: the input pipeline's batch is resized ON THE HOST (`make_batch_transform`, PIL bilinear, boxes scaled
+per step: the input pipeline's batch is resized ON THE HOST (`make_batch_transform`, `images.resize`, boxes scaled
 with it) to the scales of `box.train_scales` in turn (step i uses scale i mod n), so the jitted step sees one
 static shape per scale (n small compiled programs, cached by `jax.jit`) and contains no image resize. At the
 batch's size the regressor runs densely at the fine stride (every location and offset) and takes an L2 loss
@@ -19,8 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
-from PIL import Image
 
+from overfeat_jax.data import images as images_lib
 from overfeat_jax.errors import InputError
 from overfeat_jax.inference import localize as localize_lib
 from overfeat_jax.inference.dense import dense_apply
@@ -86,14 +86,14 @@ def box_loss(box_model: localize_lib.BoxModel, params: Any, batch: dict, *, fine
 def resize_batch(batch: dict[str, np.ndarray], size: tuple[int, int]) -> dict[str, np.ndarray]:
   """A host batch (uint8 images, boxes in its pixels) resized to `size` (h, w): images and boxes together.
 
-  PIL bilinear (antialiased when shrinking, like the eval pipeline's `resize` view); padding boxes stay zero.
+  The one image path's `images.resize` (its filter, antialiased when shrinking, like the eval pipeline's
+  `resize` view); padding boxes stay zero.
   """
   images = np.asarray(batch['image'])
   height, width = images.shape[1:3]
   if (height, width) == tuple(size):
     return batch
-  resized = np.stack([np.asarray(Image.fromarray(im).resize((size[1], size[0]), Image.BILINEAR))
-                      for im in images])
+  resized = np.stack([images_lib.resize(im, tuple(size)) for im in images])
   scale = np.asarray([size[1] / width, size[0] / height] * 2, np.float32)
   return {**batch, 'image': resized, 'boxes': (np.asarray(batch['boxes'], np.float32) * scale)}
 
