@@ -55,6 +55,9 @@ class RawAnnotation:
   width: int | None
   height: int | None
   objects: tuple[RawObject, ...]
+  # Objects left out for a missing, non-numeric or non-finite coordinate (VOC XML; counted by the own-data
+  # builders as `box_malformed_dropped`).
+  malformed: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,16 +81,17 @@ def _number(node: ET.Element | None, tag: str) -> float | None:
   if text is None or not text.strip():
     return None
   try:
-    return float(text.strip())
+    value = float(text.strip())
   except ValueError:
     return None
+  return value if np.isfinite(value) else None  # 'nan', 'inf', '1e400': no coordinate
 
 
 def parse_voc_xml(source: TextSource, *, name: str = '<xml>') -> RawAnnotation:
   """Parses one PASCAL-VOC-style ILSVRC XML file (path or bytes).
 
-  Objects whose coordinates are missing or not numbers are left out here: they carry no box. Raises
-  `InputError` when the file is not XML or its root is not `<annotation>`.
+  Objects whose coordinates are missing, not numbers or not finite are left out here (they carry no box) and
+  counted in `malformed`. Raises `InputError` when the file is not XML or its root is not `<annotation>`.
   """
   try:
     root = ET.fromstring(_read_bytes(source))
@@ -97,19 +101,20 @@ def parse_voc_xml(source: TextSource, *, name: str = '<xml>') -> RawAnnotation:
     raise InputError(f'annotation {name} has root <{root.tag}>, expected <annotation>')
   size = root.find('size')
   width, height = _number(size, 'width'), _number(size, 'height')
-  objects = []
+  objects, malformed = [], 0
   for obj in root.iter('object'):
     box = obj.find('bndbox')
     coords = [_number(box, t) for t in ('xmin', 'ymin', 'xmax', 'ymax')]
     wnid = (obj.findtext('name') or '').strip()
     if any(c is None for c in coords):
+      malformed += 1
       continue
     objects.append(RawObject(wnid, *coords, ignore=(obj.findtext('difficult') or '').strip() in ('1', 'true')))
   return RawAnnotation(
       filename=(root.findtext('filename') or '').strip() or None,
       width=int(width) if width else None,
       height=int(height) if height else None,
-      objects=tuple(objects))
+      objects=tuple(objects), malformed=malformed)
 
 
 def parse_prediction_string(text: str) -> tuple[RawObject, ...]:

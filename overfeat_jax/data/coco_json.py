@@ -24,6 +24,7 @@ zero area: dropped; `width`/`height` different from the file: rescaled).
 
 import collections
 import json
+import math
 import os
 from typing import Any
 
@@ -96,11 +97,18 @@ def _raw_object(ann: dict, ids: set[int]) -> annotations.RawObject | str:
     x, y, w, h = (float(v) for v in bbox)
   except (TypeError, ValueError):
     return 'box_malformed_dropped'
+  if not all(math.isfinite(v) for v in (x, y, w, h)):  # NaN (Python's json reads it), inf
+    return 'box_malformed_dropped'
   if not w > 0 or not h > 0:  # as 1-based corners, a zero width would read as an inverted 1-pixel box
     return 'box_empty_dropped'
   category = ann.get('category_id')
-  key = str(category) if category in ids else f'unknown category {category}'
+  key = str(category) if _is_id(category) and category in ids else f'unknown category {category}'
   return annotations.RawObject(key, x + 1.0, y + 1.0, x + w, y + h, ignore=bool(ann.get('iscrowd', 0)))
+
+
+def _is_id(value: Any) -> bool:
+  """An image id COCO files use: an int or a string (not a list, a float or a missing key)."""
+  return isinstance(value, (int, str)) and not isinstance(value, bool)
 
 
 def _size(entry: dict, key: str) -> int | None:
@@ -114,15 +122,18 @@ def scan_file(path: str, root: str, split: str | None, ids: set[int], reports: f
   data = load(path)
   by_image: dict[Any, list[dict]] = collections.defaultdict(list)
   for ann in data['annotations']:
-    if isinstance(ann, dict):
+    if isinstance(ann, dict) and _is_id(ann.get('image_id')):
       by_image[ann.get('image_id')].append(ann)
+    else:
+      reports[split or 'train'].skip('annotation_malformed', f'{path}: {ann}'[:200])
   dirs = _image_dirs(path, root, split)
   seen_ids, seen_names = set(), set()
   for entry in data['images']:
     name = str(entry.get('file_name', '')) if isinstance(entry, dict) else ''
     where = split or folders.hash_split(name)
-    if not name or entry.get('id') in seen_ids:
-      reason = 'duplicate_image_id' if name else 'image_without_file_name'
+    if not name or not _is_id(entry.get('id')) or entry['id'] in seen_ids:
+      reason = ('image_without_file_name' if not name else 'image_without_id' if not _is_id(entry.get('id'))
+                else 'duplicate_image_id')
       reports[where].skip(reason, f'{path}: {entry}'[:200])
       continue
     seen_ids.add(entry['id'])
@@ -156,7 +167,8 @@ def categories(files: list[str]) -> tuple[list[int], dict[int, str]]:
     for cat in data['categories']:
       if isinstance(cat, dict) and isinstance(cat.get('id'), int):
         names.setdefault(cat['id'], str(cat.get('name', cat['id'])))
-    used.update(a.get('category_id') for a in data['annotations'] if isinstance(a, dict))
+    used.update(a.get('category_id') for a in data['annotations']
+                if isinstance(a, dict) and _is_id(a.get('category_id')))
   return sorted(i for i in names if i in used), names
 
 

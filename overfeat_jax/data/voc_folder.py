@@ -131,10 +131,13 @@ def scan(root: str, reports: folders.Reports) -> tuple[dict[str, list[folders.It
     if split == folders.UNASSIGNED:
       reports[split].skip('not_in_image_sets', images[stem])
       continue
+    for _ in range(pairs[stem].malformed):  # an object without usable coordinates (annotations.parse_voc_xml)
+      reports[split].repair('box_malformed_dropped', images[stem])
     splits.setdefault(split, []).append(folders.Item(stem, images[stem], pairs[stem]))
   for stem in sorted(set(listed or ()) - set(images) - set(parsed)):
     reports[listed[stem]].skip('image_missing', f'{stem} (listed in ImageSets/Main)')
-  names = sorted({o.wnid for a in pairs.values() for o in a.objects})  # difficult objects name classes too
+  # Difficult objects name classes too; an object without a name is no class (its box: unknown, dropped).
+  names = sorted({o.wnid for a in pairs.values() for o in a.objects if o.wnid})
   how = 'ImageSets/Main' if listed is not None else f'file-name hash ({folders.TRAIN_FRACTION:.0%} train)'
   return splits, names, {'splits_from': how}
 

@@ -197,3 +197,38 @@ def test_cli_builds_a_voc_folder_and_a_bad_one_is_one_line_exit_2(tmp_path):
   assert bad.returncode == 2
   lines = [line for line in bad.stderr.splitlines() if 'error' in line]
   assert len(lines) == 1 and 'no COCO instances file' in lines[0] and 'Traceback' not in bad.stderr
+
+
+def test_field_quirks_are_counted_never_a_crash(tmp_path):
+  """What labelling tools and hand edits leave that the folders above do not: an object without a name, without
+  `<bndbox>`, with a non-numeric, 'nan' or '1e400' coordinate; a COCO image without an id, an annotation that
+  is not an object or names a list as its image, a NaN bbox (Python's json reads it), a category-less box."""
+  voc = tmp_path / 'voc'
+  objects = [('', 10, 10, 50, 50), ('cat', 'abc', 1, 9, 9), ('cat', 'nan', 1, 9, 9), ('cat', 1, 1, '1e400', 9),
+             ('cat', 20, 30, 70, 90)]
+  photos._write(f'{voc}/a.jpg', photos.jpeg(photos.photo(0, [])))
+  photos._write(f'{voc}/a.xml', photos.voc_xml('a', objects).replace(
+      '</annotation>', '<object><name>dog</name></object></annotation>'))
+  builder = build_lib.build('voc_folder', str(tmp_path / 'd'), str(voc), name='quirks')
+  report = report_lib.read_report(builder.data_dir)
+  assert _summed(report, 'repaired') == {'box_malformed_dropped': 4, 'box_unknown_synset_dropped': 1}
+  assert folders.class_names(builder.data_dir) == ['cat']  # no class named ''
+  (record,) = _records(tmp_path / 'd', 'voc_folder/quirks').values()
+  np.testing.assert_array_equal(record['boxes'], [[19, 29, 70, 90]])
+
+  coco = tmp_path / 'coco'
+  photos._write(f'{coco}/images/a.jpg', photos.jpeg(photos.photo(0, [])))
+  images = [{'id': 1, 'file_name': 'a.jpg', 'width': photos.W, 'height': photos.H}, {'file_name': 'b.jpg'},
+            {'id': [2], 'file_name': 'c.jpg'}]
+  anns = [{'image_id': 1, 'category_id': 1, 'bbox': [20, 30, 50, 60]},
+          {'image_id': 1, 'category_id': 1, 'bbox': [float('nan'), 1, 2, 3]},
+          {'image_id': 1, 'bbox': [1, 1, 5, 5]}, {'image_id': 1, 'category_id': [1], 'bbox': [1, 1, 5, 5]},
+          {'image_id': [1], 'category_id': 1, 'bbox': [1, 1, 5, 5]}, 'not an annotation']
+  photos._write(f'{coco}/instances.json', json.dumps({'images': images, 'annotations': anns,
+                                                      'categories': [{'id': 1, 'name': 'cat'}]}))
+  builder = build_lib.build('coco_json', str(tmp_path / 'd'), str(coco), name='quirks')
+  report = report_lib.read_report(builder.data_dir)
+  assert _summed(report, 'skipped') == {'image_without_id': 2, 'annotation_malformed': 2}
+  assert _summed(report, 'repaired') == {'box_malformed_dropped': 1, 'box_unknown_synset_dropped': 2}
+  (record,) = _records(tmp_path / 'd', 'coco_json/quirks').values()
+  np.testing.assert_array_equal(record['boxes'], [[20, 30, 70, 90]])
