@@ -11,6 +11,7 @@ together all of it (minus the remainder of `num_records / shard_count`, dropped 
 number of steps). Per-example randomness (crop, flip) comes from `(seed, epoch, record index)`
 (`preprocess.example_rng`), so it does not depend on batch size, host count or worker count."""
 
+import functools
 import json
 import os
 import queue
@@ -70,34 +71,64 @@ def _as_source(builder: tfds.core.DatasetBuilder, split: str, decoders: Any) -> 
   return builder.as_data_source(split=split, decoders=decoders)
 
 
-class _EpochSampler:
-  """Which record comes at each step of this host's stream, with the epoch folded into the record key.
+class _BatchSampler:
+  """grain's sampler over whole batches: global index g is batch `g // shard_count` of shard `g % shard_count`.
 
-  The grain `DataLoader` asks shard `s` of `S` for the global indices s, s + S, ...; position `index // S`
-  of the shard's stream reads its `records_per_shard` records (a contiguous slice) in a permutation drawn
-  for each epoch from `(seed, epoch, shard)`. The key is `epoch * num_records + record`, split again by
-  `_KeyedSource`. Why not grain's `IndexSampler`: it computes each position with `index_shuffle` and builds
-  a Philox generator per record; on 341x256 JPEGs that cost as much as decoding them (measured), a cached
-  permutation costs ~0.
+  The grain `DataLoader` asks shard `s` of `S` for the global indices s, s + S, ...; the record key is the
+  shard's batch number, which `_BatchSource` turns into its records. One grain element per batch, not per
+  record: grain's per-record machinery (sampler call, metadata, monitoring, tree maps) cost ~10 % of the decode
+  of a stored 341x256 JPEG (measured, docs/data_pipeline.md). The saved iterator state counts batches.
   """
 
   def __init__(self, num_records: int, shard: grain.sharding.ShardOptions, shuffle: bool,
-               num_epochs: int | None, seed: int):
-    self._num_records, self._shard_count = num_records, shard.shard_count
-    self._shard_index = shard.shard_index
-    self._per_shard = num_records // shard.shard_count  # drop_remainder: every shard has this many.
-    self._start = shard.shard_index * self._per_shard
-    self._shuffle, self._seed = shuffle, seed
-    self._max_index = None if num_epochs is None else num_epochs * self._per_shard * shard.shard_count
-    self._order = (-1, np.arange(0))  # (epoch, permutation) of the epoch being read.
-    self._repr = (f'_EpochSampler(num_records={num_records}, shard={shard}, shuffle={shuffle}, '
-                  f'num_epochs={num_epochs}, seed={seed})')
+               num_epochs: int | None, seed: int, batch_size: int):
+    self._shard_count = shard.shard_count
+    per_shard = num_records // shard.shard_count  # drop_remainder: every shard has this many.
+    self._max_index = (None if num_epochs is None else
+                       num_epochs * per_shard // batch_size * shard.shard_count)
+    self._repr = (f'_BatchSampler(num_records={num_records}, shard={shard}, shuffle={shuffle}, '
+                  f'num_epochs={num_epochs}, seed={seed}, batch_size={batch_size})')
+    # The per-record pipeline's sampler (before 2026-11-30) with these arguments: `_upgrade_record_state`.
+    self.record_repr = (f'_EpochSampler(num_records={num_records}, shard={shard}, shuffle={shuffle}, '
+                        f'num_epochs={num_epochs}, seed={seed})')
 
   def __len__(self) -> int:
     return sys.maxsize if self._max_index is None else self._max_index
 
   def __repr__(self) -> str:
     return self._repr  # grain compares it when restoring a state.
+
+  def __getitem__(self, index: int) -> grain.RecordMetadata:
+    if index < 0 or (self._max_index is not None and index >= self._max_index):
+      raise IndexError(f'Index {index} is past the last epoch.')
+    return grain.RecordMetadata(index=index, record_key=index // self._shard_count)
+
+
+class _BatchSource:
+  """Batch b of one shard's stream -> its records, each with its epoch and index (for its random stream).
+
+  Position p of the stream reads the shard's `records_per_shard` records (a contiguous slice) in a permutation
+  drawn for each epoch from `(seed, epoch, shard)`; batch b holds positions b * batch_size ... (b + 1) *
+  batch_size - 1, across an epoch boundary when the epoch does not divide into batches. So the batches do not
+  depend on the worker count: worker w of W builds batches w, w + W, ... and grain returns them in order.
+  Why not grain's `IndexSampler`: it computes each position with `index_shuffle` and builds a Philox generator
+  per record; on 341x256 JPEGs that cost as much as decoding them (measured), a cached permutation costs ~0.
+  """
+
+  def __init__(self, source: Any, shard: grain.sharding.ShardOptions, shuffle: bool, seed: int,
+               batch_size: int):
+    self._source, self._shuffle, self._seed, self._batch_size = source, shuffle, seed, batch_size
+    self._shard_index = shard.shard_index
+    self._per_shard = len(source) // shard.shard_count
+    self._start = shard.shard_index * self._per_shard
+    self._read = getattr(source, '__getitems__', None) or (lambda keys: [source[k] for k in keys])
+    self._order = (-1, np.arange(0))  # (epoch, permutation) of the epoch being read.
+
+  def __len__(self) -> int:
+    return sys.maxsize  # batches are counted by `_BatchSampler`
+
+  def __repr__(self) -> str:
+    return f'_BatchSource({self._source!r})'
 
   def _permutation(self, epoch: int) -> np.ndarray:
     cached_epoch, order = self._order
@@ -106,34 +137,19 @@ class _EpochSampler:
       self._order = (epoch, order)  # One tuple assignment: safe with grain's reader threads.
     return order
 
-  def __getitem__(self, index: int) -> grain.RecordMetadata:
-    if index < 0 or (self._max_index is not None and index >= self._max_index):
-      raise IndexError(f'Index {index} is past the last epoch.')
-    epoch, position = divmod(index // self._shard_count, self._per_shard)
-    offset = int(self._permutation(epoch)[position]) if self._shuffle else position
-    return grain.RecordMetadata(index=index, record_key=epoch * self._num_records + self._start + offset)
-
-
-class _KeyedSource:
-  """Wraps a data source so that a record comes with its epoch and index (for its random stream)."""
-
-  def __init__(self, source: Any):
-    self._source = source
-
-  def __len__(self) -> int:
-    return len(self._source)
-
-  def __repr__(self) -> str:
-    return f'_KeyedSource({self._source!r})'
-
-  def __getitem__(self, key: int) -> dict:
-    epoch, index = divmod(int(key), len(self._source))
-    return {'record': self._source[index], 'epoch': epoch, 'index': index}
+  def __getitem__(self, batch: int) -> list[dict]:
+    epochs, positions = np.divmod(np.arange(batch * self._batch_size, (batch + 1) * self._batch_size),
+                                  self._per_shard)
+    if self._shuffle:
+      positions = np.concatenate([self._permutation(int(e))[positions[epochs == e]] for e in np.unique(epochs)])
+    indices = (self._start + positions).tolist()
+    return [{'record': record, 'epoch': epoch, 'index': index}
+            for record, epoch, index in zip(self._read(indices), epochs.tolist(), indices)]
 
 
 class _TrainBatcher:
-  """`grain.transforms.Batch`'s batch_fn: keyed records -> one training batch built in place
-  (`preprocess.train_batch`), record i seeded by (seed, epoch, index).
+  """`grain.transforms.Batch(1)`'s batch_fn: one `_BatchSource` element (a batch's keyed records) -> one
+  training batch built in place (`preprocess.train_batch`), record i seeded by (seed, epoch, index).
 
   Why a batch function and not a per-record MapTransform followed by grain's stack: the per-record path paid
   grain's per-record map machinery, a 20 MB `np.stack` per batch of 128 at 231 px and a box transform per
@@ -149,7 +165,8 @@ class _TrainBatcher:
   def enable_shared_memory_output(self) -> None:
     self._shared_memory = True
 
-  def __call__(self, elements: Sequence[dict]) -> dict[str, np.ndarray]:
+  def __call__(self, batches: Sequence[list[dict]]) -> dict[str, np.ndarray]:
+    (elements,) = batches
     shape = (len(elements), self._crop, self._crop, 3)
     out = SharedMemoryArray(shape, np.uint8) if self._shared_memory else np.empty(shape, np.uint8)
     rngs = [preprocess.example_rng(self._seed, e['epoch'], e['index']) for e in elements]
@@ -168,8 +185,8 @@ def _shard_options(shard_index: int | None, shard_count: int | None) -> grain.sh
 class TrainIterator:
   """Iterator of per-host training batches whose position can be saved and restored as a JSON string."""
 
-  def __init__(self, loader: grain.DataLoader):
-    self._loader = loader
+  def __init__(self, loader: grain.DataLoader, upgrade: Callable[[dict], str] | None = None):
+    self._loader, self._upgrade = loader, upgrade
     self._it = iter(loader)
 
   def __iter__(self) -> 'TrainIterator':
@@ -184,7 +201,14 @@ class TrainIterator:
     return state.decode() if isinstance(state, bytes) else json.dumps(state)
 
   def set_state(self, state: str) -> None:
-    """Continues from a `get_state()` of an iterator built with the same arguments."""
+    """Continues from a `get_state()` of an iterator built with the same arguments (also one saved by the
+    per-record pipeline of earlier versions with 0 or 1 workers: `_upgrade_record_state`)."""
+    try:
+      parsed = json.loads(state)
+    except (TypeError, ValueError):
+      parsed = None
+    if self._upgrade and isinstance(parsed, dict) and str(parsed.get('sampler')).startswith('_EpochSampler('):
+      state = self._upgrade(parsed)
     try:
       self._it.set_state(state.encode())
     except (ValueError, KeyError, TypeError) as e:  # KeyError: e.g. a `HostsIterator` state (no grain keys).
@@ -208,9 +232,9 @@ def train_iterator(source: Any, *, global_batch_size: int, crop_size: int,
     shuffle: shuffle each epoch (a new permutation per epoch).
     num_epochs: stop after this many epochs; None repeats forever.
     worker_count: grain worker processes (0: in this process), or 'auto' (`resolve_worker_count`: the cores
-      this process may use, less 2). Shard 0 logs the cores and workers at start. The batches depend on it
-      (each worker builds whole batches from every worker_count-th position), so a resumed run keeps it.
-    read_threads: grain threads reading and preprocessing records ahead (0: on demand; on 2 busy cores,
+      this process may use, less 2). Shard 0 logs the cores and workers at start. The batches do not depend
+      on it (worker w builds batches w, w + W, ...), but grain's saved state does: a resumed run keeps it.
+    read_threads: grain threads reading the records of the next batches ahead (0: on demand; on 2 busy cores,
       `Prefetcher`'s one background thread overlaps the input with the train step at less GIL contention).
     shard_index, shard_count: this host's shard; default `jax.process_index()`, `jax.process_count()`.
   """
@@ -226,13 +250,39 @@ def train_iterator(source: Any, *, global_batch_size: int, crop_size: int,
                  usable_cores(), worker_count, requested)
   if worker_count > 0:
     _mark_flags_parsed()
-  sampler = _EpochSampler(len(source), shard, shuffle, num_epochs, seed)
+  batch_size = global_batch_size // shard.shard_count
+  batch_source = _BatchSource(source, shard, shuffle, seed, batch_size)
+  sampler = _BatchSampler(len(source), shard, shuffle, num_epochs, seed, batch_size)
   loader = grain.DataLoader(
-      data_source=_KeyedSource(source), sampler=sampler, worker_count=worker_count, shard_options=shard,
-      operations=[grain.transforms.Batch(global_batch_size // shard.shard_count, drop_remainder=True,
-                                         batch_fn=_TrainBatcher(seed, crop_size, resize_smaller, max_boxes))],
-      read_options=grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=4 * read_threads))
-  return TrainIterator(loader)
+      data_source=batch_source, sampler=sampler, worker_count=worker_count, shard_options=shard,
+      operations=[grain.transforms.Batch(1, batch_fn=_TrainBatcher(seed, crop_size, resize_smaller, max_boxes))],
+      read_options=grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=read_threads))
+  return TrainIterator(loader, functools.partial(
+      _upgrade_record_state, sampler=sampler, source_repr=f'_KeyedSource({source!r})', shard=shard,
+      batch_size=batch_size, current=(repr(sampler), repr(batch_source))))
+
+
+def _upgrade_record_state(state: dict, *, sampler: '_BatchSampler', source_repr: str,
+                          shard: grain.sharding.ShardOptions, batch_size: int, current: tuple[str, str]) -> str:
+  """A grain state saved by the per-record pipeline (`_EpochSampler`, records counted; versions before
+  2026-11-30) -> the same position in this one (batches counted). With 0 or 1 worker its batches were the same
+  (consecutive stream positions, the same permutation and random streams), so the run continues exactly;
+  with 2 or more each worker batched every W-th record, which batches cannot reproduce: InputError."""
+  if state.get('sampler') != sampler.record_repr or state.get('data_source') != source_repr:
+    raise InputError('Iterator state does not match this pipeline: it was saved by the per-record pipeline '
+                     f'with other arguments ({state.get("sampler")}).')
+  workers, seen = state.get('worker_count'), state.get('last_seen_indices') or {}
+  if workers not in (0, 1) or set(seen) != {'0'}:
+    raise InputError(f'Iterator state was saved by the per-record pipeline of an earlier version with {workers} '
+                     'worker processes, whose batches mixed every worker\'s records; it cannot be continued '
+                     'exactly: resume with that version, or with 0 or 1 worker there.')
+  step = max(workers, 1) * shard.shard_count  # grain's stride between one worker's records
+  records = (int(seen['0']) - shard.shard_index + step) // step
+  if records % batch_size:
+    raise InputError(f'Iterator state does not match this pipeline: {records} records read is not a whole '
+                     f'number of batches of {batch_size}.')
+  position = shard.shard_index - step + records // batch_size * step
+  return json.dumps(dict(state, last_seen_indices={'0': position}, sampler=current[0], data_source=current[1]))
 
 
 class HostsIterator:

@@ -224,3 +224,39 @@ def test_unshuffled_order_and_per_host_slices():
   labels = np.concatenate([b['label'] for b in it]).tolist()
   # Host 1 reads records 5..9 for two epochs, in batches of 3; the last partial batch is dropped.
   assert labels == [5, 6, 7, 8, 9, 5, 6, 7, 8]
+
+
+def _record_state(shard_index, shard_count, last_seen, workers=0):
+  """A state as the per-record pipeline of earlier versions saved it (recorded from it: ListSource(40), global
+  batch 8, seed 5, after 7 batches)."""
+  return json.dumps({
+      'version': 2, 'last_seen_indices': last_seen, 'last_worker_index': -1, 'worker_count': workers,
+      'sampler': f'_EpochSampler(num_records=40, shard=ShardOptions(shard_index={shard_index}, '
+                 f'shard_count={shard_count}, drop_remainder=True), shuffle=True, num_epochs=None, seed=5)',
+      'data_source': '_KeyedSource(ListSource(40))'})
+
+
+@pytest.mark.parametrize('shard_index, shard_count, following', [
+    (0, 1, [20, 32, 25, 21, 22, 9, 7, 29]), (1, 2, [35, 24, 38, 32])])
+def test_state_of_the_per_record_pipeline_continues_exactly(shard_index, shard_count, following):
+  """A checkpoint written before batches became grain's elements resumes on the batch the old pipeline would
+  have given next (its labels recorded from it), which is also this pipeline's 8th batch."""
+  kw = dict(global_batch_size=8, seed=5, shard_index=shard_index, shard_count=shard_count, **TRAIN)
+  resumed = pipeline.train_iterator(ListSource(40), **kw)
+  resumed.set_state(_record_state(shard_index, shard_count, {'0': 55}))
+  batch = next(resumed)
+  assert batch['label'].tolist() == following
+  uninterrupted = pipeline.train_iterator(ListSource(40), **kw)
+  for _ in range(7):
+    next(uninterrupted)
+  assert _equal(batch, next(uninterrupted))
+  assert json.loads(resumed.get_state())['sampler'].startswith('_BatchSampler(')
+
+
+def test_state_of_the_per_record_pipeline_with_two_workers_or_other_arguments_is_refused():
+  with pytest.raises(InputError, match='2 worker processes'):
+    pipeline.train_iterator(ListSource(40), global_batch_size=8, seed=5, worker_count=2, **TRAIN).set_state(
+        _record_state(0, 1, {'0': 54, '1': 55}, workers=2))
+  with pytest.raises(InputError, match='other arguments'):
+    pipeline.train_iterator(ListSource(40), global_batch_size=8, seed=6, **TRAIN).set_state(
+        _record_state(0, 1, {'0': 55}))
