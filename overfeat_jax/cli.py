@@ -3,6 +3,7 @@
 import errno
 import logging as std_logging
 import os
+import re
 import sys
 import traceback
 from typing import Callable, NoReturn
@@ -22,8 +23,10 @@ USER_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENOTDIR,
 # Libraries whose INFO lines (orbax's per-save chatter, tfds' build notes) would bury the progress lines.
 _QUIET_LIBRARIES = ('/orbax/', '/tensorflow_datasets/', '/grain/', '/etils/', '/array_record/')
 # Their warnings that every normal run prints: tfds naming each embedded-dataset option set, orbax restoring a
-# checkpoint item that was saved without its own metadata file.
-_EXPECTED_WARNINGS = ('Using custom data configuration', 'Metadata file does not exist')
+# checkpoint item that was saved without its own metadata file, orbax at each save between evaluations (the
+# best checkpoint is tracked by the validation error, which only evaluation steps have).
+_EXPECTED_WARNINGS = ('Using custom data configuration', 'Metadata file does not exist',
+                      'Requested `tracked_metric`; did not provide metrics')
 
 
 class _LibraryInfoFilter(std_logging.Filter):
@@ -75,13 +78,27 @@ def _describe(e: BaseException) -> str:
   if isinstance(e, InputError):
     return str(e)
   if isinstance(e, (AttributeError, KeyError)) and any(a.startswith('--config.') for a in sys.argv[1:]):
-    return f'{type(e).__name__}: {e}: a --config.FIELD override names a field the config does not have'
+    return _unknown_field(e)
   where = ''
   frames = [f for f in traceback.extract_tb(e.__traceback__)
             if 'site-packages' not in f.filename and os.path.abspath(f.filename) != os.path.abspath(__file__)]
   if frames and not isinstance(e, SyntaxError):
     where = f' (at {frames[-1].filename}:{frames[-1].lineno})'
   return f'{type(e).__name__}: {e}{where}'
+
+
+def _unknown_field(e: BaseException) -> str:
+  """`--config.a.b: the config has no field 'a'; did you mean ...?` from ml_collections' error about an
+  override: a KeyError (or an AttributeError around one) whose text is the field's repr and a suggestion."""
+  inner = e.args[0] if isinstance(e, AttributeError) and e.args else e
+  text = str(inner.args[0]) if isinstance(inner, KeyError) and inner.args else str(inner)
+  field, _, hint = text.partition('\n')
+  field = field.strip().strip('\'"')
+  overrides = [a.split('=', 1)[0] for a in sys.argv[1:] if a.startswith('--config.')]
+  named = [o for o in overrides if field in o[len('--config.'):].split('.')] or overrides
+  hint = ' '.join(hint.split())
+  suggestion = f'; {hint[:1].lower()}{hint[1:]}' if hint else ''
+  return f"{', '.join(named)}: the config has no field '{field}'{suggestion}"
 
 
 def bad_flags(e: Exception) -> NoReturn:
@@ -103,6 +120,8 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 def _name_config_file(argv: list[str], message: str) -> str:
   """Prefixes `--config=PATH: ` when the message does not name the config file the user gave."""
+  if re.match(r"Unknown command line flag '(?!config\b)", message):  # another flag: not the config's fault
+    return message
   given = [a for a in argv[1:] if a.startswith('--config=')]
   path = given[-1].split('=', 1)[1].split(':', 1)[0] if given else ''
   return f'--config={path}: {message}' if path and path not in message else message

@@ -27,3 +27,34 @@ def test_library_info_and_expected_warnings_are_dropped_real_warnings_kept_witho
   assert keep(failed) and failed.exc_info is None  # the message stays, its traceback goes
   assert keep(_record(orbax, logging.WARNING, 'Checkpoint 12 is incomplete'))
   assert keep(_record('/work/overfeat_jax/train/loop.py', logging.INFO, 'train [####] 20%'))  # our own lines
+
+
+def test_orbax_tracked_metric_warning_of_every_save_without_metrics_is_dropped():
+  keep = cli._LibraryInfoFilter().filter  # pylint: disable=protected-access
+  orbax = '/venv/site-packages/orbax/checkpoint/checkpoint_manager.py'
+  assert not keep(_record(orbax, logging.WARNING, 'Requested `tracked_metric`; did not provide metrics.'))
+
+
+def _unknown_field_error(monkeypatch, override: str, error: Exception) -> str:
+  monkeypatch.setattr(sys, 'argv', ['main.py', '--config=experiments/configs/embedded.py:smoke', override])
+  return cli._describe(error)  # pylint: disable=protected-access
+
+
+def test_a_mistyped_config_override_is_named_with_its_suggestion_in_plain_words(monkeypatch):
+  # What ml_collections raises for `--config.batchsize=8` (a KeyError inside an AttributeError) and for an
+  # unknown top-level section of a dotted override (a bare KeyError).
+  typo = AttributeError(KeyError('\'batchsize\'\nDid you mean "batch_size" instead of "batchsize"?'))
+  message = _unknown_field_error(monkeypatch, '--config.batchsize=8', typo)
+  assert message == ('--config.batchsize: the config has no field \'batchsize\'; '
+                     'did you mean "batch_size" instead of "batchsize"?')
+  message = _unknown_field_error(monkeypatch, '--config.nothing.at.all=8', KeyError("'nothing'"))
+  assert message == "--config.nothing.at.all: the config has no field 'nothing'"
+
+
+def test_an_unknown_plain_flag_is_not_blamed_on_the_config_file():
+  argv = ['main.py', '--config=experiments/configs/embedded.py:smoke', '--workdri=x']
+  unknown = "Unknown command line flag 'workdri'. Did you mean: workdir ?"
+  assert cli._name_config_file(argv, unknown) == unknown  # pylint: disable=protected-access
+  config_error = 'ValueError: unknown config argument'
+  assert cli._name_config_file(argv, config_error).startswith(  # pylint: disable=protected-access
+      '--config=experiments/configs/embedded.py: ')
