@@ -25,6 +25,7 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-imp
 
 from overfeat_jax import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 from overfeat_jax.parallel import mesh as mesh_lib
+from overfeat_jax.config_files import settings_from_config
 from overfeat_jax.tasks import classification
 from overfeat_jax.train import inputs, loop
 from overfeat_jax.train import state as state_lib
@@ -65,7 +66,7 @@ def fixed_batches(config) -> list[dict]:
 def train_losses(dtype: str, batches: list[dict]) -> tuple[np.ndarray, float]:
   """Per-step losses of one run (fetched once at the end: no host sync in the loop) and its seconds."""
   config = demo_config(dtype)
-  task = classification.make_task(config)
+  task = classification.make_task(settings_from_config(config, 'classification'))
   steps_per_epoch = max(_TRAIN_SIZE.value // _BATCH.value, 1)
   tx, schedule = loop.build_optimizer(config, task, steps_per_epoch, _STEPS.value)
   mesh = mesh_lib.make_mesh()

@@ -41,7 +41,7 @@ from overfeat_jax.errors import InputError
 from overfeat_jax.inference import dense
 from overfeat_jax.inference import localize as localize_lib
 from overfeat_jax.inference.multiscale import PAPER_SCALES, resize_images, spatial_max
-from overfeat_jax.models import get_geometry
+from overfeat_jax.models import build, get_geometry
 from overfeat_jax.models.heads import BoxRegressor
 from overfeat_jax.models.overfeat import OverFeat, init_params, max_pool
 
@@ -65,7 +65,7 @@ _THRESHOLD = flags.DEFINE_float('threshold', 0.8, 'Merge threshold t (IoU thresh
 _TOP_K = flags.DEFINE_integer('top_k', 1, 'Classes per scale whose boxes are merged (paper step (a)).')
 _PEAK = flags.DEFINE_float('peak_tflops', 796.0, 'Dense matrix peak of the device (H100 SXM bf16: 796).')
 
-DTYPES = {'bfloat16': jnp.bfloat16, 'float32': jnp.float32}
+DTYPES = build.DTYPES  # the compute dtypes, by name
 
 
 def parse_scales(values: Sequence[str]) -> tuple[tuple[int, int], ...]:
@@ -199,8 +199,7 @@ def environment_lines() -> list[str]:
 
 def make_model(dtype_name: str) -> tuple[OverFeat, dict]:
   """The configured network in `dtype_name` compute and its (float32) parameters."""
-  geometry = get_geometry(_GEOMETRY.value, _DIVISOR.value)
-  model = OverFeat(geometry, num_classes=_CLASSES.value, dtype=DTYPES[dtype_name])
+  model = build.classifier(_GEOMETRY.value, _DIVISOR.value, _CLASSES.value, dtype=dtype_name)
   return model, init_params(model, jax.random.key(0))
 
 

@@ -44,6 +44,7 @@ from overfeat_jax.data.imagenet_cls_loc import sorted_wnids
 from overfeat_jax.errors import InputError
 from overfeat_jax.models import get_geometry
 from overfeat_jax.parallel import mesh as mesh_lib
+from overfeat_jax.config_files import settings_from_config
 from overfeat_jax.tasks import classification
 from overfeat_jax.train import loop
 from overfeat_jax.train import state as state_lib
@@ -141,7 +142,7 @@ def make_iterator(source, config, workers: int) -> pipeline.TrainIterator:
 
 def make_step(config, mesh, source_len: int):
   """(jitted train step, initial state) exactly as the loop builds them."""
-  task = classification.make_task(config)
+  task = classification.make_task(settings_from_config(config, 'classification'))
   steps_per_epoch = max(source_len // config.batch_size, 1)
   tx, schedule = loop.build_optimizer(config, task, steps_per_epoch, config.num_train_steps)
   init = lambda r: state_lib.create(task.init_params(r), tx, r)

@@ -19,18 +19,18 @@ import optax
 from absl import app, flags
 
 from overfeat_jax import cli
+from overfeat_jax.models import build
 from overfeat_jax.models.geometry import get_geometry
-from overfeat_jax.models.overfeat import OverFeat, init_params
+from overfeat_jax.models.overfeat import init_params
 from overfeat_jax.parallel import mesh as mesh_lib
 from overfeat_jax.tasks import losses
 from overfeat_jax.train import optim
 from overfeat_jax.train import state as state_lib
 from overfeat_jax.train import step as step_lib
-from overfeat_jax.tasks.classification import DTYPES
 
 _NETS = flags.DEFINE_list('nets', ['fast', 'accurate'], 'Geometries to time.')
 _BATCHES = flags.DEFINE_list('batch', ['256'], 'Global batch sizes, ascending (e.g. 256,512); stops at the first OOM.')
-_DTYPE = flags.DEFINE_enum('dtype', 'bfloat16', list(DTYPES), 'Compute dtype (params stay float32).')
+_DTYPE = flags.DEFINE_enum('dtype', 'bfloat16', list(build.DTYPES), 'Compute dtype (params stay float32).')
 _DIV = flags.DEFINE_integer('width_divisor', 1, 'Divide every width (small CPU runs).')
 _STEPS = flags.DEFINE_integer('steps', 20, 'Timed steps (after one warm-up step).')
 _CLASSES = flags.DEFINE_integer('num_classes', 1000, 'Output classes.')
@@ -44,7 +44,7 @@ def out_of_memory(error: Exception) -> bool:
 def time_net(name: str, batch_size: int) -> dict:
   """Compiles and times the paper's SGD train step of one network on synthetic device data."""
   geometry = get_geometry(name, _DIV.value)
-  model = OverFeat(geometry, num_classes=_CLASSES.value, dtype=DTYPES[_DTYPE.value])
+  model = build.classifier(name, _DIV.value, _CLASSES.value, dtype=_DTYPE.value)
   mesh = mesh_lib.make_mesh()
   schedule = optax.constant_schedule(5e-2)
   tx = optim.make_optimizer('sgd', schedule, momentum=0.6, weight_decay=1e-5)
