@@ -113,6 +113,40 @@ class MiningSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class InputSettings:
+  """What a stage's input pipeline reads and how it batches (`config.data`, the batch sizes, the crop).
+
+  Attributes:
+    dataset: the tfds dataset (`config.data.name`), e.g. 'embedded_cls_loc', 'ilsvrc2012_cls_loc/resized256',
+      'voc_folder/NAME'.
+    data_dir: the tfds data_dir (None: tfds's default).
+    options: the builder's options (`config.data.options`, e.g. train_size), as sorted (name, value) pairs.
+    train_split, eval_split: split names.
+    batch_size, eval_batch_size: GLOBAL batch sizes (examples per step over every process).
+    crop_size: the training crop (pixels).
+    train_resize: the smaller side before the crop: a (lo, hi) scale-jitter range drawn per example, a size,
+      or None (the stored images as they are).
+    max_boxes: boxes per example after padding.
+    seed: the input order's and the crops' seed.
+    worker_count: reading processes (an int, or the config's string form such as 'auto', `data.pipeline`).
+    read_as_hosts: 0, or N > 0: one process reads the global batches of an N-host run.
+  """
+  dataset: str
+  data_dir: str | None
+  options: tuple[tuple[str, object], ...]
+  train_split: str
+  eval_split: str
+  batch_size: int
+  eval_batch_size: int
+  crop_size: int
+  train_resize: int | tuple[int, int] | None
+  max_boxes: int
+  seed: int = 0
+  worker_count: int | str = 0
+  read_as_hosts: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
 class StageSettings:
   """Everything a task reads about one stage (the top-level config with the stage's section merged over it).
 

@@ -29,6 +29,7 @@ from overfeat_jax.train import evaluate, inputs, optim
 from overfeat_jax.train import programs as programs_lib
 from overfeat_jax.train import state as state_lib
 from overfeat_jax.train.logging import Progress, Writer
+from overfeat_jax.settings import InputSettings
 from overfeat_jax.tasks.task import Task
 
 stage_config = config_files.stage_config  # re-used: the preflight and tests name it here
@@ -125,7 +126,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if len(set(config.stages)) != len(config.stages):  # config_flags appends a tuple flag given twice
     raise InputError(f'config.stages names a stage twice: {tuple(config.stages)} (a --config.stages flag given '
                      'twice is appended to itself: give it once)')
-  config = inputs.with_classes_from_data(config)  # num_classes = 0: own data's class count (docs/own_data.md)
+  config = with_classes_from_data(config)  # num_classes = 0: own data's class count (docs/own_data.md)
   results, previous, source = {}, None, initial_weights(config)
   for stage in config.stages:
     cfg, task = stage_task(config, stage, previous_params=previous)
@@ -151,6 +152,38 @@ def stage_task(config: ml_collections.ConfigDict, stage: str, previous_params: A
   if stage not in TASKS:
     raise InputError(f'unknown stage {stage!r} in config.stages; available: {sorted(TASKS)}')
   return stage_config(config, stage), tasks.make(config_files.settings_from_config(config, stage), previous_params)
+
+
+def stage_data_names(config: ml_collections.ConfigDict) -> list[str]:
+  """The dataset of each stage of `config.stages` (a stage's own `data.name`, else the top-level one)."""
+  names = []
+  for stage in config.stages:
+    section = config.get(stage)
+    own = section.get('data', {}).get('name') if hasattr(section, 'get') else None
+    names.append(own or config.data.name)
+  return names
+
+
+def with_classes_from_data(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`config` itself, or with `num_classes = 0` replaced by the class count of its own-data datasets.
+
+  Own data (docs/own_data.md) has as many classes as its builder found; every own-data dataset the stages read
+  must agree (the detection stage extends the classifier's outputs). Raises InputError otherwise, or when
+  no stage reads own data.
+  """
+  if config.num_classes != 0:
+    return config
+  from overfeat_jax.data import folders, pipeline  # pylint: disable=g-import-not-at-top
+  counts = {n: len(folders.class_names(folders.dataset_dir(config.data.data_dir, n)))
+            for n in stage_data_names(config) if n.split('/')[0] in pipeline.OWN_DATA}
+  if not counts:
+    raise InputError('num_classes = 0 (from the data) needs a stage that reads own data (voc_folder/NAME, '
+                     'coco_json/NAME, image_folder/NAME)')
+  if len(set(counts.values())) > 1:
+    raise InputError(f'the stages\' datasets have different class counts: {counts}')
+  resolved = config.copy_and_resolve_references()  # a new ConfigDict, locked like `config`
+  resolved.num_classes = next(iter(counts.values()))
+  return resolved
 
 
 def initial_weights(config: ml_collections.ConfigDict) -> transfer.Source | None:
@@ -237,11 +270,11 @@ def stage_programs(cfg: ml_collections.ConfigDict, task: Task, mesh: Any,
   return programs_lib.build(task, mesh, optimizer, skip_nonfinite=cfg.skip_nonfinite, seed=cfg.seed), total
 
 
-def eval_reader(cfg: ml_collections.ConfigDict) -> Callable[[Any], tuple[Any, int, int]]:
-  """evaluation -> its batches of `cfg.data.eval_split` (`inputs.eval_batches`); the split is opened at the
-  first evaluation."""
-  source = functools.cache(lambda: inputs.open_split(cfg, cfg.data.eval_split))
-  return lambda evaluation: inputs.eval_batches(cfg, source(), evaluation.view, evaluation.size)
+def eval_reader(data: InputSettings) -> Callable[[Any], tuple[Any, int, int]]:
+  """evaluation -> its batches of `data.eval_split` (`inputs.eval_batches`); the split is opened at the first
+  evaluation."""
+  source = functools.cache(lambda: inputs.open_split(data, data.eval_split))
+  return lambda evaluation: inputs.eval_batches(data, source(), evaluation.view, evaluation.size)
 
 
 def run_stage(task: Task, cfg: ml_collections.ConfigDict, workdir: str,
@@ -250,12 +283,13 @@ def run_stage(task: Task, cfg: ml_collections.ConfigDict, workdir: str,
   called once the stage's checkpoints restored (or there were none), before training."""
   storage.makedirs(workdir)
   mesh = mesh_lib.make_mesh()
-  source = inputs.open_split(cfg, cfg.data.train_split)
+  data = config_files.input_settings(cfg)
+  source = inputs.open_split(data, data.train_split)
   programs, total = stage_programs(cfg, task, mesh, len(source))
   manager = ckpt.make_manager(os.path.join(workdir, 'checkpoints'), max_to_keep=cfg.max_to_keep,
                               best_metric=task.best_metric)
   writer = Writer(workdir)
-  iterator = inputs.train_iterator(cfg, source)
+  iterator = inputs.train_iterator(data, source)
   restored = ckpt.restore_latest(manager, programs.state)
   if restored is None:
     state, start = programs.initial_state(jax.random.key(cfg.seed)), 0
@@ -265,7 +299,7 @@ def run_stage(task: Task, cfg: ml_collections.ConfigDict, workdir: str,
     writer.info('Resumed %s from step %d (%s).', task.name, start, manager.directory)
   ready()
   transform = BATCH_TRANSFORMS[task.name](task.settings) if task.name in BATCH_TRANSFORMS else None
-  run = Run(task, programs, writer, manager, total, Cadence.from_config(cfg), eval_reader(cfg), transform)
+  run = Run(task, programs, writer, manager, total, Cadence.from_config(cfg), eval_reader(data), transform)
   try:
     state, info = train(run, state, iterator, start)
     if not info.get('preempted'):

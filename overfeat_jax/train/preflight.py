@@ -13,11 +13,13 @@ from typing import Any, Sequence
 
 from jax.sharding import Mesh
 
+from overfeat_jax import config_files
 from overfeat_jax.errors import InputError
 from overfeat_jax.parallel import aot
 from overfeat_jax.parallel import topology
 from overfeat_jax.parallel.preflight_report import versions
-from overfeat_jax.train import inputs, loop
+from overfeat_jax.settings import InputSettings
+from overfeat_jax.train import loop
 from overfeat_jax.train import programs as programs_lib
 
 ILSVRC2012_TRAIN_RECORDS = 1_281_167  # only sets the schedule's boundaries, which do not change the program
@@ -32,21 +34,22 @@ def stage_task(config: Any, stage: str | None = None) -> tuple[Any, Any]:
   return loop.stage_task(config, stage or config.stages[0], previous_params=None)
 
 
-def program_list(cfg: Any, task: Any, built: programs_lib.Programs,
+def program_list(data: InputSettings, task: Any, built: programs_lib.Programs,
                  include: Sequence[str] = ('train', 'eval')) -> list[aot.Program]:
   """`built`'s train step and/or evaluation steps as `aot.Program`s with abstract batches of the pipeline's
-  layout at the config's global batches. Evaluations gather their outputs to every device (all-gather)."""
+  layout (`data`: the crop, the training resize, the boxes) at the global batch sizes of `data`. Evaluations
+  gather their outputs to every device (all-gather)."""
   programs = []
   if 'train' in include:
-    train = programs_lib.train_structure(crop_size=cfg.crop_size, resize_smaller=inputs.train_resize(cfg),
-                                         max_boxes=cfg.max_boxes)
+    train = programs_lib.train_structure(crop_size=data.crop_size, resize_smaller=data.train_resize,
+                                         max_boxes=data.max_boxes)
     programs.append(aot.Program('train', built.train_step, lambda batch: built.train_args(train, batch),
-                                cfg.batch_size, frozenset({'all-reduce'})))
+                                data.batch_size, frozenset({'all-reduce'})))
   if 'eval' in include:
     for evaluation in task.evaluations:
-      structure = programs_lib.eval_structure(view=evaluation.view, size=evaluation.size, max_boxes=cfg.max_boxes)
+      structure = programs_lib.eval_structure(view=evaluation.view, size=evaluation.size, max_boxes=data.max_boxes)
       programs.append(aot.Program(f'eval/{evaluation.name}', built.eval_steps[evaluation.name],
-                                  lambda batch, s=structure: built.eval_args(s, batch), cfg.eval.batch_size,
+                                  lambda batch, s=structure: built.eval_args(s, batch), data.eval_batch_size,
                                   frozenset({'all-reduce', 'all-gather'})))
   return programs
 
@@ -64,7 +67,7 @@ def trainer_programs(config: Any, mesh: Mesh, *, stage: str | None = None,
     raise InputError(f'unknown program kind(s) {sorted(unknown)}; use train and/or eval.')
   cfg, task = stage_task(config, stage)
   built, _ = loop.stage_programs(cfg, task, mesh, num_train_records)
-  programs = program_list(cfg, task, built, include)
+  programs = program_list(config_files.input_settings(cfg), task, built, include)
   if multislice:
     more = aot.MULTISLICE_COLLECTIVES
     programs = [dataclasses.replace(p, expected_collectives=p.expected_collectives | more) for p in programs]

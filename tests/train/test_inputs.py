@@ -1,25 +1,28 @@
-"""The loop's input settings: `scale_jitter` reaches the pipeline, a bad range is one InputError."""
+"""The loop's input settings (`config_files.input_settings`): `scale_jitter` reaches the pipeline, a bad range
+is one InputError."""
 
 import numpy as np
 import pytest
 
+from overfeat_jax import config_files
 from overfeat_jax.errors import InputError
 from overfeat_jax.train import inputs
 from tests.train.helpers import load_config
 
 
 def _config(data_dir, **fields):
+  """The smoke config's input settings with top-level fields overridden."""
   config = load_config('embedded', 'smoke')
   config.data.data_dir = str(data_dir)
   config.update(fields)
-  return config
+  return config_files.input_settings(config)
 
 
 def test_scale_jitter_wins_over_resize_smaller(data_dir):
-  assert inputs.train_resize(_config(data_dir)) == (64, 120)  # the demo's jitter
-  assert inputs.train_resize(_config(data_dir, scale_jitter=())) is None  # off: the stored 72-px images
-  assert inputs.train_resize(_config(data_dir, resize_smaller=80, scale_jitter=())) == 80
-  assert inputs.train_resize(_config(data_dir, resize_smaller=80, scale_jitter=(64, 120))) == (64, 120)
+  assert _config(data_dir).train_resize == (64, 120)  # the demo's jitter
+  assert _config(data_dir, scale_jitter=()).train_resize is None  # off: the stored 72-px images
+  assert _config(data_dir, resize_smaller=80, scale_jitter=()).train_resize == 80
+  assert _config(data_dir, resize_smaller=80, scale_jitter=(64, 120)).train_resize == (64, 120)
 
 
 def test_jittered_batches_differ_and_boxes_stay_in_the_crop(data_dir):

@@ -17,9 +17,11 @@ import numpy as np
 import pytest
 
 from overfeat_jax.checkpoint import manager as ckpt
+from overfeat_jax import config_files
 from overfeat_jax.data import pipeline
 from overfeat_jax.errors import InputError
 from overfeat_jax.train import inputs
+from tests import xla_flags
 from tests.train.helpers import REPO, load_config
 
 SMOKE = 'experiments/configs/embedded.py:smoke'
@@ -27,11 +29,12 @@ STEPS = 8
 
 
 def _config(data_dir, **data):
+  """The smoke config's input settings with `config.data` fields overridden (what the loop reads)."""
   config = load_config('embedded', 'smoke')
   config.data.data_dir = str(data_dir)
   config.data.update(data)
   config.lock()
-  return config
+  return config_files.input_settings(config)
 
 
 def test_config_reads_what_each_host_of_a_two_host_run_reads(data_dir, monkeypatch):
@@ -69,9 +72,8 @@ def _free_port():
 
 def _main(workdir, data_dir, devices, *extra):
   """The real trainer as a subprocess, with `devices` CPU devices (None: jax's default, one)."""
-  env = {'JAX_PLATFORMS': 'cpu', 'PATH': '/usr/bin:/bin', 'TF_CPP_MIN_LOG_LEVEL': '3'}
-  if devices is not None:
-    env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+  env = {'JAX_PLATFORMS': 'cpu', 'PATH': '/usr/bin:/bin', 'TF_CPP_MIN_LOG_LEVEL': '3',
+         'XLA_FLAGS': xla_flags.xla_flags(devices)}
   cmd = [sys.executable, '-m', 'overfeat_jax.main', f'--config={SMOKE}', f'--workdir={workdir}',
          f'--config.data.data_dir={data_dir}', f'--config.num_train_steps={STEPS}',
          '--config.checkpoint_every_steps=2', "--config.stages=('classification',)", *extra]
