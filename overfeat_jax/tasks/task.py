@@ -17,6 +17,8 @@ from typing import Any, Callable, Mapping
 import jax
 import numpy as np
 
+from overfeat_jax.settings import StageSettings
+
 Params = Any
 Batch = Mapping[str, jax.Array]
 # (params, batch, rng, *, train) -> (scalar loss, {name: scalar}) ; the batch is the global batch.
@@ -75,7 +77,7 @@ class Task:
   best_metric: str
   model: Any = None
   warm_start: Callable[[Params], Params] | None = None
-  settings: Any = None
+  settings: StageSettings | None = None
   predictor: Callable[[Params, jax.Array], Any] | None = None
   predictor_size: int = 0
 
