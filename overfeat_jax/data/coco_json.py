@@ -49,11 +49,15 @@ def find_instance_files(root: str) -> list[str]:
 
 
 def _is_instances(path: str) -> bool:
+  """Whether `path` is an instances file; a `.json` that is not JSON at all (an export cut short) is an
+  InputError rather than a split silently missing."""
   try:
     with open(path, encoding='utf-8') as f:
       data = json.load(f)
-  except (OSError, ValueError):
+  except OSError:
     return False
+  except ValueError as e:
+    raise InputError(f'{path} is not valid JSON ({e}); fix or remove it') from None
   return isinstance(data, dict) and isinstance(data.get('images'), list)
 
 
@@ -141,7 +145,9 @@ def scan_file(path: str, root: str, split: str | None, ids: set[int], reports: f
       reports[where].skip('duplicate_file_name', f'{path}: {name}')
       continue
     seen_names.add(name)
-    image = next((os.path.join(d, name) for d in dirs if os.path.isfile(os.path.join(d, name))), None)
+    # The name as written, else its last part (Label Studio writes the server's path: /data/upload/1/x.jpg).
+    candidates = [os.path.join(d, n) for n in dict.fromkeys((name, os.path.basename(name))) for d in dirs]
+    image = next((p for p in candidates if os.path.isfile(p)), None)
     if image is None:
       reports[where].skip('image_missing', f'{path}: {name}')
       continue

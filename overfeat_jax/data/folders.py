@@ -108,6 +108,14 @@ def dataset_dir(data_dir: str, name: str) -> str:
   return os.fspath(versions[-1])
 
 
+def same_but_case(names: list[str]) -> list[list[str]]:
+  """Groups of class names equal but for case and spaces (`Cat`, `cat `): kept apart, noted in the report."""
+  groups: dict[str, list[str]] = {}
+  for name in names:
+    groups.setdefault(' '.join(name.split()).casefold(), []).append(name)
+  return [g for g in groups.values() if len(g) > 1]
+
+
 def class_names(dataset_dir: str | os.PathLike) -> list[str]:
   """The class names (label order) of a built own-data dataset, from its versioned directory."""
   path = epath.Path(dataset_dir) / 'metadata.json'
@@ -172,8 +180,11 @@ class FolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     splits = {s: items for s, items in splits.items() if items}
     if not splits:
       raise InputError(f'{root}: no image with an annotation was found (see the build report counts above)')
+    twins = same_but_case(list(self.info.metadata['class_names']))
     for split in splits:
       reports[split].note(f'classes: {len(classes)} from {source}')
+      if twins:  # `Cat` and `cat`: two classes, as written; most likely a typo in the labels
+        reports[split].note(f'class names that differ only in case or spaces: {twins}')
     self._reports = reports.by_split
     index = {name: i for i, name in enumerate(classes)}
     return {s: self._generate(items, reports[s], index) for s, items in splits.items()}

@@ -232,3 +232,22 @@ def test_field_quirks_are_counted_never_a_crash(tmp_path):
   assert _summed(report, 'repaired') == {'box_malformed_dropped': 1, 'box_unknown_synset_dropped': 2}
   (record,) = _records(tmp_path / 'd', 'coco_json/quirks').values()
   np.testing.assert_array_equal(record['boxes'], [[20, 30, 70, 90]])
+
+
+def test_label_studio_paths_broken_json_and_case_twins(tmp_path):
+  # Label Studio writes the server's path as file_name: found by its last part.
+  coco = tmp_path / 'coco'
+  photos._write(f'{coco}/images/a.jpg', photos.jpeg(photos.photo(0, [])))
+  instances = {'images': [{'id': 1, 'file_name': '/data/upload/1/a.jpg', 'width': photos.W, 'height': photos.H}],
+               'annotations': [{'image_id': 1, 'category_id': 1, 'bbox': [20, 30, 50, 60]},
+                               {'image_id': 1, 'category_id': 2, 'bbox': [80, 30, 50, 60]}],
+               'categories': [{'id': 1, 'name': 'Cat'}, {'id': 2, 'name': 'cat '}]}
+  photos._write(f'{coco}/instances.json', json.dumps(instances))
+  builder = build_lib.build('coco_json', str(tmp_path / 'd'), str(coco), name='studio')
+  assert builder.info.splits.total_num_examples == 1
+  notes = [n for r in report_lib.read_report(builder.data_dir)['splits'].values() for n in r['notes']]
+  assert "class names that differ only in case or spaces: [['Cat', 'cat ']]" in notes
+  # An instances file cut short is an error, not a split that silently goes missing.
+  photos._write(f'{coco}/test/_annotations.coco.json', '{"images": [{"id": 1, "file_na')
+  with pytest.raises(InputError, match='_annotations.coco.json is not valid JSON'):
+    build_lib.build('coco_json', str(tmp_path / 'd'), str(coco), name='cut')
