@@ -29,18 +29,15 @@ import numpy as np
 from absl import flags
 from ml_collections import config_flags
 
-from overfeat_jax import cli, storage
-from overfeat_jax.config_files import CONFIG_FILE, load_config, settings_from_config, stage_config
+from overfeat_jax import cli, storage, tasks
+from overfeat_jax.config_files import CONFIG_FILE, load_config, settings_from_config
 from overfeat_jax.data import images as image_lib
 from overfeat_jax.data.preprocess import eval_view
 from overfeat_jax.errors import InputError
 from overfeat_jax.output_names import distinct_stems
-from overfeat_jax.inference import detect as detect_lib
 from overfeat_jax.inference import draw as draw_lib
-from overfeat_jax.inference import localize as localize_lib
-from overfeat_jax.inference.multiscale import make_multiscale_classifier
-
-TASKS = ('classification', 'localization', 'detection')
+from overfeat_jax.settings import TASK_NAMES, WITH_BACKGROUND, StageSettings
+from overfeat_jax.tasks.task import Task
 
 
 def training_config(config, workdir: str | None):
@@ -55,11 +52,15 @@ def training_config(config, workdir: str | None):
   return saved
 
 
-def stage_settings(config, task: str):
-  """The config of one stage (its section merged over the top level), as the trainer builds it."""
+def stage_task(config, task: str) -> Task:
+  """The stage's task (`tasks.TASKS`), built from its typed settings as the trainer builds it.
+
+  Raises:
+    InputError: the config has no section for a box stage, or settings it cannot read.
+  """
   if task != 'classification' and task not in config:
     raise InputError(f'the config has no {task!r} section; pass the config the workdir was trained with.')
-  return stage_config(config, task)
+  return tasks.make(settings_from_config(config, task))
 
 
 def load_params(workdir: str, task: str, checkpoint: str | None) -> Any:
@@ -70,34 +71,24 @@ def load_params(workdir: str, task: str, checkpoint: str | None) -> Any:
   return restore_params(directory)[1]
 
 
-def class_names(cfg) -> list[str]:
-  if cfg.data.name.startswith('embedded'):
+def class_names(settings: StageSettings) -> list[str]:
+  """Names of the stage's classes: the embedded data's, else the class indices as text."""
+  if settings.dataset.startswith('embedded'):
     from overfeat_jax.data.draw import CLASS_NAMES  # pylint: disable=g-import-not-at-top
-    return list(CLASS_NAMES[:cfg.num_classes])
-  return [str(i) for i in range(cfg.num_classes)]
+    return list(CLASS_NAMES[:settings.num_classes])
+  return [str(i) for i in range(settings.num_classes)]
 
 
-def make_predictor(task: str, cfg) -> tuple[Any, int]:
-  """(jitted fn(params, images [1, S, S, 3]) -> outputs, view size S) of a stage."""
-  from overfeat_jax.tasks import classification, detection, localization  # pylint: disable=g-import-not-at-top
-  settings = settings_from_config(cfg, task)
-  if task == 'classification':
-    e = settings.eval
-    model = classification.make_model(settings)
-    return make_multiscale_classifier(model, scales=e.scales, flips=e.flips, fine=e.fine), e.resize
-  box_model = localization.make_box_model(settings)
-  if task == 'localization':
-    return localize_lib.make_localizer(box_model, **localization.eval_options(settings)), settings.box.eval_size
-  return detect_lib.make_detector(box_model, **detection.eval_options(settings)), settings.box.eval_size
-
-
-def predict_one(task: str, fn, params, image: np.ndarray, size: int, top: int) -> list[dict[str, Any]]:
-  """Predictions for one RGB uint8 image [H, W, 3]: classes, scores and (not for classification) boxes."""
+def predict_one(task: Task, fn, params, image: np.ndarray, top: int) -> list[dict[str, Any]]:
+  """Predictions for one RGB uint8 image [H, W, 3] by the task's predictor `fn` (`Task.predictor`, jitted) on
+  its view (a square of `task.predictor_size` pixels): the `top` classes and scores, or the `top` localization
+  guesses, or every detection, with boxes in the image's pixels (`x1, y1, x2, y2`, clipped to the image)."""
+  size = task.predictor_size
   height, width = image.shape[:2]
   view, _ = eval_view(image, 'resize', size)  # the one image path: the eval pipeline's `resize` view
   out = jax.tree.map(np.asarray, fn(params, view[None]))
-  if task == 'classification':
-    scores = out[0]
+  if 'boxes' not in out:  # class scores only
+    scores = out['scores'][0]
     best = np.argsort(-scores, kind='stable')[:top]
     return [{'class': int(c), 'score': float(scores[c])} for c in best]
   sx, sy = width / size, height / size
@@ -107,7 +98,7 @@ def predict_one(task: str, fn, params, image: np.ndarray, size: int, top: int) -
       continue
     b = (np.asarray(box, np.float64) * [sx, sy, sx, sy]).clip(0, [width, height, width, height])
     preds.append({'class': int(cls), 'box': [round(float(v), 2) for v in b], 'score': float(score)})
-  return preds[:top] if task == 'localization' else preds
+  return preds if task.name in WITH_BACKGROUND else preds[:top]  # detections: all above box.score_threshold
 
 
 def predict_files(paths: Sequence[str], *, task: str, config, workdir: str, checkpoint: str | None = None,
@@ -118,12 +109,12 @@ def predict_files(paths: Sequence[str], *, task: str, config, workdir: str, chec
   `error`} (the one-sentence `InputError` message), and the other images still run. `exif_transpose` turns each
   image by its EXIF orientation first (heights, widths and boxes are then those of the turned image).
   """
-  if task not in TASKS:
-    raise InputError(f'task must be one of {TASKS}, got {task!r}.')
-  cfg = stage_settings(config, task)
+  if task not in TASK_NAMES:
+    raise InputError(f'task must be one of {TASK_NAMES}, got {task!r}.')
+  stage = stage_task(config, task)
   params = load_params(workdir, task, checkpoint)
-  fn, size = make_predictor(task, cfg)
-  names = class_names(cfg)
+  fn = jax.jit(stage.predictor)
+  names = class_names(stage.settings)
   records = []
   for path in paths:
     try:
@@ -131,7 +122,7 @@ def predict_files(paths: Sequence[str], *, task: str, config, workdir: str, chec
     except InputError as e:
       records.append({'image': path, 'task': task, 'error': str(e)})
       continue
-    preds = predict_one(task, fn, params, image, size, top)
+    preds = predict_one(stage, fn, params, image, top)
     for p in preds:
       p['name'] = names[p['class']] if p['class'] < len(names) else str(p['class'])
     records.append({'image': path, 'task': task, 'height': int(image.shape[0]), 'width': int(image.shape[1]),
@@ -168,7 +159,7 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'The training config (
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir (holds <task>/checkpoints).')
 _CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'A checkpoint directory instead of <workdir>/<task>/checkpoints.')
-_TASK = flags.DEFINE_enum('task', 'detection', list(TASKS), 'Which stage to run.')
+_TASK = flags.DEFINE_enum('task', 'detection', list(TASK_NAMES), 'Which stage to run.')
 _DRAW = flags.DEFINE_string('draw', None, 'Directory for PNGs with the predictions drawn.')
 _JSON = flags.DEFINE_bool('json', False, 'Print one JSON object per image (else one text line per prediction).')
 _TOP = flags.DEFINE_integer('top', 5, 'Guesses per image for classification and localization.')

@@ -14,7 +14,7 @@ from overfeat_jax.checkpoint import manager as ckpt
 from overfeat_jax.tasks import detection
 from overfeat_jax.errors import InputError
 from overfeat_jax.config_files import load_config as load_config_file
-from overfeat_jax.config_files import save_config, stage_config
+from overfeat_jax.config_files import save_config, settings_from_config
 from tests.photos import photo_jpeg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,8 +39,8 @@ def run_cli(*args, config=f'--config={CONFIG}:smoke'):
 @pytest.fixture(scope='module')
 def workdir(tmp_path_factory):
   root = tmp_path_factory.mktemp('work')
-  cfg = stage_config(load_config(), 'detection')
-  params = jax.jit(detection.make_task(cfg).init_params)(jax.random.key(0))
+  settings = settings_from_config(load_config(), 'detection')
+  params = jax.jit(detection.make_task(settings).init_params)(jax.random.key(0))
   manager = ckpt.make_manager(str(root / 'detection' / 'checkpoints'), enable_async=False)
   ckpt.save(manager, 1, {'params': params}, {'task': 'detection'})
   manager.close()

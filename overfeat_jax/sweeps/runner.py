@@ -21,7 +21,8 @@ from overfeat_jax.checkpoint import export as export_lib
 from overfeat_jax.errors import InputError
 from overfeat_jax.inference import ensemble
 from overfeat_jax.progress import format_duration, progress_bar
-from overfeat_jax.settings import WITH_BACKGROUND, BoxSettings, EvalSettings, MiningSettings, ModelSettings, StageSettings, as_sizes
+from overfeat_jax.settings import (WITH_BACKGROUND, BoxSettings, EvalSettings, MiningSettings, ModelSettings,
+                                   StageSettings, as_sizes)
 from overfeat_jax.sweeps.grid import DEFAULT_AVERAGE, Point, Sweep, expand
 from overfeat_jax.tasks import classification
 from overfeat_jax.tasks.task import Evaluation, Task

@@ -9,7 +9,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from overfeat_jax.inference import ensemble
-from overfeat_jax.inference.multiscale import multiscale_class_scores
 from overfeat_jax.metrics.classification import topk_errors
 from overfeat_jax.models import build
 from overfeat_jax.models.overfeat import OverFeat, init_params
@@ -51,21 +50,21 @@ def make_task(settings: StageSettings, previous_params: Any = None) -> Task:
     logits = model.apply({'params': params}, batch['image'])
     return score_outputs(logits.max(axis=(1, 2)), batch['label'])  # 1x1 map at the crop size
 
-  e = settings.eval
+  predictor = make_predictor(model, settings)  # the whole-image evaluation and `predict` run this one function
 
   def multiscale_step(params, batch):
-    scores = multiscale_class_scores(model, params, batch['image'], scales=e.scales, flips=e.flips, fine=e.fine)
-    return score_outputs(scores, batch['label'])
+    return score_outputs(predictor(params, batch['image'])['scores'], batch['label'])
 
   evaluations = (
       Evaluation('center_crop', 'center_crop', settings.crop_size, center_crop_step, classification_errors),
-      Evaluation('multiscale', 'resize', e.resize, multiscale_step, classification_errors))
+      Evaluation('multiscale', 'resize', settings.eval.resize, multiscale_step, classification_errors))
   return Task(name='classification', init_params=lambda rng: init_params(model, rng), loss_fn=loss_fn,
               trainable_mask=all_trainable, evaluations=evaluations, best_metric='center_crop/top1_error',
-              model=model, settings=settings)
+              model=model, settings=settings, predictor=predictor, predictor_size=settings.eval.resize)
 
 
-def make_predictor(model: OverFeat, settings: StageSettings, view: str = 'dense') -> Callable[[Any, jax.Array], dict]:
+def make_predictor(model: OverFeat, settings: StageSettings,
+                   view: str = 'dense') -> Callable[[Any, jax.Array], dict]:
   """The classification predictor: `fn(params, images [B, S, S, 3], 0..255) -> {'scores': [B, C] float32}`,
   class probabilities of whole images at the square view S = `settings.eval.resize`.
 

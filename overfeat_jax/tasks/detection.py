@@ -195,10 +195,10 @@ def make_task(settings: StageSettings, previous_params: Any = None) -> Task:
     return detection_loss(box_model, params, batch, rng, train=train, fine=fine, mining=mining,
                           box_weight=box_weight)
 
-  options = eval_options(settings)
+  predictor = make_predictor(box_model, settings)  # the evaluation and `predict` run this one function
 
   def eval_step(params, batch):
-    out = detect_lib.detect(box_model, params, batch['image'], **options)
+    out = predictor(params, batch['image'])
     step = {'classes': out['classes'], 'boxes': out['boxes'], 'scores': out['scores'],
             'num_nonfinite': out['num_nonfinite'], 'box_labels': batch['box_labels'], 'gt_boxes': batch['boxes']}
     for key in ('ignore_classes', 'ignore_boxes', 'ignore_labels'):  # DET blacklist; own data's difficult/crowd
@@ -212,7 +212,8 @@ def make_task(settings: StageSettings, previous_params: Any = None) -> Task:
               init_params=lambda rng: init_fresh(box_model, rng, warn=previous_params is None),
               loss_fn=loss_fn, trainable_mask=all_trainable, evaluations=(evaluation,),
               best_metric='multiscale/map_error', model=box_model,
-              warm_start=from_previous(previous_params, settings.num_classes), settings=settings)
+              warm_start=from_previous(previous_params, settings.num_classes), settings=settings,
+              predictor=predictor, predictor_size=settings.box.eval_size)
 
 
 def make_predictor(box_model, settings: StageSettings) -> Callable[[Any, jax.Array], dict]:

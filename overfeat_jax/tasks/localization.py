@@ -162,10 +162,10 @@ def make_task(settings: StageSettings, previous_params: Any = None) -> Task:
     loss, count = box_loss(box_model, params, batch, fine=fine)
     return loss, {'positive_windows': count / batch['image'].shape[0]}
 
-  options = eval_options(settings)
+  predictor = make_predictor(box_model, settings)  # the evaluation and `predict` run this one function
 
   def eval_step(params, batch):
-    out = localize_lib.localize(box_model, params, batch['image'], **options)
+    out = predictor(params, batch['image'])
     return {'classes': out['classes'], 'boxes': out['boxes'], 'box_labels': batch['box_labels'],
             'gt_boxes': batch['boxes'], 'num_nonfinite': out['num_nonfinite']}
 
@@ -174,10 +174,12 @@ def make_task(settings: StageSettings, previous_params: Any = None) -> Task:
   evaluation = Evaluation('multiscale', 'resize', settings.box.eval_size, eval_step, localization_errors)
   return Task(name='localization', init_params=init_params, loss_fn=loss_fn, trainable_mask=trainable,
               evaluations=(evaluation,), best_metric='multiscale/loc_error', model=box_model,
-              warm_start=with_previous_backbone(previous_params), settings=settings)
+              warm_start=with_previous_backbone(previous_params), settings=settings, predictor=predictor,
+              predictor_size=settings.box.eval_size)
 
 
-def make_predictor(box_model: localize_lib.BoxModel, settings: StageSettings) -> Callable[[Any, jax.Array], dict]:
+def make_predictor(box_model: localize_lib.BoxModel,
+                   settings: StageSettings) -> Callable[[Any, jax.Array], dict]:
   """The localization predictor (paper section 4.3): `fn(params, images [B, S, S, 3], 0..255) -> {'classes'
   [B, K] int32 (-1 = none), 'boxes' [B, K, 4] (x1, y1, x2, y2 in the view's pixels), 'scores' [B, K],
   'num_nonfinite' [B]}`, the top `box.top_k` guesses of `inference.localize.localize` at `box.eval_scales`, on
