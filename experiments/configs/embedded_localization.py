@@ -1,7 +1,7 @@
 """The embedded demo's localization stage (paper section 4) on top of its classification stage.
 
 `section(arg)` is the `config.localization` section (merged over the top-level config for that stage by
-`train.loop.stage_config`); `get_config(arg)` is the embedded demo (`embedded.py`, which holds this section) stopped after localization.
+`config_files.stage_config`); `get_config(arg)` is the embedded demo (`embedded.py`, which holds this section) stopped after localization.
 Regressor: single-class (the paper's competition choice), hidden widths divided like the network's (4096/8,
 1024/8). Training: whole 72x72 images (no crop, random flips), resized on the host to one of 4 scales per
 step, in turn (`tasks.localization.make_batch_transform`), 1,000 steps.
