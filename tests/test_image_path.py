@@ -17,6 +17,8 @@ scores of 0.03-0.41. Now every tool decodes with Pillow, resizes the file to the
 import importlib.util
 import json
 import os
+import pathlib
+import re
 import subprocess
 import sys
 
@@ -155,3 +157,29 @@ def test_the_view_is_the_one_resize_of_the_decoded_file(setting):
   view = next(iter(batches))['image'][0]
   want = images_lib.resize(images_lib.load_rgb(path), (cfg.eval.resize, cfg.eval.resize))
   np.testing.assert_array_equal(view, want)
+
+
+# Every place in the package that resamples pixels, and why it may (docs/ARCHITECTURE.md "One image path").
+RESAMPLING_SITES = {
+    'data/images.py': 'the one host resize (RESAMPLE) and the builders\' stored-record resize (BUILD_RESAMPLE)',
+    'data/preprocess.py': 'the DCT draft of training crops (the resize itself is images.resize)',
+    'inference/multiscale.py': 'the device half: each scale from the view, the same triangle filter',
+    'data/draw.py': 'the embedded dataset\'s synthetic textures (how its records are made: a data format)',
+    'data/embedded.py': 'nearest-neighbour zoom of a preview sheet (show_embedded), never a network input',
+    'inference/draw.py': 'nearest-neighbour zoom of predict\'s drawings, never a network input',
+}
+
+
+def test_no_other_resampling_site():
+  """A new resize (Pillow `.resize(`, a Pillow filter, `jax.image.resize`, `draft(`) anywhere else in the
+  package fails here: route it through `images.resize` / `preprocess.eval_view` instead."""
+  pattern = re.compile(r'\.resize\(|jax\.image\.(resize|scale_and_translate)|Image\.(Resampling|BILINEAR|BICUBIC|'
+                       r'LANCZOS|NEAREST|BOX|HAMMING)|\.draft\(|\.thumbnail\(')
+  package = pathlib.Path(ROOT) / 'overfeat_jax'
+  found = set()
+  for path in package.rglob('*.py'):
+    for line in path.read_text().splitlines():
+      code = line.split('#', 1)[0]
+      if pattern.search(code) and 'images_lib.resize(' not in code:
+        found.add(path.relative_to(package).as_posix())
+  assert found == set(RESAMPLING_SITES)
