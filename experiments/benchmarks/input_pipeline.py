@@ -14,7 +14,8 @@ project's fused path (`preprocess.crop_image`: DCT-domain `draft` + crop-only re
 stored at 256); full examples (boxes, padding) stacked into batches of 128; and the whole
 `pipeline.train_iterator` (grain) over an in-memory source of records, in this process and with each of
 `--worker_counts` grain worker processes (images per CPU-second then add the workers' CPU time, read from
-/proc). The last line turns the in-process per-core rate into the cores that feed 16,000 and 30,000 img/s."""
+/proc). The last line turns the in-process per-core rate into the cores that feed 16,000 and 30,000 img/s; with
+`--worker_counts`, one more line does the same at the largest worker count's rate (workers + trainer process)."""
 
 import io
 import math
@@ -200,7 +201,13 @@ def main(argv: list[str]) -> None:
     print(f'| {name} | {results[name][0]:.0f} | {results[name][1]:.0f} |', flush=True)
   print(f'load average after: {os.getloadavg()[0]:.2f}')
   per_core = results['pipeline.train_iterator (grain), stored 341x256'][1]
-  print(cores_line(per_core, [int(r) for r in FLAGS.feed_rates]))
+  feed_rates = [int(r) for r in FLAGS.feed_rates]
+  print(cores_line(per_core, feed_rates))
+  if FLAGS.worker_counts:  # how a GPU host feeds: workers, whose rate counts the trainer's share too
+    workers = max(FLAGS.worker_counts, key=int)
+    name = f'pipeline.train_iterator, {workers} worker process{"es" * (int(workers) > 1)}, stored 341x256'
+    print(f'with {workers} worker process{"es" * (int(workers) > 1)} (CPU of the workers and this process): '
+          + cores_line(results[name][1], feed_rates))
 
 
 if __name__ == '__main__':
