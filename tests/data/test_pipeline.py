@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -200,6 +202,31 @@ def test_worker_processes(det_source):
   with_workers = pipeline.train_iterator(det_source, worker_count=1, **kw)
   in_process = pipeline.train_iterator(det_source, **kw)
   assert all(_equal(next(with_workers), next(in_process)) for _ in range(2))
+
+
+_WORKERS_THEN_EXIT = """
+import sys
+from overfeat_jax.data import pipeline
+if __name__ == '__main__':  # grain starts its workers with spawn
+  source = pipeline.open_source('embedded_cls_loc', 'train', data_dir=sys.argv[1], train_size=64, test_size=16)
+  it = pipeline.train_iterator(source, global_batch_size=8, crop_size=64, resize_smaller=None, max_boxes=4,
+                               seed=0, worker_count=1)
+  batches = pipeline.Prefetcher(it)
+  next(batches), next(batches)
+  batches.close()  # what the trainer does when a stage ends
+  print('done')
+"""
+
+
+def test_closing_the_prefetcher_leaves_no_shared_memory_to_the_resource_tracker(data_dir, tmp_path):
+  """The workers' prefetched batches live in shared memory; closing unlinks them, so the process ends without
+  multiprocessing's 'There appear to be N leaked shared_memory objects' warning."""
+  script = tmp_path / 'workers_then_exit.py'
+  script.write_text(_WORKERS_THEN_EXIT)
+  done = subprocess.run([sys.executable, str(script), str(data_dir)], capture_output=True, text=True,
+                        timeout=300, check=False, env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  assert done.returncode == 0 and 'done' in done.stdout, done.stderr[-3000:]
+  assert 'leaked shared_memory' not in done.stderr, done.stderr[-3000:]
 
 
 def test_bad_arguments():
