@@ -287,3 +287,17 @@ def test_state_of_the_per_record_pipeline_with_two_workers_or_other_arguments_is
   with pytest.raises(InputError, match='other arguments'):
     pipeline.train_iterator(ListSource(40), global_batch_size=8, seed=6, **TRAIN).set_state(
         _record_state(0, 1, {'0': 55}))
+
+
+def test_a_batch_is_its_records_read_together_from_a_tfds_source(det_source):
+  """The records of a batch come through the tfds source's `__getitems__` (one read per batch): batch 1 of a
+  shuffled epoch equals `train_batch` of the permutation's records read one by one, each seeded by its index."""
+  from overfeat_jax.data import preprocess  # pylint: disable=g-import-not-at-top
+  kw = dict(global_batch_size=8, crop_size=64, resize_smaller=None, max_boxes=4, seed=3)
+  it = pipeline.train_iterator(det_source, **kw)
+  next(it)
+  order = np.random.default_rng([3, 0, 0]).permutation(len(det_source))[8:16].tolist()
+  expected = preprocess.train_batch([det_source[k] for k in order],
+                                    [preprocess.example_rng(3, 0, k) for k in order],
+                                    crop_size=64, resize_smaller=None, max_boxes=4)
+  assert _equal(next(it), expected)
