@@ -2,11 +2,12 @@
 
 Why grain and not tf.data: the project has no TensorFlow (tfds writes and reads array_record without it, see
 ENV_NOTES section 6); array_record gives random access, so a shuffled, sharded epoch is just a permutation
-of record indices; and grain's iterator state is a few hundred bytes of JSON (the last index each worker
-saw), so a run resumes on exactly the next batch instead of replaying or skipping data.
+of record indices; and grain's iterator state is a few hundred bytes of JSON (the last batch each worker
+built: grain's elements are whole batches, `_BatchSampler`), so a run resumes on exactly the next batch instead
+of replaying or skipping data.
 
 Sharding: each of `shard_count` hosts (default `jax.process_count()`) reads its own contiguous slice of the
-records, then shuffles it (grain's `IndexSampler` with `ShardOptions`), so hosts see disjoint data and
+records, then shuffles it (a permutation per epoch, `_BatchSource`), so hosts see disjoint data and
 together all of it (minus the remainder of `num_records / shard_count`, dropped so every host runs the same
 number of steps). Per-example randomness (crop, flip) comes from `(seed, epoch, record index)`
 (`preprocess.example_rng`), so it does not depend on batch size, host count or worker count."""
