@@ -7,13 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests import xla_flags
+
 REPO = Path(__file__).resolve().parents[2]
 LOG_RECORD = re.compile(r'^[IWEF]\d{4} \d')  # absl: I1125 13:45:08.845091 ... (logs, not errors)
 
 
 def run_cli(module: str, *args: str, timeout: float = 300, prefix: tuple[str, ...] = (),
             cwd: Path = REPO) -> subprocess.CompletedProcess:
-  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_force_host_platform_device_count=1',
+  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS=xla_flags.xla_flags(1),
              TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=str(REPO))
   return subprocess.run([*prefix, sys.executable, '-m', module, *map(str, args)], cwd=cwd, env=env,
                         capture_output=True, text=True, timeout=timeout, check=False)

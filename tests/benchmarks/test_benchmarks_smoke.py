@@ -12,6 +12,8 @@ import sys
 
 import pytest
 
+from tests import xla_flags
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BENCH = os.path.join(ROOT, 'experiments', 'benchmarks')
 TINY = ['--geometry=small', '--width_divisor=32', '--num_classes=4']
@@ -19,7 +21,7 @@ TINY = ['--geometry=small', '--width_divisor=32', '--num_classes=4']
 
 def run(script: str, *args: str, timeout: int = 300) -> str:
   """Runs a benchmark script on one CPU device; returns its stdout (fails the test with stderr on error)."""
-  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_force_host_platform_device_count=1',
+  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS=xla_flags.xla_flags(1),
              PYTHONPATH=ROOT)
   proc = subprocess.run([sys.executable, os.path.join(BENCH, script), *args], capture_output=True, text=True,
                         env=env, cwd=ROOT, timeout=timeout)

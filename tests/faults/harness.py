@@ -17,6 +17,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from tests import xla_flags
+
 REPO = Path(__file__).resolve().parents[2]
 STEP_LINE = re.compile(r'train \[[#.]*\]\s+\d+% (\d+)/(\d+) \|')
 RESUMED = re.compile(r'Resumed classification from step (\d+)')
@@ -25,9 +27,10 @@ CLASSIFICATION_ONLY = "--config.stages=('classification',)"
 
 
 def trainer_env(cache_dir: str | os.PathLike) -> dict[str, str]:
-  """One CPU device, the shared compilation cache (every compile cached), unbuffered output."""
+  """One CPU device compiled cheaply (tests/xla_flags.py), the shared compilation cache (every compile cached),
+  unbuffered output."""
   env = dict(os.environ)
-  env.update(JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_force_host_platform_device_count=1',
+  env.update(JAX_PLATFORMS='cpu', XLA_FLAGS=xla_flags.xla_flags(1),
              JAX_COMPILATION_CACHE_DIR=str(cache_dir), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0', PYTHONUNBUFFERED='1', TF_CPP_MIN_LOG_LEVEL='3')
   return env

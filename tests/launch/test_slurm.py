@@ -11,6 +11,7 @@ import pytest
 from launch import common
 from launch import slurm
 from overfeat_jax.errors import InputError
+from tests import xla_flags
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 BASE = dict(nodes=4, gpus_per_node=8, process_per='node', time_limit='12:00:00', job_name='of',
@@ -155,7 +156,7 @@ def test_rendered_script_runs_real_processes_from_slurm_variables(tmp_path, node
   env = {**os.environ, 'PATH': f'{bin_dir}:{os.environ["PATH"]}', 'SRUN_LOG_DIR': str(tmp_path),
          'SLURM_JOB_ID': '5', 'SLURM_JOB_NODELIST': 'localhost,node[2]', 'SLURM_NTASKS': '2',
          'SLURM_JOB_NUM_NODES': str(nodes), 'JAX_PLATFORMS': 'cpu',
-         'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
+         'XLA_FLAGS': xla_flags.xla_flags(2)}
   res = subprocess.run(['bash', '-c', script], env=env, capture_output=True, text=True, timeout=120)
   logs = [(tmp_path / f'task{i}.log').read_text() for i in range(2)]
   assert res.returncode == 0, res.stderr + '\n'.join(logs)

@@ -6,6 +6,7 @@ import pytest
 from overfeat_jax.errors import InputError
 from overfeat_jax.parallel import distributed
 from overfeat_jax.parallel.distributed import ClusterSpec, resolve_cluster
+from tests import xla_flags
 
 
 def _slurm_env(**overrides):
@@ -216,7 +217,7 @@ def test_two_processes_with_openmpi_variables_initialize_through_jax_detection(t
   worker = pathlib.Path(__file__).resolve().parents[1] / 'launch' / '_allreduce_worker.py'
   base = {k: v for k, v in os.environ.items()
           if not k.startswith(('OVERFEAT_', 'SLURM_', 'OMPI_', 'TPU_', 'KUBERNETES_'))}
-  base.update(JAX_PLATFORMS='cpu', XLA_FLAGS='', JAX_COORDINATOR_PORT=str(port),
+  base.update(JAX_PLATFORMS='cpu', XLA_FLAGS=xla_flags.FAST_COMPILE, JAX_COORDINATOR_PORT=str(port),
               PYTHONPATH=str(pathlib.Path(__file__).resolve().parents[2]))
   procs = [subprocess.Popen([sys.executable, str(worker), '--logtostderr'], env={**base, **_ompi_env(rank)},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in range(2)]

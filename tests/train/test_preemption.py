@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from launch import common
+from tests import xla_flags
 from tests.train import preemption_worker
 
 REPO = Path(__file__).resolve().parents[2]
@@ -17,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _run_pair(mode: str) -> list[subprocess.CompletedProcess]:
   port = common.free_port()
-  env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'XLA_FLAGS': '', 'PYTHONUNBUFFERED': '1'}
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'XLA_FLAGS': xla_flags.FAST_COMPILE, 'PYTHONUNBUFFERED': '1'}
   procs = [subprocess.Popen([sys.executable, '-m', 'tests.train.preemption_worker', str(i), str(port), mode],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
            for i in range(2)]

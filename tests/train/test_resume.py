@@ -15,6 +15,7 @@ import pytest
 from overfeat_jax.checkpoint import manager as ckpt
 from overfeat_jax.train import loop
 from overfeat_jax.train import step as step_lib
+from tests import xla_flags
 from tests.train.helpers import REPO, load_config
 
 SMOKE = 'experiments/configs/embedded.py:smoke'
@@ -118,7 +119,7 @@ def test_two_processes_train_together(tmp_path, data_dir):
   """
   port = _free_port()
   procs = [_main(tmp_path / 'two', data_dir, f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
-                 f'--process_id={i}', env_extra={'XLA_FLAGS': '--xla_force_host_platform_device_count=1'})
+                 f'--process_id={i}', env_extra={'XLA_FLAGS': xla_flags.xla_flags(1)})
            for i in range(2)]
   try:
     codes = [p.wait(timeout=400) for p in procs]
