@@ -163,3 +163,28 @@ def test_exif_orientation_is_applied_only_on_request(workdir, tmp_path):
   for p in turned['predictions']:
     x1, y1, x2, y2 = p['box']
     assert 0 <= x1 <= x2 <= 150 and 0 <= y1 <= y2 <= 200
+
+
+@pytest.mark.slow
+def test_predict_is_the_tasks_predictor_mapped_to_the_image():
+  """predict runs the localization task's own predictor (the function its evaluation step calls) on the
+  `resize` view, then scales its boxes from the view's pixels to the image's and keeps `top` guesses."""
+  from overfeat_jax import predict  # pylint: disable=g-import-not-at-top
+  from overfeat_jax.data.preprocess import eval_view  # pylint: disable=g-import-not-at-top
+  stage = predict.stage_task(load_config(), 'localization')
+  size = stage.predictor_size
+  assert stage.name == 'localization' and size == stage.settings.box.eval_size
+  params = jax.jit(stage.init_params)(jax.random.key(1))
+  image = np.random.default_rng(2).integers(0, 256, (100, 140, 3), dtype=np.uint8)
+  preds = predict.predict_one(stage, jax.jit(stage.predictor), params, image, top=2)
+  (evaluation,) = stage.evaluations
+  view, _ = eval_view(image, 'resize', size)
+  out = jax.jit(evaluation.eval_step)(params, {'image': view[None], 'boxes': np.zeros((1, 1, 4), np.float32),
+                                               'box_labels': np.full((1, 1), -1, np.int32)})
+  scale = np.array([140 / size, 100 / size] * 2)
+  want = [(int(c), np.clip(np.asarray(b, np.float64) * scale, 0, [140, 100, 140, 100]))
+          for c, b in zip(np.asarray(out['classes'][0]), np.asarray(out['boxes'][0])) if c >= 0][:2]
+  assert len(preds) == len(want) == 2
+  for p, (cls, box) in zip(preds, want):
+    assert p['class'] == cls
+    np.testing.assert_allclose(p['box'], box, rtol=0, atol=0.011)  # predict rounds to 2 decimals
