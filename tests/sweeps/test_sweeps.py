@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from overfeat_jax import config_files
 from overfeat_jax.checkpoint.export import NetworkSpec
 from overfeat_jax.errors import InputError
 from overfeat_jax.sweeps import grid, report, runner
@@ -86,6 +87,8 @@ def test_shipped_sweeps_name_their_training_config_by_module_path(tmp_path, monk
                'classification_imagenet'):
     sweep = load_sweep(name)
     assert not sweep.train_config.endswith('.py')
+    shipped = config_files.module_file(f'overfeat_jax.configs.sweeps.{name}')  # in the package (a wheel has it)
+    assert os.path.samefile(shipped, os.path.join(SWEEPS, f'{name}.py'))
     train = runner.load_train_config(sweep.train_config)
     assert isinstance(train, dict) and train['data']['eval_split']
   with pytest.raises(InputError, match='no config module'):
