@@ -26,12 +26,12 @@ def data_dir(tmp_path_factory):
   return d
 
 
-# Rough seconds of the heaviest test files on 2 quiet cores (last session's runs; for ordering only). Under
-# `pytest -n 2` (setup.cfg: `--dist loadfile --no-loadscope-reorder`) xdist hands whole files to the two workers
+# Relative weights (rough seconds on 2 cores) of the heaviest test files, for ordering only. Under `pytest -n 2`
+# (setup.cfg: `--dist loadfile --no-loadscope-reorder`) xdist hands whole files to the two workers
 # in collection order, a new one whenever a worker runs dry, so a module's fixtures (a shared training run) are
 # built once; putting the longest files first keeps one worker from starting a long file while the other idles.
 HEAVY_FILES = {
-    'tests/faults/test_multihost.py': 450, 'tests/data/test_own_data_train.py': 400,
+    'tests/faults/test_multihost.py': 450, 'tests/data/test_own_data_train.py': 120,
     'tests/faults/test_gcs_workdir.py': 280, 'tests/bad_input/test_entry_points.py': 240,
     'tests/train/test_resume.py': 150, 'tests/train/test_read_as_hosts.py': 150, 'tests/test_wheel.py': 107,
 }
