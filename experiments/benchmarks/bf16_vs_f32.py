@@ -25,7 +25,7 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-imp
 
 from overfeat_jax import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 from overfeat_jax.parallel import mesh as mesh_lib
-from overfeat_jax.config_files import settings_from_config
+from overfeat_jax import config_files
 from overfeat_jax.tasks import classification
 from overfeat_jax.train import inputs, loop
 from overfeat_jax.train import state as state_lib
@@ -58,15 +58,16 @@ def demo_config(dtype: str):
 
 def fixed_batches(config) -> list[dict]:
   """`--steps` host batches from the real pipeline (random crops and flips), drawn once for both runs."""
-  source = inputs.open_split(config, config.data.train_split)
-  iterator = inputs.train_iterator(config, source)
+  data = config_files.input_settings(config)
+  source = inputs.open_split(data, data.train_split)
+  iterator = inputs.train_iterator(data, source)
   return [next(iterator) for _ in range(_STEPS.value)]
 
 
 def train_losses(dtype: str, batches: list[dict]) -> tuple[np.ndarray, float]:
   """Per-step losses of one run (fetched once at the end: no host sync in the loop) and its seconds."""
   config = demo_config(dtype)
-  task = classification.make_task(settings_from_config(config, 'classification'))
+  task = classification.make_task(config_files.settings_from_config(config, 'classification'))
   steps_per_epoch = max(_TRAIN_SIZE.value // _BATCH.value, 1)
   tx, schedule = loop.build_optimizer(config, task, steps_per_epoch, _STEPS.value)
   mesh = mesh_lib.make_mesh()
