@@ -116,14 +116,16 @@ def _section(cls: type, section: Any) -> Any:
 def input_settings(cfg: ml_collections.ConfigDict) -> settings_lib.InputSettings:
   """The input pipeline's settings of a STAGE config (`stage_config`): `config.data`, the batch sizes, the crop
   and the training resize (`scale_jitter` when set, else `resize_smaller`, 0 = none). Values are passed as
-  they are; the pipeline checks them (`train.inputs`, `data.pipeline`: one-line InputErrors)."""
+  they are; the pipeline checks them (`train.inputs`, `data.pipeline`: one-line InputErrors). The per-step
+  whole-batch training scales come from `box.train_scales` (localization, detection), as (h, w) pairs."""
   data, jitter = cfg.data, tuple(cfg.get('scale_jitter', ()))
+  scales = settings_lib.as_sizes(cfg.box.get('train_scales', ())) if 'box' in cfg else ()
   return settings_lib.InputSettings(
       dataset=data.name, data_dir=data.data_dir, options=tuple(sorted(dict(data.options).items())),
       train_split=data.train_split, eval_split=data.eval_split, batch_size=cfg.batch_size,
       eval_batch_size=cfg.eval.batch_size, crop_size=cfg.crop_size,
       train_resize=jitter if jitter else (cfg.resize_smaller or None), max_boxes=cfg.max_boxes, seed=cfg.seed,
-      worker_count=data.worker_count, read_as_hosts=data.get('read_as_hosts', 0))
+      worker_count=data.worker_count, read_as_hosts=data.get('read_as_hosts', 0), train_scales=scales)
 
 
 def settings_from_config(config: ml_collections.ConfigDict, stage: str) -> settings_lib.StageSettings:

@@ -69,7 +69,8 @@ class BoxSettings:
     regression: one of `REGRESSION`.
     hidden: the regressor's hidden widths.
     fine: train and infer at every offset of the offset pooling.
-    train_scales: (h, w) training sizes, one per step in turn (`tasks.localization.make_batch_transform`).
+    train_scales: (h, w) training sizes, one per step in turn: the input pipeline resizes each batch
+      (`InputSettings.train_scales`, `data.preprocess.scale_of_batch`).
     eval_size: the `resize` eval view's square size (pixels).
     eval_scales: (h, w) inference sizes in pixels.
     top_k: classes kept per scale (localization).
@@ -130,6 +131,8 @@ class InputSettings:
     seed: the input order's and the crops' seed.
     worker_count: reading processes (an int, or the config's string form such as 'auto', `data.pipeline`).
     read_as_hosts: 0, or N > 0: one process reads the global batches of an N-host run.
+    train_scales: (h, w) whole-batch training sizes in turn, one per step (`box.train_scales`; the pipeline
+      resizes batch b to `train_scales[b % n]`, `data.preprocess.scale_of_batch`); () = the crops as they are.
   """
   dataset: str
   data_dir: str | None
@@ -144,6 +147,7 @@ class InputSettings:
   seed: int = 0
   worker_count: int | str = 0
   read_as_hosts: int = 0
+  train_scales: tuple[Size, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,8 +3,8 @@
 `section(arg)` is the `config.localization` section (merged over the top-level config for that stage by
 `config_files.stage_config`); `get_config(arg)` is the embedded demo (`embedded.py`, which holds this section) stopped after localization.
 Regressor: single-class (the paper's competition choice), hidden widths divided like the network's (4096/8,
-1024/8). Training: whole 72x72 images (no crop, random flips), resized on the host to one of 4 scales per
-step, in turn (`tasks.localization.make_batch_transform`), 1,000 steps.
+1024/8). Training: whole 72x72 images (no crop, random flips), each batch resized by the input pipeline to one of
+4 scales (`box.train_scales`), one per step in turn (`data.preprocess.scale_of_batch`), 1,000 steps.
 Inference: 4 scales (80-152 px), top-2 classes per scale, greedy merge with the 'overlap' score at t = 0.4
 (chosen by the measurements in experiments/benchmarks/results/localization_detection.md).
 

@@ -144,13 +144,14 @@ class _BatchSource:
     if self._shuffle:
       positions = np.concatenate([self._permutation(int(e))[positions[epochs == e]] for e in np.unique(epochs)])
     indices = (self._start + positions).tolist()
-    return [{'record': record, 'epoch': epoch, 'index': index}
+    return [{'record': record, 'epoch': epoch, 'index': index, 'batch': batch}
             for record, epoch, index in zip(self._read(indices), epochs.tolist(), indices)]
 
 
 class _TrainBatcher:
   """`grain.transforms.Batch(1)`'s batch_fn: one `_BatchSource` element (a batch's keyed records) -> one
-  training batch built in place (`preprocess.train_batch`), record i seeded by (seed, epoch, index).
+  training batch built in place (`preprocess.train_batch`), record i seeded by (seed, epoch, index), the whole
+  batch at the training scale of its batch number (`preprocess.scale_of_batch(scales, batch)`; none: the crops).
 
   Why a batch function and not a per-record MapTransform followed by grain's stack: the per-record path paid
   grain's per-record map machinery, a 20 MB `np.stack` per batch of 128 at 231 px and a box transform per
@@ -159,8 +160,10 @@ class _TrainBatcher:
   shared memory, so the batch reaches the trainer without being pickled.
   """
 
-  def __init__(self, seed: int, crop_size: int, resize_smaller: int | tuple[int, int] | None, max_boxes: int):
+  def __init__(self, seed: int, crop_size: int, resize_smaller: int | tuple[int, int] | None, max_boxes: int,
+               scales: Sequence[tuple[int, int]] = ()):
     self._seed, self._crop, self._resize, self._max_boxes = seed, crop_size, resize_smaller, max_boxes
+    self._scales = tuple(tuple(s) for s in scales)
     self._shared_memory = False
 
   def enable_shared_memory_output(self) -> None:
@@ -168,11 +171,12 @@ class _TrainBatcher:
 
   def __call__(self, batches: Sequence[list[dict]]) -> dict[str, np.ndarray]:
     (elements,) = batches
-    shape = (len(elements), self._crop, self._crop, 3)
+    scale = preprocess.scale_of_batch(self._scales, elements[0]['batch'])
+    shape = (len(elements), *(scale or (self._crop, self._crop)), 3)
     out = SharedMemoryArray(shape, np.uint8) if self._shared_memory else np.empty(shape, np.uint8)
     rngs = [preprocess.example_rng(self._seed, e['epoch'], e['index']) for e in elements]
     return preprocess.train_batch([e['record'] for e in elements], rngs, crop_size=self._crop,
-                                  resize_smaller=self._resize, max_boxes=self._max_boxes, out=out)
+                                  resize_smaller=self._resize, max_boxes=self._max_boxes, out=out, scale=scale)
 
 
 def _shard_options(shard_index: int | None, shard_count: int | None) -> grain.sharding.ShardOptions:
@@ -227,7 +231,8 @@ class TrainIterator:
 def train_iterator(source: Any, *, global_batch_size: int, crop_size: int,
                    resize_smaller: int | tuple[int, int] | None, max_boxes: int, seed: int, shuffle: bool = True,
                    num_epochs: int | None = None, worker_count: int | str = 0, read_threads: int = 0,
-                   shard_index: int | None = None, shard_count: int | None = None) -> TrainIterator:
+                   shard_index: int | None = None, shard_count: int | None = None,
+                   train_scales: Sequence[tuple[int, int]] = ()) -> TrainIterator:
   """Per-host training batches (docs/CONVENTIONS.md batch format), deterministic for `seed` and resumable.
 
   Args:
@@ -246,8 +251,12 @@ def train_iterator(source: Any, *, global_batch_size: int, crop_size: int,
     read_threads: grain threads reading the records of the next batches ahead (0: on demand; on 2 busy cores,
       `Prefetcher`'s one background thread overlaps the input with the train step at less GIL contention).
     shard_index, shard_count: this host's shard; default `jax.process_index()`, `jax.process_count()`.
+    train_scales: (h, w) whole-batch training sizes in turn: batch b (0-based, step b + 1; the same on every
+      host, and restored with the iterator's state) is resized after the crops to `train_scales[b % n]`
+      (`preprocess.scale_of_batch`, boxes scaled with it); empty: the crops as they are.
   """
   shard = _shard_options(shard_index, shard_count)
+  train_scales = _check_scales(train_scales)
   resize_smaller = preprocess.check_resize_smaller(resize_smaller)
   if global_batch_size % shard.shard_count:
     raise InputError(f'global_batch_size {global_batch_size} is not divisible by {shard.shard_count} hosts.')
@@ -264,11 +273,23 @@ def train_iterator(source: Any, *, global_batch_size: int, crop_size: int,
   sampler = _BatchSampler(len(source), shard, shuffle, num_epochs, seed, batch_size)
   loader = grain.DataLoader(
       data_source=batch_source, sampler=sampler, worker_count=worker_count, shard_options=shard,
-      operations=[grain.transforms.Batch(1, batch_fn=_TrainBatcher(seed, crop_size, resize_smaller, max_boxes))],
+      operations=[grain.transforms.Batch(1, batch_fn=_TrainBatcher(seed, crop_size, resize_smaller, max_boxes,
+                                                                   train_scales))],
       read_options=grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=read_threads))
   return TrainIterator(loader, functools.partial(
       _upgrade_record_state, sampler=sampler, source_repr=f'_KeyedSource({source!r})', shard=shard,
       batch_size=batch_size, current=(repr(sampler), repr(batch_source))))
+
+
+def _check_scales(scales: Sequence[Any]) -> tuple[tuple[int, int], ...]:
+  """`train_scales` as (h, w) positive int pairs; InputError (one line) otherwise."""
+  try:
+    sizes = tuple((int(s), int(s)) if np.ndim(s) == 0 else tuple(int(v) for v in s) for s in scales)
+  except (TypeError, ValueError):
+    sizes = None
+  if sizes is None or any(len(s) != 2 or min(s) < 1 for s in sizes):
+    raise InputError(f'train_scales must be positive sizes, an int or (h, w) each, got {scales!r}.')
+  return sizes
 
 
 def _upgrade_record_state(state: dict, *, sampler: '_BatchSampler', source_repr: str,

@@ -327,9 +327,10 @@ def train_example(record: dict, rng: ExampleRandom | np.random.Generator, *, cro
 
 
 def train_batch(records: Sequence[dict], rngs: Sequence[ExampleRandom | np.random.Generator], *, crop_size: int,
-                resize_smaller: int | tuple[int, int] | None, max_boxes: int,
-                out: np.ndarray | None = None) -> dict[str, np.ndarray]:
-  """Records -> one training batch (docs/CONVENTIONS.md), record i cropped and flipped with `rngs[i]`.
+                resize_smaller: int | tuple[int, int] | None, max_boxes: int, out: np.ndarray | None = None,
+                scale: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+  """Records -> one training batch (docs/CONVENTIONS.md), record i cropped and flipped with `rngs[i]`, then the
+  whole batch resized to `scale` when given (`resize_batch`: the per-batch training scale, `scale_of_batch`).
 
   Each crop is written into its row of the image buffer (`crop_into`), and the boxes of all records are
   mapped (`transform_boxes`' rule) and padded in one vectorised pass; records without boxes cost nothing
@@ -341,21 +342,49 @@ def train_batch(records: Sequence[dict], rngs: Sequence[ExampleRandom | np.rando
     rngs: one random stream per record (`example_rng`).
     crop_size, resize_smaller: as for `train_crop`.
     max_boxes: boxes per example (padded with zeros / -1; extra boxes dropped, first ones kept).
-    out: uint8 `[len(records), crop_size, crop_size, 3]` to write the images into (e.g. shared memory);
-      allocated when None.
+    out: uint8 `[len(records), h, w, 3]` to write the images into (e.g. shared memory), (h, w) = `scale` or
+      (crop_size, crop_size); allocated when None.
+    scale: (h, w) of the whole batch after the crops; None (or the crop's size) keeps the crops as they are.
 
   Returns:
-    image uint8 `[B, crop, crop, 3]`, label int32 `[B]`, boxes float32 `[B, max_boxes, 4]`,
+    image uint8 `[B, h, w, 3]`, label int32 `[B]`, boxes float32 `[B, max_boxes, 4]` (in the batch's pixels),
     box_labels int32 `[B, max_boxes]`. Raises InputError for an undecodable image.
   """
-  n = len(records)
-  images = np.empty((n, crop_size, crop_size, 3), np.uint8) if out is None else out
+  n, crop = len(records), (crop_size, crop_size)
+  whole = scale is not None and tuple(scale) != crop
+  images = out if out is not None and not whole else np.empty((n, *crop, 3), np.uint8)
   crops = [crop_into(images[i], record['image'], functools.partial(
       train_crop, rng, crop_size=crop_size, resize_smaller=resize_smaller))
            for i, (record, rng) in enumerate(zip(records, rngs))]
   boxes, box_labels = _batch_boxes(records, crops, max_boxes, MIN_VISIBLE_FRACTION)
-  return {'image': images, 'label': np.array([r.get('label', -1) for r in records], np.int32),
-          'boxes': boxes, 'box_labels': box_labels}
+  batch = {'image': images, 'label': np.array([r.get('label', -1) for r in records], np.int32),
+           'boxes': boxes, 'box_labels': box_labels}
+  return resize_batch(batch, scale, out=out) if whole else batch
+
+
+def scale_of_batch(scales: Sequence[tuple[int, int]], batch_index: int) -> tuple[int, int] | None:
+  """The per-batch training scale: batch `batch_index` (0-based, counted per shard, so every host's batch of
+  one step has the same index) of a stream trains at `scales[batch_index % len(scales)]`: the scales in turn,
+  each the same share of steps (the paper's multi-scale training, section 4.2; the localization stage's
+  `box.train_scales`). None when `scales` is empty (the crops as they are)."""
+  return tuple(scales[batch_index % len(scales)]) if len(scales) else None
+
+
+def resize_batch(batch: dict[str, np.ndarray], size: tuple[int, int],
+                 out: np.ndarray | None = None) -> dict[str, np.ndarray]:
+  """A training batch (uint8 images `[B, H, W, 3]`, boxes in its pixels) resized to `size` (h, w): images
+  (`images.resize`, the one filter, antialiased when shrinking, like the eval `resize` view) and boxes
+  together; padding boxes stay zero. `out`: uint8 `[B, h, w, 3]` to write the images into (allocated when None).
+  The batch itself when it already has that size."""
+  images = np.asarray(batch['image'])
+  height, width = images.shape[1:3]
+  if (height, width) == tuple(size):
+    return batch
+  resized = np.empty((len(images), *size, 3), np.uint8) if out is None else out
+  for i, im in enumerate(images):
+    resized[i] = images_lib.resize(im, tuple(size))
+  scale = np.asarray([size[1] / width, size[0] / height] * 2, np.float32)
+  return {**batch, 'image': resized, 'boxes': (np.asarray(batch['boxes'], np.float32) * scale)}
 
 
 def _batch_boxes(records: Sequence[dict], crops: Sequence[Crop], max_boxes: int,

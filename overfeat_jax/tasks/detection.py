@@ -1,7 +1,8 @@
 """The detection task (paper section 5): a background class, on-the-fly negatives, and the box regressor.
 
 The classifier gets C + 1 outputs (index C = background) and is trained densely on whole images, one scale of
-`box.train_scales` per step (resized on the host in turn, as in localization: `localization.make_batch_transform`),
+`box.train_scales` per step (the whole batch resized by the input pipeline, as in localization:
+`data.preprocess.scale_of_batch`),
 at every location and offset of the fine map: every window (location and offset of the fine map) is labelled with the class of
 the ground-truth box it contains more than half of (`tasks.targets`, the same rule as localization), or
 background. The loss is softmax cross-entropy over
@@ -175,9 +176,6 @@ def make_summarize(num_classes: int):
             'blacklisted': float((np.asarray(ignored) >= 0).sum()), 'ignored': float(r.num_ignored),
             'nonfinite': float(np.sum(outputs.get('num_nonfinite', 0)))}
   return summarize
-
-
-make_batch_transform = localization.make_batch_transform  # one training scale per step, resized on the host
 
 
 def make_task(settings: StageSettings, previous_params: Any = None) -> Task:

@@ -2,8 +2,9 @@
 
 Training: layers 1-5 and the classifier come from the classification stage and stay fixed (`trainable_mask`
 marks only the regressor, and the features are read through `stop_gradient`). Multi-scale training, one scale
-per step: the input pipeline's batch is resized ON THE HOST (`make_batch_transform`, `images.resize`, boxes scaled
-with it) to the scales of `box.train_scales` in turn (step i uses scale i mod n), so the jitted step sees one
+per step: the input pipeline resizes each whole batch (`data.preprocess.scale_of_batch` / `resize_batch`,
+`images.resize`, boxes scaled with it) to the scales of `box.train_scales` in turn (batch b, i.e. step b + 1,
+uses scale b mod n; part of the iterator's resumable state), so the jitted step sees one
 static shape per scale (n small compiled programs, cached by `jax.jit`) and contains no image resize. At the
 batch's size the regressor runs densely at the fine stride (every location and offset) and takes an L2 loss
 between predicted and true window-relative box edges (`box_ops.encode`) at the windows whose input window
@@ -13,21 +14,20 @@ Evaluation: the paper's procedure (`inference.localize`) on the `resize` view an
 (`metrics.localization`) of its top-5 (class, box) guesses.
 """
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from overfeat_jax.data import images as images_lib
 from overfeat_jax.errors import InputError
 from overfeat_jax.inference import localize as localize_lib
 from overfeat_jax.inference.dense import dense_apply
 from overfeat_jax.metrics.localization import LocalizationCounts
 from overfeat_jax.models import build
 from overfeat_jax.models.overfeat import init_params as init_overfeat
-from overfeat_jax.settings import REGRESSION, StageSettings, as_sizes
+from overfeat_jax.settings import REGRESSION, StageSettings
 from overfeat_jax.tasks import targets
 from overfeat_jax.tasks.classification import make_model
 from overfeat_jax.tasks.task import Evaluation, Task
@@ -81,34 +81,6 @@ def box_loss(box_model: localize_lib.BoxModel, params: Any, batch: dict, *, fine
   t = targets.dense_targets(geometry, size, boxes, labels, fine)
   total, count = masked_l2(pred, t)
   return total / jnp.maximum(count, 1.0), count
-
-
-def resize_batch(batch: dict[str, np.ndarray], size: tuple[int, int]) -> dict[str, np.ndarray]:
-  """A host batch (uint8 images, boxes in its pixels) resized to `size` (h, w): images and boxes together.
-
-  The one image path's `images.resize` (its filter, antialiased when shrinking, like the eval pipeline's
-  `resize` view); padding boxes stay zero.
-  """
-  images = np.asarray(batch['image'])
-  height, width = images.shape[1:3]
-  if (height, width) == tuple(size):
-    return batch
-  resized = np.stack([images_lib.resize(im, tuple(size)) for im in images])
-  scale = np.asarray([size[1] / width, size[0] / height] * 2, np.float32)
-  return {**batch, 'image': resized, 'boxes': (np.asarray(batch['boxes'], np.float32) * scale)}
-
-
-def scale_of_step(scales: Sequence[tuple[int, int]], step: int) -> tuple[int, int]:
-  """The training scale of (1-based) step `step`: the scales in turn, so each gets the same share of steps."""
-  return tuple(scales[(step - 1) % len(scales)])
-
-
-def make_batch_transform(config: StageSettings) -> Callable[[dict, int], dict]:
-  """`fn(host batch, step) -> batch` at that step's training scale (`box.train_scales`, module docstring)."""
-  scales = as_sizes(config.box.train_scales)
-  if not scales:
-    raise InputError('box.train_scales is empty; give at least one training scale.')
-  return lambda batch, step: resize_batch(batch, scale_of_step(scales, step))
 
 
 def merge_options(settings: StageSettings) -> dict[str, Any]:

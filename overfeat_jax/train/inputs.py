@@ -19,7 +19,8 @@ def open_split(data: InputSettings, split: str) -> Any:
 
 
 def train_iterator(data: InputSettings, source: Any) -> pipeline.TrainIterator | pipeline.HostsIterator:
-  """Per-host training batches: random crops of `data.crop_size` pixels (and flips), seeded by `data.seed`.
+  """Per-host training batches: random crops of `data.crop_size` pixels (and flips), seeded by `data.seed`,
+  each whole batch then at its step's `data.train_scales` size when given (`pipeline.train_iterator`).
 
   With `data.read_as_hosts = N > 0` (one process only) the batches are the global batches of an N-host run
   (`pipeline.HostsIterator`), so a one-process run reproduces an N-host run exactly.
@@ -28,7 +29,8 @@ def train_iterator(data: InputSettings, source: Any) -> pipeline.TrainIterator |
     InputError: a bad `read_as_hosts`, scale-jitter range or worker count (one line each).
   """
   kwargs = dict(global_batch_size=data.batch_size, crop_size=data.crop_size, resize_smaller=data.train_resize,
-                max_boxes=data.max_boxes, seed=data.seed, worker_count=data.worker_count)
+                max_boxes=data.max_boxes, seed=data.seed, worker_count=data.worker_count,
+                train_scales=data.train_scales)
   hosts = read_as_hosts(data)
   if hosts == 0:
     return pipeline.train_iterator(source, **kwargs)

@@ -24,7 +24,6 @@ from overfeat_jax.checkpoint import transfer
 from overfeat_jax.errors import InputError
 from overfeat_jax.models.geometry import get_geometry
 from overfeat_jax.parallel import mesh as mesh_lib
-from overfeat_jax.tasks import detection, localization
 from overfeat_jax.train import evaluate, inputs, optim
 from overfeat_jax.train import programs as programs_lib
 from overfeat_jax.train import state as state_lib
@@ -34,10 +33,6 @@ from overfeat_jax.tasks.task import Task
 
 stage_config = config_files.stage_config  # re-used: the preflight and tests name it here
 TASKS = tasks.TASKS  # the one registry of stages (`overfeat_jax.tasks`): name -> make_task(settings, previous)
-# Stages whose batches are changed on the host before they reach the device: name -> make(stage config) ->
-# fn(host batch, step) -> host batch (localization and detection: that step's training scale).
-BATCH_TRANSFORMS: dict[str, Callable[..., Callable[[dict, int], dict]]] = {
-    'localization': localization.make_batch_transform, 'detection': detection.make_batch_transform}
 
 
 class NonFiniteLossError(InputError):
@@ -226,7 +221,6 @@ class Run:
   total_steps: int
   cadence: Cadence
   eval_batches: Callable[[Any], tuple[Any, int, int]]
-  batch_transform: Callable[[dict, int], dict] | None = None
 
   @property
   def mesh(self) -> Any:
@@ -298,8 +292,7 @@ def run_stage(task: Task, cfg: ml_collections.ConfigDict, workdir: str,
     iterator.set_state(meta['data'])
     writer.info('Resumed %s from step %d (%s).', task.name, start, manager.directory)
   ready()
-  transform = BATCH_TRANSFORMS[task.name](task.settings) if task.name in BATCH_TRANSFORMS else None
-  run = Run(task, programs, writer, manager, total, Cadence.from_config(cfg), eval_reader(data), transform)
+  run = Run(task, programs, writer, manager, total, Cadence.from_config(cfg), eval_reader(data))
   try:
     state, info = train(run, state, iterator, start)
     if not info.get('preempted'):
@@ -343,14 +336,11 @@ def log_train(run: Run, progress: Progress, step: int, metrics: dict, state: sta
   check_finite(run, state)
 
 
-def device_batches(run: Run, start: int) -> Callable[[dict], Any]:
-  """The prefetcher's per-batch conversion: the stage's host transform for step start+1, start+2, ... (the
-  prefetcher converts batches in order, so counting them gives each one's step, also after a resume), then
-  the global device array."""
-  steps, sharding = iter(range(start + 1, run.total_steps + 1)), mesh_lib.batch_sharding(run.mesh)
-  if run.batch_transform is None:
-    return lambda batch: mesh_lib.to_global(batch, sharding)
-  return lambda batch: mesh_lib.to_global(run.batch_transform(batch, next(steps, run.total_steps)), sharding)
+def device_batches(run: Run) -> Callable[[dict], Any]:
+  """The prefetcher's per-batch conversion: the host batch (already at its step's training scale, chosen by
+  the input pipeline: `data.preprocess.scale_of_batch`) -> the global device array."""
+  sharding = mesh_lib.batch_sharding(run.mesh)
+  return lambda batch: mesh_lib.to_global(batch, sharding)
 
 
 def train(run: Run, state: state_lib.TrainState, iterator: Any, start: int) -> tuple[Any, dict]:
@@ -359,7 +349,7 @@ def train(run: Run, state: state_lib.TrainState, iterator: Any, start: int) -> t
   cadence, info = run.cadence, {'preempted': False, 'start_step': start, 'total_steps': run.total_steps}
   if start >= run.total_steps:
     return state, {**info, 'saved_at': start}
-  batches = Prefetcher(iterator, device_batches(run, start))
+  batches = Prefetcher(iterator, device_batches(run))
   progress, t0, saved_at = Progress(run.total_steps, cadence.batch_size, start), time.perf_counter(), None
   try:
     with Preemption(run.mesh) as preemption:

@@ -95,15 +95,15 @@ def test_detection_step_learns_and_evaluates():
 
 
 def test_loss_is_computed_at_the_batch_size():
-  """The step trains at whatever scale the host resized the batch to (one compiled program per scale)."""
+  """The step trains at whatever scale the pipeline resized the batch to (one compiled program per scale)."""
+  from overfeat_jax.data import preprocess  # pylint: disable=g-import-not-at-top
   config = tiny_config()
   task = detection.make_task(config)
   params = jax.jit(task.init_params)(jax.random.key(0))
   batch = jax.tree.map(np.asarray, det_batch())
-  transform = detection.make_batch_transform(config)
   positives = []
-  for step in (1, 2):
-    scaled = transform(batch, step)
+  for index in (0, 1):  # batches 0 and 1: the two scales of box.train_scales
+    scaled = preprocess.resize_batch(batch, preprocess.scale_of_batch(config.box.train_scales, index))
     loss, aux = jax.jit(lambda p, b: task.loss_fn(p, b, jax.random.key(0), train=False))(params, scaled)
     assert np.isfinite(float(loss))
     positives.append(float(aux['positive_windows']))

@@ -104,12 +104,14 @@ def test_evaluation_step_and_summary():
   assert metrics['nonfinite'] == 0  # a finite network: no candidate dropped (inference.nonfinite)
 
 
-def test_host_resize_moves_boxes_with_the_image():
+def test_batch_resize_moves_boxes_with_the_image():
+  """`preprocess.resize_batch`, the pipeline's per-step training scale (tests/data/test_batch_scales.py)."""
+  from overfeat_jax.data import preprocess  # pylint: disable=g-import-not-at-top
   batch = jax.tree.map(np.asarray, tiny_batch())
   image = np.zeros((2, 72, 72, 3), np.uint8)
   image[:, 12:50, 10:40] = 255  # a white block exactly under box 0
   batch['image'] = image
-  out = localization.resize_batch(batch, (96, 144))
+  out = preprocess.resize_batch(batch, (96, 144))
   assert out['image'].shape == (2, 96, 144, 3) and out['image'].dtype == np.uint8
   np.testing.assert_allclose(out['boxes'][0, 0], [20, 16, 80, 66.6667], rtol=1e-4)  # x * 2, y * 4/3
   x1, y1, x2, y2 = np.round(out['boxes'][0, 0]).astype(int)
@@ -119,15 +121,7 @@ def test_host_resize_moves_boxes_with_the_image():
   assert abs(cols[-1] + 1 - x2) <= 1
   np.testing.assert_array_equal(out['boxes'][0, 2], 0.0)  # padding stays zero
   np.testing.assert_array_equal(out['box_labels'], batch['box_labels'])
-  assert localization.resize_batch(batch, (72, 72)) is batch
-
-
-def test_one_training_scale_per_step_in_turn():
-  config = tiny_config(train_scales=((64, 64), (80, 96), (112, 112)))
-  transform = localization.make_batch_transform(config)
-  batch = jax.tree.map(np.asarray, tiny_batch())
-  sizes = [transform(batch, step)['image'].shape[1:3] for step in range(1, 8)]
-  assert sizes == [(64, 64), (80, 96), (112, 112)] * 2 + [(64, 64)]
+  assert preprocess.resize_batch(batch, (72, 72)) is batch
 
 
 def test_eval_options_carry_the_merge_average():

@@ -1,23 +1,19 @@
-"""The three stages through the loop: the registry, per-step host transforms, the demo."""
+"""The three stages through the loop: the registry, the per-step training scales' settings, the demo."""
 
 import json
 import os
 import subprocess
 import sys
-import types
 
-import numpy as np
 import pytest
 
 from overfeat_jax import config_files
-from overfeat_jax.parallel import mesh as mesh_lib
 from overfeat_jax.train import loop
 from tests.train.helpers import REPO, load_config
 
 
 def test_registry_holds_the_three_stages():
   assert set(loop.TASKS) == {'classification', 'localization', 'detection'}
-  assert set(loop.BATCH_TRANSFORMS) == {'localization', 'detection'}
 
 
 def test_a_stage_named_twice_is_refused_before_any_work(tmp_path):
@@ -38,19 +34,16 @@ def test_demo_config_runs_three_stages_with_their_sections():
   assert load_config('embedded_detection').to_dict() == load_config('embedded').to_dict()  # one source
 
 
-def test_host_transform_sees_the_step_of_each_batch_also_after_a_resume():
-  seen = []
-
-  def transform(batch, step):
-    seen.append(step)
-    return {**batch, 'image': batch['image'] + step}
-
-  mesh = mesh_lib.make_mesh()
-  run = types.SimpleNamespace(mesh=mesh, total_steps=7, batch_transform=transform)
-  convert = loop.device_batches(run, start=4)  # resumed at step 4: the next batches are steps 5, 6, 7
-  batch = {'image': np.zeros((len(mesh.devices), 2), np.int32)}
-  out = [int(np.asarray(convert(batch)['image'])[0, 0]) for _ in range(4)]  # the prefetcher may read ahead
-  assert seen[:3] == [5, 6, 7] and out[:3] == [5, 6, 7]
+def test_box_train_scales_reach_the_input_pipeline():
+  """`box.train_scales` (the config name users know) is the input's per-step whole-batch scale list
+  (`InputSettings.train_scales`, resized by the pipeline: tests/data/test_batch_scales.py); classification
+  has none."""
+  config = load_config('embedded')
+  data = {s: config_files.input_settings(loop.stage_config(config, s)) for s in config.stages}
+  assert data['localization'].train_scales == ((64, 64), (80, 80), (96, 96), (112, 112))
+  assert data['detection'].train_scales == ((96, 96),) and data['classification'].train_scales == ()
+  config.localization.box.train_scales = (64, (80, 96))  # ints are squares
+  assert config_files.input_settings(loop.stage_config(config, 'localization')).train_scales == ((64, 64), (80, 96))
 
 
 @pytest.mark.slow
