@@ -7,3 +7,11 @@ Library code raises `InputError` with a message a user can act on; the command-l
 
 class InputError(ValueError):
   """Bad user input: a missing or malformed file, an invalid flag or config value."""
+
+
+def moved_command(old: str, new: str) -> None:
+  """For `python -m OLD` of a command that moved to NEW: one line on stderr, exit status 2 (a module that is a
+  library now would otherwise run nothing and exit 0, as if the old command had done its work)."""
+  import sys  # pylint: disable=g-import-not-at-top  (only on this path)
+  print(f'{old} is a library now: run python -m {new} (same flags)', file=sys.stderr)
+  sys.exit(2)

@@ -17,6 +17,7 @@ from typing import Callable
 
 import tensorflow_datasets as tfds
 
+from overfeat_jax import errors
 from overfeat_jax.data import report as report_lib
 from overfeat_jax.errors import InputError
 
@@ -97,3 +98,7 @@ def summary(dataset_dir: str) -> list[str]:
     lines += [f'    skipped  {k}: {v}' for k, v in r['skipped'].items()]
     lines += [f'    repaired {k}: {v}' for k, v in r['repaired'].items()]
   return lines
+
+
+if __name__ == '__main__':  # the command moved to the package top
+  errors.moved_command('overfeat_jax.data.build', 'overfeat_jax.build_dataset')

@@ -33,6 +33,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 from PIL import Image
 
+from overfeat_jax import errors
 from overfeat_jax.data import draw
 from overfeat_jax.errors import InputError
 
@@ -202,3 +203,7 @@ def sample_grid(view: str, count: int = 24, columns: int = 6, zoom: int = 3, **o
       pen.text((x1 + 2, y1 + 1), draw.CLASS_NAMES[c], fill=(255, 255, 0))
     grid.paste(im, ((i % columns) * (tile + 4), (i // columns) * (tile + 4)))
   return grid
+
+
+if __name__ == '__main__':  # the command moved to the package top
+  errors.moved_command('overfeat_jax.data.embedded', 'overfeat_jax.show_embedded')

@@ -17,6 +17,7 @@ import os
 from typing import Any, Iterator
 from xml.sax.saxutils import escape
 
+from overfeat_jax import errors
 from overfeat_jax.data import draw
 from overfeat_jax.data import embedded
 
@@ -101,3 +102,7 @@ def write_embedded_det(out: str, **options: Any) -> tuple[str, str]:
   names = list(draw.CLASS_NAMES[:config.num_classes])
   return (write_voc(os.path.join(out, 'voc'), splits, names),
           write_coco(os.path.join(out, 'coco'), splits, names))
+
+
+if __name__ == '__main__':  # the command moved to the package top
+  errors.moved_command('overfeat_jax.data.write_folders', 'overfeat_jax.write_folders')
