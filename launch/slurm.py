@@ -103,7 +103,7 @@ def render_script(*, nodes: int, gpus_per_node: int, process_per: str, time_limi
   if not config or not workdir:
     raise InputError('--config and --workdir are required')
   tasks = 1 if process_per == 'node' else gpus_per_node
-  log = os.path.join(workdir, 'slurm', '%x-%j.out')
+  log = os.path.join(log_dir(workdir), '%x-%j.out')
   cpus = cpus_for_task(cpus_per_task, cpus_per_gpu, gpus_per_node // tasks)
   lines = _header(nodes, gpus_per_node, tasks, time_limit, job_name, log, partition, account, cpus, exclusive)
   lines += ['set -euo pipefail', ': "${SLURM_JOB_NODELIST:?submit this script with sbatch}"',
@@ -123,9 +123,17 @@ def render_script(*, nodes: int, gpus_per_node: int, process_per: str, time_limi
   return '\n'.join(lines) + '\n'
 
 
-def submit(script: str, path: str, sbatch: str = 'sbatch') -> None:
-  """Writes the script and hands it to sbatch (whose 'Submitted batch job N' line is printed)."""
+def log_dir(workdir: str) -> str:
+  """Where the job's log goes (`#SBATCH --output=WORKDIR/slurm/%x-%j.out`)."""
+  return os.path.join(workdir, 'slurm')
+
+
+def submit(script: str, path: str, sbatch: str = 'sbatch', logs: str | None = None) -> None:
+  """Writes the script, creates the log folder `logs` (SLURM does not: a job whose --output folder is missing
+  fails without a log) and hands the script to sbatch (whose 'Submitted batch job N' line is printed)."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  if logs:
+    os.makedirs(logs, exist_ok=True)
   with open(path, 'w') as f:
     f.write(script)
   print(f'wrote {path}', flush=True)
@@ -149,8 +157,8 @@ def main(argv: list[str], overrides: list[str]) -> None:
   if FLAGS.dry_run:
     sys.stdout.write(script)
     return
-  submit(script, FLAGS.script or os.path.join(FLAGS.workdir, 'slurm', f'{FLAGS.job_name}.sbatch'),
-         FLAGS.sbatch)
+  submit(script, FLAGS.script or os.path.join(log_dir(FLAGS.workdir), f'{FLAGS.job_name}.sbatch'),
+         FLAGS.sbatch, logs=log_dir(FLAGS.workdir))
 
 
 if __name__ == '__main__':

@@ -140,6 +140,17 @@ def test_cli_writes_and_submits(tmp_path):
   assert res.returncode == 2 and 'sbatch failed with exit code 1' in res.stderr
 
 
+def test_cli_creates_the_log_folder_before_sbatch(tmp_path):
+  """SLURM does not create the folder of `#SBATCH --output`; the launcher does, also with --script elsewhere."""
+  (tmp_path / 'c.py').write_text('')
+  logs = tmp_path / 'w' / 'slurm'
+  sbatch = _executable(tmp_path / 'sbatch', f'#!/bin/bash\n[[ -d {logs} ]] && echo "Submitted batch job 18"\n')
+  res = _cli(f'--code_dir={tmp_path}', '--config=c.py', f'--workdir={tmp_path}/w', f'--sbatch={sbatch}',
+             f'--script={tmp_path}/job.sbatch')
+  assert res.returncode == 0 and 'Submitted batch job 18' in res.stdout, res.stderr
+  assert f'#SBATCH --output={logs}/%x-%j.out' in (tmp_path / 'job.sbatch').read_text()
+
+
 @pytest.mark.multiprocess
 @pytest.mark.parametrize('nodes, process_per, local_ids', [(2, 'node', 'None'), (1, 'gpu', '({i},)')])
 def test_rendered_script_runs_real_processes_from_slurm_variables(tmp_path, nodes, process_per, local_ids):
