@@ -20,6 +20,7 @@ import ml_collections
 from overfeat_jax import settings as settings_lib
 from overfeat_jax import storage
 from overfeat_jax.models import build
+from overfeat_jax.models.geometry import get_geometry
 from overfeat_jax.errors import InputError
 
 CONFIG_FILE = 'config.json'  # the resolved training config, in the workdir (predict, export, sweeps read it)
@@ -128,12 +129,36 @@ def input_settings(cfg: ml_collections.ConfigDict) -> settings_lib.InputSettings
       worker_count=data.worker_count, read_as_hosts=data.get('read_as_hosts', 0), train_scales=scales)
 
 
+def check_input_sizes(settings: settings_lib.StageSettings) -> None:
+  """Every input size the stage's network will see reaches the geometry's minimum input
+  (`Geometry.min_input_size`: the smallest size with one output cell, e.g. 231 for fast, 221 for accurate, 53
+  for small), checked before any data is read or compiled: a smaller one would give a 0x0 map at layer 5
+  (`inference.dense`) only after training. Checked fields: crop_size, eval.resize, eval.scales and, with a box
+  section, box.eval_size, box.eval_scales and box.train_scales (each side of an (h, w) pair).
+
+  Raises:
+    InputError: one line naming the first field below the minimum, its value and the smallest valid value.
+  """
+  geometry = get_geometry(settings.model.geometry, settings.model.width_divisor)
+  minimum = geometry.min_input_size()
+  fields = {'crop_size': settings.crop_size, 'eval.resize': settings.eval.resize, 'eval.scales': settings.eval.scales}
+  if settings.box is not None:
+    fields.update({'box.eval_size': settings.box.eval_size, 'box.train_scales': settings.box.train_scales,
+                   'box.eval_scales': settings.box.eval_scales})
+  for name, value in fields.items():
+    sides = (value,) if isinstance(value, int) else [side for size in value for side in size]  # (h, w) pairs
+    if any(side < minimum for side in sides):
+      raise InputError(f'--config.{name}={value} is below the {geometry.name} network\'s minimum input of '
+                       f'{minimum} pixels (a smaller input gives no output): use {minimum} or more')
+
+
 def settings_from_config(config: ml_collections.ConfigDict, stage: str) -> settings_lib.StageSettings:
   """The typed settings of `stage` (`overfeat_jax.settings`): the config's `stage` section merged over its top
   level (`stage_config`), read once; nothing below the entry points and the loop reads the config.
 
   Scales become (h, w) int pairs, widths tuples. Raises:
-    InputError: an unknown stage, dtype or box regression.
+    InputError: an unknown stage, dtype or box regression; an input size below the network's minimum
+      (`check_input_sizes`).
   """
   if stage not in settings_lib.TASK_NAMES:
     raise InputError(f'unknown stage {stage!r}; available: {sorted(settings_lib.TASK_NAMES)}')
@@ -152,6 +177,8 @@ def settings_from_config(config: ml_collections.ConfigDict, stage: str) -> setti
     box = _section(settings_lib.BoxSettings, b)
   if 'mining' in cfg:
     mining = _section(settings_lib.MiningSettings, cfg.mining.to_dict())
-  return settings_lib.StageSettings(stage=stage, num_classes=int(cfg.num_classes), crop_size=int(cfg.crop_size),
-                                    model=model, eval=evaluation, box=box, mining=mining,
-                                    dataset=str(cfg.data.name))
+  settings = settings_lib.StageSettings(stage=stage, num_classes=int(cfg.num_classes),
+                                        crop_size=int(cfg.crop_size), model=model, eval=evaluation, box=box,
+                                        mining=mining, dataset=str(cfg.data.name))
+  check_input_sizes(settings)
+  return settings

@@ -1,4 +1,5 @@
-"""Config files in and out: the saved training config round trip, bad JSON, the default config by module path."""
+"""Config files in and out: the saved training config round trip, bad JSON, the default config by module path,
+input sizes below the network's minimum refused when the settings are read."""
 
 import json
 import os
@@ -7,6 +8,7 @@ import pytest
 
 from overfeat_jax import config_files
 from overfeat_jax.errors import InputError
+from tests.bad_input.cli_runner import assert_one_line_error, run_cli
 from tests.train.helpers import CONFIGS, load_config
 
 
@@ -38,3 +40,37 @@ def test_default_config_is_a_module_path_to_the_demo_config():
       load_config('embedded', 'smoke').to_dict()
   with pytest.raises(InputError, match='no config module'):
     config_files.module_file('overfeat_jax.configs.no_such_config')
+
+
+# (config field, override as a user gives it, the stage whose settings read it); embedded smoke: small / 4, 53 px
+TOO_SMALL = [('eval.scales', ('eval', 'scales', (72, 8)), 'classification'),
+             ('crop_size', ('crop_size', 40), 'classification'),
+             ('eval.resize', ('eval', 'resize', 52), 'classification'),
+             ('box.eval_scales', ('localization', 'box', 'eval_scales', (8,)), 'localization'),
+             ('box.train_scales', ('detection', 'box', 'train_scales', ((64, 64), (96, 40))), 'detection'),
+             ('box.eval_size', ('detection', 'box', 'eval_size', 30), 'detection')]
+
+
+@pytest.mark.parametrize('field,override,stage', TOO_SMALL, ids=[t[0] for t in TOO_SMALL])
+def test_input_sizes_below_the_network_minimum_are_one_input_error(field, override, stage):
+  config = load_config('embedded', 'smoke')
+  section = config
+  for name in override[:-2]:
+    section = section[name]
+  section[override[-2]] = override[-1]
+  with pytest.raises(InputError, match=rf'^--config\.{field}=.* minimum input of 53 pixels.*use 53 or more'):
+    config_files.settings_from_config(config, stage)
+
+
+def test_minimum_input_sizes_are_accepted():
+  config = load_config('embedded', 'smoke')
+  config.crop_size, config.eval.resize, config.eval.scales = 53, 53, ((53, 80),)
+  assert config_files.settings_from_config(config, 'classification').eval.scales == ((53, 80),)
+
+
+def test_main_refuses_a_too_small_scale_before_any_data_is_read(tmp_path):
+  data_dir = tmp_path / 'data'  # empty: the embedded data would be built here (minutes) if the check came later
+  done = run_cli('overfeat_jax.main', f'--config={CONFIGS}/embedded.py:smoke', f'--workdir={tmp_path / "w"}',
+                 f'--config.data.data_dir={data_dir}', '--config.localization.box.eval_scales=(8,)', timeout=120)
+  assert_one_line_error(done, '--config.box.eval_scales=((8, 8),)', 'use 53 or more')
+  assert not data_dir.exists() or not any(data_dir.iterdir())

@@ -122,6 +122,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     raise InputError(f'config.stages names a stage twice: {tuple(config.stages)} (a --config.stages flag given '
                      'twice is appended to itself: give it once)')
   config = with_classes_from_data(config)  # num_classes = 0: own data's class count (docs/own_data.md)
+  for stage in config.stages:  # every stage's settings (e.g. its input sizes) checked before the first trains
+    config_files.settings_from_config(config, stage)
   results, previous, source = {}, None, initial_weights(config)
   for stage in config.stages:
     cfg, task = stage_task(config, stage, previous_params=previous)
