@@ -5,6 +5,7 @@
       --config.batch_size=256
 """
 
+import os
 import sys
 
 from absl import flags, logging
@@ -32,11 +33,27 @@ def main(argv: list[str]) -> None:
   from overfeat_jax.train import loop  # pylint: disable=g-import-not-at-top  (after initialize)
   results = loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   import jax  # pylint: disable=g-import-not-at-top
+  stopped = interrupted(results)
+  if stopped:
+    print(f'{cli._program()}: {stopped}', file=sys.stderr, flush=True)  # pylint: disable=protected-access
+    sys.exit(INTERRUPTED)
   for stage, metrics in results.items():
     shown = headline(metrics)
     logging.info('%s: %s', stage, shown)
     if jax.process_index() == 0:
       print(f'{stage}: {shown}' if shown else f'{stage}: stopped early ({metrics})', flush=True)
+
+
+INTERRUPTED = 130  # the shell's status for a command ended by Ctrl-C (128 + SIGINT)
+
+
+def interrupted(results: dict) -> str | None:
+  """The one line for a run that a Ctrl-C stopped in the training loop (`loop.Preemption` saved the step it
+  reached), or None (finished, or stopped by a SIGTERM: exit 0, as a preemption that is resumed later)."""
+  for stage, metrics in results.items():
+    if metrics.get('preempted') and metrics.get('signal') == 'SIGINT':
+      return (f'interrupted: saved {stage} step {metrics["saved_at"]}; rerun the same command to resume')
+  return None
 
 
 def headline(metrics: dict) -> str:
@@ -55,6 +72,19 @@ def check_flags(argv: list[str]) -> list[str]:
   return cli.parse_flags(argv)
 
 
+def run_interruptible() -> None:
+  """`cli.run(main)`, where a Ctrl-C outside the training loop (data build, compile, evaluation; a second
+  Ctrl-C in the loop) prints one line and exits 130, with no traceback and no save (the last checkpoint is
+  kept; rerunning the command resumes from it)."""
+  try:
+    sys.argv = check_flags(sys.argv)
+    cli.run(main)
+  except KeyboardInterrupt:
+    print(f'{cli._program()}: interrupted (Ctrl-C), nothing saved since the last checkpoint; rerun the same '  # pylint: disable=protected-access
+          'command to resume from it', file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(INTERRUPTED)  # pylint: disable=protected-access  (no shutdown: the input threads may still run)
+
+
 if __name__ == '__main__':
-  sys.argv = check_flags(sys.argv)
-  cli.run(main)
+  run_interruptible()

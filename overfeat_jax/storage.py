@@ -18,6 +18,8 @@ and deleted first, so a reader finds either no commit file or one whose companio
 """
 
 import contextlib
+import datetime
+import fcntl
 import json
 import os
 import pathlib
@@ -26,6 +28,7 @@ import socket
 import tempfile
 from typing import Any, Iterator
 
+from absl import logging
 from etils import epath
 
 from overfeat_jax.errors import InputError
@@ -203,3 +206,48 @@ class Mirror:
     self.sync()
     if self.remote:
       shutil.rmtree(self.local, ignore_errors=True)
+
+
+LOCK_FILE = 'run.lock'  # in a local workdir while a training run uses it (`workdir_lock`)
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: str | os.PathLike) -> Iterator[None]:
+  """Holds `workdir/run.lock` while a training run uses a local `workdir`, so a second run into it refuses.
+
+  The lock is an `fcntl.flock` on the file, which the kernel releases when the holding process ends however it
+  ends (a kill, a crash): a lock is never left behind by a process that is gone. The file names the holder
+  (`pid host since`, one line); on a clean exit it is emptied, so a non-empty file found unlocked is a stale
+  one (its process died): it is taken over with a warning. A remote workdir (gs://) takes no lock (object
+  stores have no lock the kernel releases; docs/training.md).
+
+  Raises:
+    InputError: another live process holds the lock (one line naming its pid, host and start time).
+  """
+  if is_remote(workdir):
+    yield
+    return
+  lock_path = os.path.join(os.fspath(workdir), LOCK_FILE)
+  fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = os.pread(fd, 4096, 0).decode('utf-8', 'replace').split()
+      pid, host, since = (holder + ['?', '?', '?'])[:3]
+      raise InputError(f'workdir {workdir} is in use by process {pid} on host {host} since {since}; wait for it '
+                       'to finish or stop it (Ctrl-C saves and stops it), or use another --workdir') from None
+    previous = os.pread(fd, 4096, 0).decode('utf-8', 'replace').split()
+    if previous:
+      pid, host, left = (previous + ['?', '?', '?'])[:3]
+      logging.warning('taking over the stale lock %s of process %s on host %s since %s (that process is gone)',
+                      lock_path, pid, host, left)
+    since = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f'{os.getpid()} {socket.gethostname()} {since}\n'.encode(), 0)
+    try:
+      yield
+    finally:
+      os.ftruncate(fd, 0)  # emptied, not deleted: a run waiting on this very file never locks a deleted one
+  finally:
+    os.close(fd)  # releases the flock

@@ -9,6 +9,7 @@ events; a later stage gets the earlier stage's final parameters. A stage that fi
 import contextlib
 import dataclasses
 import functools
+import json
 import os
 import signal
 import time
@@ -16,6 +17,7 @@ from typing import Any, Callable
 
 import jax
 import ml_collections
+from absl import logging
 import numpy as np
 
 from overfeat_jax import config_files, storage, tasks
@@ -60,33 +62,45 @@ def checkpoint_writes(manager: Any):
 
 
 class Preemption:
-  """SIGTERM during the training loop: every process saves the same step and returns (exit status 0).
+  """SIGTERM or Ctrl-C (SIGINT) during the training loop: every process saves the same step and returns
+  (`main` exits 0 after a SIGTERM, 130 after a Ctrl-C, with one line naming the saved step). A second Ctrl-C
+  raises KeyboardInterrupt at once (no save; `main` prints one line and exits 130).
 
   The handler only sets a flag. One process reads it after every step. Several processes: after every step
   each adds its flag to a one-integer all-reduce over the mesh (`any_process`), dispatched behind the step and
   read one step later, so the read never stalls the device and every process sees the same value at the same
   step: a SIGTERM to any one host stops all of them at most two steps later. Outside this context SIGTERM
   keeps its default action, ending the process at once as a kill would (start-up, dataset build, compilation,
-  evaluation); jax's own preemption notifier, which turns SIGTERM into a flag polled once a second and read
+  evaluation), and Ctrl-C raises KeyboardInterrupt (`main`: one line, exit 130); jax's own preemption
+  notifier, which turns SIGTERM into a flag polled once a second and read
   only through `reached_preemption_sync_point`, is switched off (`parallel.distributed.initialize`).
   """
 
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
   def __init__(self, mesh: Any):
     self.requested = False
-    self._previous = None
+    self.signal_name = None  # 'SIGTERM' or 'SIGINT': the first signal this process received
+    self._previous = {}
     self._any = any_process(mesh) if jax.process_count() > 1 else None
     self._pending = None
 
   def __enter__(self) -> 'Preemption':
-    self._previous = signal.signal(signal.SIGTERM, self._handle)
+    for signum in self.SIGNALS:
+      if signal.getsignal(signum) is not signal.SIG_IGN:  # e.g. SIGINT of a `cmd &` started by a script
+        self._previous[signum] = signal.signal(signum, self._handle)
     return self
 
   def __exit__(self, *exc) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_DFL if self._previous is None else self._previous)
+    for signum, previous in self._previous.items():
+      signal.signal(signum, signal.SIG_DFL if previous is None else previous)
 
   def _handle(self, signum, frame) -> None:
-    del signum, frame
+    del frame
+    if signum == signal.SIGINT and self.requested:  # a second Ctrl-C: stop now, without the save
+      raise KeyboardInterrupt
     self.requested = True
+    self.signal_name = self.signal_name or signal.Signals(signum).name
 
   def agreed(self) -> bool:
     """Whether to stop after the step just dispatched: one process, its flag; several, the OR of every
@@ -115,27 +129,84 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   The config is saved as `workdir/config.json`, so the tools that read the workdir later know how it was
   trained: once a stage's checkpoints are known to match it (a config that does not match them stops with one
-  line and leaves the workdir's config.json as it was).
+  line and leaves the workdir's config.json as it was). A rerun with a changed config logs the changed fields
+  at the start and keeps the previous file as `config.<UTC time>.json` (`save_config_keeping_previous`).
+
+  A local workdir is locked for the run (`storage.workdir_lock`, process 0): a second run into it stops with
+  one line (InputError) before any work.
   """
   check_workdir(workdir)
+  lock = storage.workdir_lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
+  with lock:
+    return _train_and_evaluate(config, workdir)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   if len(set(config.stages)) != len(config.stages):  # config_flags appends a tuple flag given twice
     raise InputError(f'config.stages names a stage twice: {tuple(config.stages)} (a --config.stages flag given '
                      'twice is appended to itself: give it once)')
   config = with_classes_from_data(config)  # num_classes = 0: own data's class count (docs/own_data.md)
   for stage in config.stages:  # every stage's settings (e.g. its input sizes) checked before the first trains
     config_files.settings_from_config(config, stage)
+  warn_config_changes(config, workdir)
   results, previous, source = {}, None, initial_weights(config)
   for stage in config.stages:
     cfg, task = stage_task(config, stage, previous_params=previous)
     if previous is None and source is not None:  # the first stage starts from `config.init`'s weights
       task = transfer.initialise(task, source, layers=cfg.init.layers, freeze=cfg.init.freeze)
     results[stage], previous = run_stage(task, cfg, os.path.join(workdir, stage),
-                                         ready=lambda: config_files.save_config(config, workdir))
+                                         ready=lambda: save_config_keeping_previous(config, workdir))
     if results[stage].get('preempted'):
       break
   if jax.process_index() == 0:
     storage.write_json_atomic(storage.path(workdir) / 'metrics.json', results)
   return results
+
+
+def config_changes(old: dict[str, Any], new: dict[str, Any], prefix: str = '') -> list[str]:
+  """`field: old -> new` for every (nested, dotted) field whose value differs between two configs as saved in
+  config.json (`old` read back from JSON, `new` a `ConfigDict.to_dict()`: tuples and lists compare equal); a
+  field only one of them has shows `<absent>`."""
+  changes = []
+  for key in sorted(set(old) | set(new)):
+    a, b = old.get(key, '<absent>'), new.get(key, '<absent>')
+    if isinstance(a, dict) and isinstance(b, dict):
+      changes += config_changes(a, b, f'{prefix}{key}.')
+    elif _as_json(a) != _as_json(b):
+      changes.append(f'{prefix}{key}: {a!r} -> {b!r}')
+  return changes
+
+
+def _as_json(value: Any) -> Any:
+  return json.loads(json.dumps(value, default=str))
+
+
+def _saved_config_changes(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
+  """The changes from the workdir's config.json (none if it has none) to `config`."""
+  saved = config_files.load_config(workdir)
+  return [] if saved is None else config_changes(saved.to_dict(), config.to_dict())
+
+
+def warn_config_changes(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Logs a warning (process 0) naming every field that differs from the config the workdir was trained with.
+
+  Changes that make a checkpoint unusable (the model, the classes) are refused by the restore; the others
+  (steps, learning rate, cadence, data) apply from the resumed step on."""
+  changes = _saved_config_changes(config, workdir) if jax.process_index() == 0 else []
+  if changes:
+    logging.warning('the config differs from %s (the run continues with the new values; the old file is kept '
+                    'as config.<time>.json): %s', storage.path(workdir) / config_files.CONFIG_FILE,
+                    '; '.join(changes))
+
+
+def save_config_keeping_previous(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """`config_files.save_config`, after copying a different previous config.json to `config.<UTC time>.json`
+  (e.g. config.20261130T001500Z.json), so how the earlier steps were trained stays on record."""
+  if jax.process_index() == 0 and _saved_config_changes(config, workdir):
+    old = storage.path(workdir) / config_files.CONFIG_FILE
+    stamp = time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())
+    storage.write_atomic(storage.path(workdir) / f'config.{stamp}.json', old.read_bytes())
+  config_files.save_config(config, workdir)
 
 
 def stage_task(config: ml_collections.ConfigDict, stage: str, previous_params: Any = None) -> tuple[Any, Task]:
@@ -357,15 +428,16 @@ def train(run: Run, state: state_lib.TrainState, iterator: Any, start: int) -> t
     with Preemption(run.mesh) as preemption:
       for step in range(start + 1, run.total_steps + 1):
         batch = next(batches)
-        with jax.transfer_guard('disallow'):
+        with jax.transfer_guard('disallow'), compile_timer(run.writer, run.task.name, step == start + 1):
           state, metrics = run.programs.train_step(state, batch)
         log_now = step % cadence.log_every == 0 or step == run.total_steps
         if log_now:
           log_train(run, progress, step, metrics, state)
         if preemption.agreed():
           saved_at = save_checkpoint(run, state, batches)
-          run.writer.info('SIGTERM: saved step %d, stopping.', step)
-          return state, {**info, 'preempted': True, 'saved_at': saved_at}
+          name = preemption.signal_name or 'SIGTERM'  # several processes: the signal may have reached another
+          run.writer.info('%s: saved step %d, stopping.', name, step)
+          return state, {**info, 'preempted': True, 'saved_at': saved_at, 'signal': name}
         if step == run.total_steps:
           break
         if cadence.eval_every > 0 and step % cadence.eval_every == 0:
@@ -380,6 +452,19 @@ def train(run: Run, state: state_lib.TrainState, iterator: Any, start: int) -> t
     batches.close()
   info['train_seconds'] = time.perf_counter() - t0
   return state, {**info, 'saved_at': saved_at}
+
+
+@contextlib.contextmanager
+def compile_timer(writer: Writer, stage: str, first: bool):
+  """Around the first train step (`first`), whose call compiles it (minutes on a CPU): one line before, one
+  with the time it took after, so a long compile does not look like a hang. Other steps: nothing."""
+  if not first:
+    yield
+    return
+  writer.info('Compiling the %s train step ...', stage)
+  t0 = time.perf_counter()
+  yield
+  writer.info('Compiled the %s train step in %.1f s.', stage, time.perf_counter() - t0)
 
 
 def evaluate_all(run: Run, params: Any) -> dict[str, float]:

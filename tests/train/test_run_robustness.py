@@ -1,0 +1,153 @@
+"""A user's training run in the field: Ctrl-C saves and exits 130, a second run into a busy workdir refuses,
+a changed config on resume is named and the old config.json kept, the first compile is announced and timed."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from overfeat_jax import config_files, storage
+from overfeat_jax.errors import InputError
+from overfeat_jax.train import loop
+from tests.train.helpers import REPO, load_config
+
+
+def test_first_ctrl_c_in_the_loop_asks_for_a_save_and_the_second_interrupts():
+  previous = signal.getsignal(signal.SIGINT)
+  with loop.Preemption(mesh=None) as preemption:
+    signal.raise_signal(signal.SIGINT)  # no KeyboardInterrupt: the loop saves at the next step
+    assert preemption.requested and preemption.signal_name == 'SIGINT' and preemption.agreed()
+    with pytest.raises(KeyboardInterrupt):
+      signal.raise_signal(signal.SIGINT)
+  assert signal.getsignal(signal.SIGINT) is previous
+
+
+def test_sigterm_in_the_loop_is_named_sigterm():
+  with loop.Preemption(mesh=None) as preemption:
+    signal.raise_signal(signal.SIGTERM)
+    signal.raise_signal(signal.SIGTERM)  # repeated SIGTERMs still mean one save
+  assert preemption.requested and preemption.signal_name == 'SIGTERM'
+  assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def _main_until_first_log_line(workdir, data_dir):
+  """`main` started on the smoke config into an empty data_dir (so it first builds the dataset); returns the
+  process once it has written its first log line."""
+  env = {'JAX_PLATFORMS': 'cpu', 'PATH': '/usr/bin:/bin', 'PYTHONUNBUFFERED': '1'}
+  proc = subprocess.Popen(
+      [sys.executable, '-m', 'overfeat_jax.main', '--config=experiments/configs/embedded.py:smoke',
+       f'--workdir={workdir}', f'--config.data.data_dir={data_dir}'], cwd=REPO, env=env,
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  first = proc.stderr.readline()
+  assert first, 'main ended without a line'
+  return proc, first
+
+
+def test_ctrl_c_outside_the_loop_is_one_line_and_exit_130(tmp_path):
+  proc, first = _main_until_first_log_line(tmp_path / 'run', tmp_path / 'tfds')
+  proc.send_signal(signal.SIGINT)
+  try:
+    _, err = proc.communicate(timeout=120)
+  except subprocess.TimeoutExpired:
+    proc.kill()
+    raise
+  err = first + err
+  assert proc.returncode == 130, err[-2000:]
+  assert 'Traceback' not in err and 'KeyboardInterrupt' not in err, err[-2000:]
+  assert 'interrupted (Ctrl-C)' in err.strip().splitlines()[-1]
+
+
+def test_interrupted_line_names_the_saved_step_only_for_ctrl_c():
+  from overfeat_jax import main  # pylint: disable=g-import-not-at-top  (defines the CLI's flags)
+  ctrl_c = {'classification': {'preempted': True, 'saved_at': 70, 'signal': 'SIGINT'}}
+  assert main.interrupted(ctrl_c) == ('interrupted: saved classification step 70; rerun the same command to '
+                                      'resume')
+  assert main.interrupted({'classification': {'preempted': True, 'saved_at': 70, 'signal': 'SIGTERM'}}) is None
+  assert main.interrupted({'classification': {'preempted': False, 'saved_at': 400}}) is None
+
+
+def test_a_second_run_into_a_locked_workdir_refuses_in_one_line(tmp_path):
+  with storage.workdir_lock(tmp_path):
+    with pytest.raises(InputError) as e:
+      with storage.workdir_lock(tmp_path):
+        pass
+    message = str(e.value)
+    assert f'workdir {tmp_path} is in use by process {os.getpid()} on host ' in message and '\n' not in message
+    with pytest.raises(InputError, match='is in use by process'):  # the trainer takes it before any work
+      loop.train_and_evaluate(load_config('embedded', 'smoke'), str(tmp_path))
+  assert (tmp_path / storage.LOCK_FILE).read_text() == ''  # released and emptied on exit
+  with storage.workdir_lock(tmp_path):  # and free again
+    pass
+
+
+def test_a_lock_left_by_a_dead_process_is_taken_over_with_a_warning(tmp_path, caplog):
+  dead = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'], capture_output=True,
+                        text=True, check=True)
+  (tmp_path / storage.LOCK_FILE).write_text(f'{dead.stdout.strip()} otherhost 2026-01-01T00:00:00Z\n')
+  with caplog.at_level('WARNING'):
+    with storage.workdir_lock(tmp_path):
+      holder = (tmp_path / storage.LOCK_FILE).read_text().split()
+  assert holder[0] == str(os.getpid())
+  assert any('stale lock' in r.getMessage() and dead.stdout.strip() in r.getMessage() for r in caplog.records)
+
+
+def test_a_remote_workdir_takes_no_lock():
+  with storage.workdir_lock('gs://bucket/run'):  # nothing is opened: no lock object, documented
+    pass
+
+
+def _smoke(**overrides):
+  config = load_config('embedded', 'smoke')
+  config.update(overrides)
+  return config
+
+
+def test_config_changes_name_each_field_old_and_new():
+  old = json.loads(json.dumps(_smoke().to_dict()))  # as read back from config.json: tuples become lists
+  assert loop.config_changes(old, _smoke().to_dict()) == []
+  changed = _smoke(num_train_steps=100)
+  changed.schedule.base_lr = 0.5
+  before = _smoke()
+  assert loop.config_changes(old, changed.to_dict()) == [
+      f'num_train_steps: {before.num_train_steps!r} -> 100',
+      f'schedule.base_lr: {before.schedule.base_lr!r} -> 0.5']
+
+
+def test_resume_with_a_changed_config_warns_and_keeps_the_previous_file(tmp_path, caplog):
+  workdir = str(tmp_path)
+  config_files.save_config(_smoke(), workdir)
+  first = (tmp_path / 'config.json').read_text()
+  changed = _smoke(num_train_steps=100)
+  with caplog.at_level('WARNING'):
+    loop.warn_config_changes(changed, workdir)
+  assert any('num_train_steps' in r.getMessage() and '-> 100' in r.getMessage() for r in caplog.records)
+  loop.save_config_keeping_previous(changed, workdir)
+  kept = list(tmp_path.glob('config.*.json'))
+  assert len(kept) == 1 and kept[0].read_text() == first
+  assert json.loads((tmp_path / 'config.json').read_text())['num_train_steps'] == 100
+  loop.save_config_keeping_previous(changed, workdir)  # the same config again: nothing more kept
+  assert len(list(tmp_path.glob('config.*.json'))) == 1
+
+
+class _Lines:
+  def __init__(self):
+    self.lines = []
+
+  def info(self, msg, *args):
+    self.lines.append(msg % args)
+
+
+def test_the_first_step_is_announced_as_a_compile_and_timed():
+  writer = _Lines()
+  with loop.compile_timer(writer, 'classification', first=True):
+    time.sleep(0.05)
+  assert writer.lines[0] == 'Compiling the classification train step ...'
+  assert writer.lines[1].startswith('Compiled the classification train step in ')
+  assert float(writer.lines[1].split(' in ')[1].split()[0]) >= 0.05
+  with loop.compile_timer(writer, 'classification', first=False):
+    pass
+  assert len(writer.lines) == 2
