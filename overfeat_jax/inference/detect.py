@@ -7,7 +7,8 @@ pixels, clipped to it) with that probability. To keep shapes static, each scale 
 `max_per_scale` (window, class) pairs, its highest-scoring ones (the rest are below them anyway). The union over
 scales is merged per class (greedy merge: scores summed over merged windows, merged boxes placed by the pair
 average or the confidence-weighted one, `average`; or NMS: scores kept), and the
-survivors, any number per image (at most `max_detections`, best first), are the detections.
+survivors, any number per image (at most `max_detections`, best first), are the detections. A window whose box
+is empty once clipped to the image (zero or negative area) is no candidate, so no detection is an empty box.
 """
 
 from typing import Any, Sequence
@@ -23,7 +24,8 @@ from overfeat_jax.inference.multiscale import resize_images
 
 def scale_detections(box_model: BoxModel, params: Any, images: jax.Array, size: tuple[int, int], *,
                      score_threshold: float, max_per_scale: int, fine: bool = True) -> Candidates:
-  """Candidate (box, class, score) triples of one scale, the best `max_per_scale` per image."""
+  """Candidate (box, class, score) triples of one scale, the best `max_per_scale` per image; valid: above
+  `score_threshold` with a non-empty box (x2 > x1 and y2 > y1), or a non-finite score (counted by the merge)."""
   batch, height, width, _ = images.shape
   logits, deltas = dense_outputs(box_model, params, resize_images(images, size), fine=fine)
   probs = jax.nn.softmax(logits, axis=-1)[..., :-1]  # [B, h, w, C] object classes only (last = background)
@@ -36,9 +38,12 @@ def scale_detections(box_model: BoxModel, params: Any, images: jax.Array, size: 
   scores, idx = jax.lax.top_k(flat_scores, k)  # [B, k]
   classes = (idx % num_classes).astype(jnp.int32)
   boxes = jnp.take_along_axis(boxes.reshape(batch, cells * num_classes, 4), idx[..., None], axis=1)
-  # A non-finite score is not "below the threshold": it stays a candidate so that the merge drops and counts
-  # it (`inference.nonfinite`) instead of it vanishing silently.
-  return Candidates(boxes, scores, classes, (scores > score_threshold) | ~jnp.isfinite(scores))
+  # An empty box (zero or negative area: the regressor's box lay wholly outside the image, clipped to its border,
+  # `box_ops.to_image`) is never a detection, whatever its score. A non-finite score is not "below the
+  # threshold": it stays a candidate so that the merge drops and counts it (`inference.nonfinite`) instead of it
+  # vanishing silently; so does a NaN box (its comparisons are False, so it is not "empty").
+  empty = (boxes[..., 2] <= boxes[..., 0]) | (boxes[..., 3] <= boxes[..., 1])
+  return Candidates(boxes, scores, classes, ((scores > score_threshold) & ~empty) | ~jnp.isfinite(scores))
 
 
 def detect(box_model: BoxModel, params: Any, images: jax.Array, *, scales: Sequence[tuple[int, int]],

@@ -1,11 +1,13 @@
-"""Detection inference on a synthetic case: thresholded classes, merged boxes, background never reported."""
+"""Detection inference on a synthetic case: thresholded classes, merged boxes, background and empty boxes never
+reported."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from overfeat_jax.inference import detect, localize
-from overfeat_jax.models.geometry import get_geometry
+from overfeat_jax.models.geometry import Geometry, get_geometry
 from tests.inference._fake_models import FakeClassifier, FakeRegressor, TARGET
 
 G = get_geometry('small', 16)
@@ -60,3 +62,27 @@ def test_score_average_reaches_the_merge():
   np.testing.assert_allclose(out['score']['boxes'][0, 0], want, atol=2e-3)
   assert np.abs(out['pair']['boxes'][0, 0] - want).max() > 0.1
   assert np.ptp(b[v, 0]) > 5
+
+
+class OutsideRegressor(nn.Module):
+  """Every window's box lies wholly left of and above the image: clipped to its border, an empty box."""
+  geometry: Geometry
+
+  def __call__(self, pooled):
+    f = self.geometry.fc_kernel
+    b, h, w, _ = pooled.shape
+    return jnp.full((b, h - f + 1, w - f + 1, 1, 4), -10.0)  # -10 windows' sizes from each window's corner
+
+
+def test_empty_boxes_are_never_detections():
+  # Class 1 scores ~0.84 everywhere, but every box is clipped to zero area: no detection (an H8 finding: a
+  # [0, 240, 0, 240] box with score 0.61 was reported), and no candidate is counted as non-finite either.
+  model = localize.BoxModel(FakeClassifier(G, (0.0, 3.0, 1.0, 0.5)), OutsideRegressor(G))
+  images = jnp.zeros((2, 72, 72, 3))
+  boxes = detect.scale_detections(model, PARAMS, images, SCALES[0], score_threshold=0.5, max_per_scale=64).boxes
+  assert (np.asarray(boxes) == 0).all()  # the regressor's boxes, clipped: [0, 0, 0, 0]
+  for method in ('overlap', 'nms'):
+    fn = detect.make_detector(model, scales=SCALES, max_per_scale=64, max_detections=6, score_threshold=0.5,
+                              method=method, threshold=0.5)
+    out = jax.tree.map(np.asarray, fn(PARAMS, images))
+    assert not out['valid'].any() and (out['classes'] == -1).all() and (out['num_nonfinite'] == 0).all()
