@@ -21,6 +21,7 @@ _T0 = time.perf_counter()  # before the heavy imports, so that --timing can show
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import dataclasses
+import io
 import json
 import os
 import sys
@@ -32,6 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from overfeat_jax import cli
+from overfeat_jax import output_names
+from overfeat_jax import storage
 from overfeat_jax.data import class_names as class_names_lib
 from overfeat_jax.data.images import load_rgb
 from overfeat_jax.errors import InputError
@@ -316,7 +319,9 @@ def write_features(path: str, layer: int, name: str, features: np.ndarray, outpu
   """Saves the (C, H, W) map (plain float32 .npy) and describes it, or prints it like the release (`C H W`, values)."""
   shape = list(features.shape)
   if output:
-    np.save(output, features, allow_pickle=False)
+    npy = io.BytesIO()
+    np.save(npy, features, allow_pickle=False)
+    storage.write_atomic(output, npy.getvalue())  # a bad --output: one line naming it (InputError)
     if as_json:
       return json.dumps({'image': path, 'layer': layer, 'layer_name': name, 'shape': shape, 'file': output})
     return f'{path}: layer {layer} ({name}) {shape[0]}x{shape[1]}x{shape[2]} -> {output}'
@@ -361,8 +366,10 @@ def _run(paths: Sequence[str], timer: Timer, reading: Reading) -> list[str]:
     features = extract_features(model, params, paths, layer, _BATCH_SIZE.value, timer, reading)
     usable = [i for i in range(len(paths)) if i not in reading.errors]
     start = time.perf_counter()
+    replaced = output_names.existing([outputs[i] for i in usable])
     lines = [write_features(paths[i], layer, layer_names[layer], f, outputs[i], _JSON.value)
              for i, f in zip(usable, features)]
+    output_names.note_replaced(replaced)
     timer.add('output', time.perf_counter() - start)
     return lines
   if _MULTISCALE.value:

@@ -9,11 +9,14 @@ The rule (docs/classify.md, docs/localization_detection.md, docs/guarantees.md):
   * the same file given twice is refused (`InputError`): its two outputs would be one file; so are the rare
     paths whose every name is another's (`/a_b/x.png` and `/a/b/x.png`).
 The names depend only on the list of inputs (not on which of them turn out unusable), so they are stable.
+A rerun into the same outputs replaces them, and says so in one line on stderr (`note_replaced`): `prog: note:
+replaced 2 earlier outputs: ...`.
 """
 
 import os
 from typing import Sequence
 
+from overfeat_jax import storage
 from overfeat_jax.errors import InputError
 
 
@@ -64,3 +67,19 @@ def distinct_stems(paths: Sequence[str]) -> list[str]:
     if not grown:  # e.g. /a_b/x.png and /a/b/x.png: every name of one is a name of the other
       a, b = (paths[i] for i in clashing[:2])
       raise InputError(f'images {a} and {b} would both be named {names[clashing[0]]!r}: rename one of them')
+
+
+def existing(paths: Sequence[str | None]) -> list[str]:
+  """The output paths (local or gs://) that already exist, in order; `None` entries (no output) are passed over.
+  Call it before writing, then `note_replaced` with the result after."""
+  return [os.fspath(p) for p in paths if p is not None and storage.path(p).exists()]
+
+
+def note_replaced(paths: Sequence[str]) -> None:
+  """One line on stderr, `prog: note: replaced N earlier output(s): a, b, ...` (at most 5 named), when a run
+  wrote over outputs of an earlier one; nothing when `paths` is empty."""
+  if not paths:
+    return
+  from overfeat_jax import cli  # pylint: disable=g-import-not-at-top  (cli imports absl's flags)
+  shown = ', '.join(paths[:5]) + (f' and {len(paths) - 5} more' if len(paths) > 5 else '')
+  cli.print_error(f'replaced {len(paths)} earlier output{"s" if len(paths) > 1 else ""}: {shown}', 'note')

@@ -29,7 +29,7 @@ import numpy as np
 from absl import flags
 from ml_collections import config_flags
 
-from overfeat_jax import cli, storage, tasks
+from overfeat_jax import cli, output_names, storage, tasks
 from overfeat_jax.config_files import CONFIG_FILE, load_config, settings_from_config
 from overfeat_jax.data import images as image_lib
 from overfeat_jax.data.preprocess import eval_view
@@ -133,9 +133,10 @@ def predict_files(paths: Sequence[str], *, task: str, config, workdir: str, chec
 def draw_records(records: list[dict[str, Any]], out_dir: str, exif_transpose: bool = False) -> list[str]:
   """Saves each usable image with its predictions drawn as `<out_dir>/<name>_<task>.png`, `name` by
   `output_names.distinct_stems` over all records (`out_dir` may be a gs:// URL; each PNG is written whole,
-  `storage.write_atomic`); returns the paths. Raises `InputError` for the same image twice."""
+  `storage.write_atomic`); returns the paths. PNGs of an earlier run are replaced, named in one stderr line
+  (`output_names.note_replaced`). Raises `InputError` for the same image twice."""
   storage.makedirs(out_dir)
-  written = []
+  written, replaced = [], []
   stems = distinct_stems([r['image'] for r in records])  # over every input, so names do not depend on failures
   for r, stem in zip(records, stems):
     if 'error' in r:
@@ -150,8 +151,10 @@ def draw_records(records: list[dict[str, Any]], out_dir: str, exif_transpose: bo
     path = os.path.join(out_dir, f"{stem}_{r['task']}.png")
     png = io.BytesIO()
     im.save(png, format='PNG')
+    replaced += output_names.existing([path])
     storage.write_atomic(path, png.getvalue())
     written.append(path)
+  output_names.note_replaced(replaced)
   return written
 
 

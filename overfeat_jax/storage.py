@@ -74,34 +74,54 @@ def check_writable(p: str | os.PathLike) -> None:
     InputError: naming the path and the reason.
   """
   probe = path(p) / f'.write_probe-{socket.gethostname()}-{os.getpid()}'
+  step = 'cannot create it'
   try:
     makedirs(p)
+    step = 'cannot write a file in it'
     probe.write_bytes(b'')
     probe.unlink()
   except Exception as e:  # pylint: disable=broad-except  (OSError locally; fsspec/gcsfs raise their own types)
-    reason = getattr(e, 'strerror', None) or f'{type(e).__name__}: {str(e)[:200]}'
-    raise InputError(f'workdir {os.fspath(p)!r} is not writable: {reason}') from None
+    raise InputError(f'workdir {os.fspath(p)!r} is not writable: {step} ({_reason(e)})') from None
+
+
+def _reason(e: BaseException) -> str:
+  """The OS's words for an error ('No such file or directory'), else `Type: message` (fsspec's own errors)."""
+  return getattr(e, 'strerror', None) or f'{type(e).__name__}: {str(e)[:200]}'
+
+
+@contextlib.contextmanager
+def _naming(p: str | os.PathLike) -> Iterator[None]:
+  """Turns an OSError of writing the output `p` (its folder missing or read-only, a full disk) into one
+  InputError naming `p`, not a temporary sibling (`.x.tmp-abc`) the user never chose."""
+  try:
+    yield
+  except OSError as e:
+    raise InputError(f'cannot write {os.fspath(p)}: {_reason(e)}') from None
 
 
 def write_atomic(p: str | os.PathLike, data: bytes | str) -> None:
   """Writes `data` (str as UTF-8) to `p` so that a reader sees the old content or the new, never a part.
 
   Local: a temporary file in the same directory, renamed over `p`. Remote: one object upload.
+
+  Raises:
+    InputError: `p` cannot be written locally (its folder is missing or read-only, the disk is full), naming `p`.
   """
   data = data.encode('utf-8') if isinstance(data, str) else data
   target = path(p)
   if is_remote(p):
     target.write_bytes(data)
     return
-  fd, tmp = tempfile.mkstemp(dir=os.fspath(target.parent), prefix=f'.{target.name}.tmp-')
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      f.write(data)
-    os.replace(tmp, os.fspath(target))
-  except BaseException:
-    with contextlib.suppress(OSError):
-      os.unlink(tmp)
-    raise
+  with _naming(p):
+    fd, tmp = tempfile.mkstemp(dir=os.fspath(target.parent), prefix=f'.{target.name}.tmp-')
+    try:
+      with os.fdopen(fd, 'wb') as f:
+        f.write(data)
+      os.replace(tmp, os.fspath(target))
+    except BaseException:
+      with contextlib.suppress(OSError):
+        os.unlink(tmp)
+      raise
 
 
 def write_json_atomic(p: str | os.PathLike, data: Any) -> None:
@@ -123,7 +143,8 @@ def staged_file(p: str | os.PathLike) -> Iterator[str]:
   """A local file path through which to write `p` with a writer that needs one (it keeps its own local
   atomicity): `p` itself when local; for a URL a local temporary file, uploaded as one object on a clean exit."""
   if not is_remote(p):
-    yield os.fspath(path(p))
+    with _naming(p):  # the writer's OSError (a missing folder): one InputError naming `p`
+      yield os.fspath(path(p))
     return
   stage = tempfile.mkdtemp(prefix='overfeat_stage-')
   try:
@@ -143,15 +164,17 @@ def atomic_dir(p: str | os.PathLike, commit_file: str) -> Iterator[epath.Path]:
   uploaded last. On an exception nothing is published and the staging directory is removed.
   """
   target, remote = path(p), is_remote(p)
-  if not remote:
-    makedirs(target.parent)
-  stage = tempfile.mkdtemp(prefix=f'.{target.name}.tmp-', dir=None if remote else os.fspath(target.parent))
+  with _naming(p):
+    if not remote:
+      makedirs(target.parent)
+    stage = tempfile.mkdtemp(prefix=f'.{target.name}.tmp-', dir=None if remote else os.fspath(target.parent))
   try:
     yield pathlib.Path(stage)
-    if remote:
-      _publish_remote(stage, target, commit_file)
-    else:
-      _publish_local(stage, target)
+    with _naming(p):
+      if remote:
+        _publish_remote(stage, target, commit_file)
+      else:
+        _publish_local(stage, target)
   finally:
     shutil.rmtree(stage, ignore_errors=True)
 

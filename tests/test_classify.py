@@ -248,6 +248,24 @@ def test_cli_features_of_equal_stems_get_distinct_files(files, tmp_path):
   assert not list(tmp_path.glob('g*'))
 
 
+def test_cli_features_rerun_names_the_replaced_files_and_a_bad_output_is_one_line(files, tmp_path):
+  """A rerun into the same --output replaces its files and says which (stderr note, exit 0); an --output whose
+  folder cannot take files is one line naming that path, exit 2 (not a FileNotFoundError on a temporary)."""
+  paths = [files / 'rgb.png', files / 'other.png']
+  args = (f'--weights={files / "fast16"}', '--features', f'--output={tmp_path / "f.npy"}', *paths)
+  first = run_cli(*args)
+  assert first.returncode == 0 and 'replaced' not in first.stderr, first.stderr
+  again = run_cli(*args)
+  assert again.returncode == 0, again.stderr
+  notes = [line for line in again.stderr.splitlines() if ': note: ' in line]
+  assert notes == [f'classify.py: note: replaced 2 earlier outputs: {tmp_path / "f_rgb.npy"}, '
+                   f'{tmp_path / "f_other.npy"}'], again.stderr
+  bad = run_cli(f'--weights={files / "fast16"}', '--features', f'--output={tmp_path / "no" / "x.npy"}', paths[0])
+  assert bad.returncode == 2 and 'Traceback' not in bad.stderr, bad.stderr
+  assert bad.stderr.strip().splitlines()[-1].endswith(f'error: cannot write {tmp_path / "no" / "x.npy"}: '
+                                                      'No such file or directory'), bad.stderr
+
+
 def test_cli_classifies_every_usable_image_names_each_bad_one_and_exits_2(files, tmp_path):
   data = photo_jpeg(260, 240, seed=1)
   (tmp_path / 'short.jpg').write_bytes(data[:-20])

@@ -207,6 +207,8 @@ def test_cli_bad_inputs_exit_2_with_one_line(trained, tmp_path):
       (['--workdir', workdir, '--output', str(tmp_path / 'o'), '--format', 'release'], 'needs the fast or accurate'),
       (['--workdir', workdir, '--output', str(tmp_path / 'occupied')], 'not an overfeat_jax artifact'),
       (['--workdir', workdir, '--output', str(tmp_path / 'o'), '--step', '3'], 'no checkpoint at step 3'),
+      # a folder that takes no new files: the user's path, not the temporary sibling that failed first
+      (['--workdir', workdir, '--output', '/proc/overfeat_exp'], 'cannot write /proc/overfeat_exp: No such file'),
   ]
   for args, message in cases:
     result = _run(['-m', 'overfeat_jax.export', *args])

@@ -62,6 +62,11 @@ def test_json_and_drawing(workdir):
     assert 0 <= x1 <= x2 <= 140 and 0 <= y1 <= y2 <= 100 and 0 <= p['score']
   drawn = Image.open(out_dir / 'scene_detection.png')
   assert drawn.size[0] >= 140 and drawn.size[0] / drawn.size[1] == pytest.approx(1.4)
+  assert 'replaced' not in r.stderr, r.stderr[-2000:]
+  again = run_cli(f'--workdir={workdir}', '--task=detection', f'--draw={out_dir}', str(workdir / 'scene.png'))
+  assert again.returncode == 0, again.stderr[-2000:]
+  notes = [l for l in again.stderr.splitlines() if ': note: ' in l]  # a rerun replaces, and says so
+  assert notes == [f'predict.py: note: replaced 1 earlier output: {out_dir / "scene_detection.png"}'], notes
 
 
 @pytest.mark.parametrize('args,message', [

@@ -4,6 +4,7 @@ against an emulator in tests/faults/test_gcs_workdir.py."""
 
 import json
 import os
+import pathlib
 
 import pytest
 
@@ -67,8 +68,27 @@ def test_check_writable_is_one_input_error(tmp_path):
   storage.check_writable(tmp_path / 'new' / 'run')
   assert os.listdir(tmp_path / 'new' / 'run') == []  # the probe file is gone
   (tmp_path / 'file').write_text('x')
-  with pytest.raises(InputError, match='is not writable'):
+  with pytest.raises(InputError, match=r"'.*/file/run' is not writable: cannot create it \(Not a directory\)"):
     storage.check_writable(tmp_path / 'file' / 'run')
+
+
+@pytest.mark.parametrize('where', ['file/out', 'missing/out', '/proc/overfeat_out'])
+def test_a_path_that_cannot_be_written_is_one_input_error_naming_it(tmp_path, where):
+  """The user's path and the OS's reason, never the temporary sibling (`.out.tmp-abc`) that failed first."""
+  (tmp_path / 'file').write_text('x')
+  target = os.path.join(tmp_path, where)
+  def staged():  # a writer of its own (the release weight file), writing a temporary sibling first
+    with storage.staged_file(target) as local:
+      pathlib.Path(local + '.tmp').write_bytes(b'x')
+
+  writes = [lambda: storage.write_atomic(target, 'x'), staged]
+  if not where.startswith('missing'):  # atomic_dir creates missing parent folders
+    writes.append(lambda: storage.atomic_dir(target, commit_file='c').__enter__())
+  for write in writes:
+    with pytest.raises(InputError) as raised:
+      write()
+    assert str(raised.value).startswith(f'cannot write {target}: ') and '.tmp-' not in str(raised.value)
+  assert os.listdir(tmp_path) == ['file']
 
 
 def test_local_mirror_is_the_folder_itself(tmp_path):
