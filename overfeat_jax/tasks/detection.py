@@ -149,7 +149,8 @@ def eval_options(settings: StageSettings) -> dict[str, Any]:
 def make_summarize(num_classes: int):
   """Host reduction: mAP (`metrics.detection`) and 1 - mAP (lower is better, picks the best checkpoint).
 
-  Classes without any ground-truth box in the evaluated set are excluded from the mean, counted and logged.
+  Classes without any ground-truth box in the evaluated set are excluded from the mean, counted and logged; a set
+  with no box at all has no mAP (NaN, a warning; `train.logging.Writer` writes no NaN to TensorBoard).
   When the examples carry `ignore_classes` (DET validation built with the devkit's blacklist,
   `data.imagenet_det`), those (image, class) pairs are left out as `eval_detection.m` does; `blacklisted` counts
   them. When they carry `ignore_boxes`/`ignore_labels` (own data: VOC difficult, COCO iscrowd), those boxes are
@@ -169,7 +170,10 @@ def make_summarize(num_classes: int):
       acc.add_image(box[keep], score[keep], cls[keep], gt_box[real], gt_label[real],
                     ignore_classes=ignore[ignore >= 0], ignore_boxes=hard_box[hard], ignore_labels=hard_label[hard])
     r = acc.result()
-    if r.classes_without_gt:
+    if not r.ap:  # mAP is NaN: no class has a box to find (e.g. a COCO file without annotations)
+      logging.warning('the evaluation split has no ground-truth boxes: mAP is undefined (NaN; it is not written '
+                      'to TensorBoard). Evaluate on a split with boxes (config.data.eval_split).')
+    elif r.classes_without_gt:
       logging.info('detection mAP excludes classes without ground truth: %s', r.classes_without_gt)
     return {'mAP': r.mean_ap, 'map_error': 1.0 - r.mean_ap, 'count': float(r.num_images),
             'classes_without_gt': float(len(r.classes_without_gt)),

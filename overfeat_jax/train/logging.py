@@ -3,6 +3,7 @@ or in a remote workdir (`storage.Mirror`). Only process 0 writes anything; JSON 
 `overfeat_jax.storage.write_json_atomic`.
 """
 
+import math
 import time
 from typing import Any, Mapping
 
@@ -45,10 +46,19 @@ class Writer:
       self._tb = SummaryWriter(self._mirror.local)
 
   def scalars(self, step: int, values: Mapping[str, float], prefix: str = '') -> None:
+    """Writes `values` as TensorBoard scalars at `step`, named `prefix + name`. A value that is not a finite
+    number (e.g. the mAP of an evaluation split without ground-truth boxes, `tasks.detection`) is not written:
+    one warning line names it instead (TensorBoard would warn and plot nothing useful)."""
     if not self.active:
       return
+    skipped = []
     for name, value in values.items():
-      self._tb.add_scalar(f'{prefix}{name}', float(value), step)
+      if math.isfinite(float(value)):
+        self._tb.add_scalar(f'{prefix}{name}', float(value), step)
+      else:
+        skipped.append(f'{prefix}{name}')
+    if skipped:
+      logging.warning('not written to TensorBoard at step %d (not a finite number): %s', step, ', '.join(skipped))
     self._tb.flush()
     self._mirror.sync()
 

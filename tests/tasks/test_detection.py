@@ -141,3 +141,16 @@ def test_evaluation_applies_the_devkit_blacklist_from_the_records():
   assert summarize(outputs)['mAP'] == pytest.approx(0.25)
   metrics = summarize({**outputs, 'ignore_classes': np.array([example['ignore_classes'], [-1, -1]])})
   assert metrics['mAP'] == 1.0 and metrics['blacklisted'] == 1 and metrics['nonfinite'] == 3
+
+
+def test_a_split_without_ground_truth_boxes_warns_that_map_is_undefined(caplog):
+  # An H8 finding: a COCO evaluation file without annotations printed 'multiscale/mAP nan' and nothing else.
+  outputs = {'classes': np.array([[0, -1]]), 'scores': np.array([[0.9, 0.0]]),
+             'boxes': np.array([[[1, 1, 50, 50], [0, 0, 0, 0]]], np.float32),
+             'gt_boxes': np.zeros((1, 2, 4), np.float32), 'box_labels': np.array([[-1, -1]])}
+  with caplog.at_level('INFO'):
+    metrics = detection.make_summarize(2)(outputs)
+  assert np.isnan(metrics['mAP']) and metrics['classes_without_gt'] == 2
+  messages = [r.getMessage() for r in caplog.records]
+  assert any('the evaluation split has no ground-truth boxes: mAP is undefined' in m for m in messages), messages
+  assert not any('excludes classes without ground truth' in m for m in messages), messages
