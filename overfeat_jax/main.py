@@ -35,7 +35,7 @@ def main(argv: list[str]) -> None:
   import jax  # pylint: disable=g-import-not-at-top
   stopped = interrupted(results)
   if stopped:
-    print(f'{cli._program()}: {stopped}', file=sys.stderr, flush=True)  # pylint: disable=protected-access
+    cli.print_error(stopped, 'interrupted')
     sys.exit(INTERRUPTED)
   for stage, metrics in results.items():
     shown = headline(metrics)
@@ -48,11 +48,12 @@ INTERRUPTED = 130  # the shell's status for a command ended by Ctrl-C (128 + SIG
 
 
 def interrupted(results: dict) -> str | None:
-  """The one line for a run that a Ctrl-C stopped in the training loop (`loop.Preemption` saved the step it
-  reached), or None (finished, or stopped by a SIGTERM: exit 0, as a preemption that is resumed later)."""
+  """The one line (after `main.py: interrupted: `) for a run that a Ctrl-C stopped in the training loop
+  (`loop.Preemption` saved the step it reached), or None (finished, or stopped by a SIGTERM: exit 0, as a
+  preemption that a scheduler resumes later)."""
   for stage, metrics in results.items():
     if metrics.get('preempted') and metrics.get('signal') == 'SIGINT':
-      return (f'interrupted: saved {stage} step {metrics["saved_at"]}; rerun the same command to resume')
+      return f'saved {stage} step {metrics["saved_at"]}; rerun the same command to resume'
   return None
 
 
@@ -80,8 +81,8 @@ def run_interruptible() -> None:
     sys.argv = check_flags(sys.argv)
     cli.run(main)
   except KeyboardInterrupt:
-    print(f'{cli._program()}: interrupted (Ctrl-C), nothing saved since the last checkpoint; rerun the same '  # pylint: disable=protected-access
-          'command to resume from it', file=sys.stderr, flush=True)
+    cli.print_error('(Ctrl-C) nothing saved since the last checkpoint; rerun the same command to resume '
+                    'from it', 'interrupted')
     sys.stdout.flush()
     os._exit(INTERRUPTED)  # pylint: disable=protected-access  (no shutdown: the input threads may still run)
 

@@ -182,8 +182,12 @@ def _as_json(value: Any) -> Any:
 
 
 def _saved_config_changes(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
-  """The changes from the workdir's config.json (none if it has none) to `config`."""
-  saved = config_files.load_config(workdir)
+  """The changes from the workdir's config.json (none if it has none) to `config`; an unreadable file is one
+  change (it is kept too)."""
+  try:
+    saved = config_files.load_config(workdir)
+  except InputError as e:
+    return [f'the previous config.json is unreadable ({e})']
   return [] if saved is None else config_changes(saved.to_dict(), config.to_dict())
 
 

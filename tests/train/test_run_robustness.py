@@ -58,14 +58,13 @@ def test_ctrl_c_outside_the_loop_is_one_line_and_exit_130(tmp_path):
   err = first + err
   assert proc.returncode == 130, err[-2000:]
   assert 'Traceback' not in err and 'KeyboardInterrupt' not in err, err[-2000:]
-  assert 'interrupted (Ctrl-C)' in err.strip().splitlines()[-1]
+  assert 'main.py: interrupted: (Ctrl-C) nothing saved' in err.strip().splitlines()[-1]
 
 
 def test_interrupted_line_names_the_saved_step_only_for_ctrl_c():
   from overfeat_jax import main  # pylint: disable=g-import-not-at-top  (defines the CLI's flags)
   ctrl_c = {'classification': {'preempted': True, 'saved_at': 70, 'signal': 'SIGINT'}}
-  assert main.interrupted(ctrl_c) == ('interrupted: saved classification step 70; rerun the same command to '
-                                      'resume')
+  assert main.interrupted(ctrl_c) == 'saved classification step 70; rerun the same command to resume'
   assert main.interrupted({'classification': {'preempted': True, 'saved_at': 70, 'signal': 'SIGTERM'}}) is None
   assert main.interrupted({'classification': {'preempted': False, 'saved_at': 400}}) is None
 
@@ -133,6 +132,14 @@ def test_resume_with_a_changed_config_warns_and_keeps_the_previous_file(tmp_path
   assert len(list(tmp_path.glob('config.*.json'))) == 1
 
 
+def test_an_unreadable_previous_config_is_kept_not_fatal(tmp_path):
+  (tmp_path / 'config.json').write_text('{not json')
+  loop.warn_config_changes(_smoke(), str(tmp_path))
+  loop.save_config_keeping_previous(_smoke(), str(tmp_path))
+  assert [p.read_text() for p in tmp_path.glob('config.*.json')] == ['{not json']
+  assert json.loads((tmp_path / 'config.json').read_text())['stages'] == list(_smoke().stages)
+
+
 class _Lines:
   def __init__(self):
     self.lines = []
@@ -151,3 +158,39 @@ def test_the_first_step_is_announced_as_a_compile_and_timed():
   with loop.compile_timer(writer, 'classification', first=False):
     pass
   assert len(writer.lines) == 2
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_the_loop_saves_exits_130_and_a_changed_rerun_resumes_and_keeps_the_config(tmp_path):
+  args = ['--config=experiments/configs/embedded.py:smoke', f'--workdir={tmp_path / "run"}',
+          f'--config.data.data_dir={tmp_path / "tfds"}', "--config.stages=('classification',)",
+          '--config.checkpoint_every_steps=1000', '--config.eval.every_steps=0']
+  env = {'JAX_PLATFORMS': 'cpu', 'PATH': '/usr/bin:/bin', 'PYTHONUNBUFFERED': '1'}
+  proc = subprocess.Popen([sys.executable, '-m', 'overfeat_jax.main', *args, '--config.num_train_steps=400'],
+                          cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  seen = []
+  for line in proc.stderr:  # the compile is announced, then timed: Ctrl-C once training runs
+    seen.append(line)
+    if 'Compiled the classification train step in ' in line:
+      proc.send_signal(signal.SIGINT)
+      break
+  try:
+    _, err = proc.communicate(timeout=300)
+  except subprocess.TimeoutExpired:
+    proc.kill()
+    raise
+  err = ''.join(seen) + err
+  assert any('Compiling the classification train step ...' in line for line in seen), err[-2000:]
+  assert proc.returncode == 130 and 'Traceback' not in err, err[-3000:]
+  last = err.strip().splitlines()[-1]
+  assert 'main.py: interrupted: saved classification step ' in last and 'rerun the same command' in last, last
+  saved = int(last.split('step ')[1].split(';')[0])
+  assert (tmp_path / 'run' / 'classification' / 'checkpoints' / str(saved)).is_dir()
+  rerun = subprocess.run([sys.executable, '-m', 'overfeat_jax.main', *args,
+                          f'--config.num_train_steps={saved + 2}'], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=600)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert f'Resumed classification from step {saved}' in rerun.stderr
+  assert f'num_train_steps: 400 -> {saved + 2}' in rerun.stderr
+  kept = list((tmp_path / 'run').glob('config.*.json'))
+  assert len(kept) == 1 and json.loads(kept[0].read_text())['num_train_steps'] == 400
