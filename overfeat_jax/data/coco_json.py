@@ -19,7 +19,9 @@ Skipped or repaired, and counted in `build_report.json`: a missing image file (`
 with one `id` (`duplicate_image_id`) or one `file_name` (`duplicate_file_name`), an annotation of an unknown
 image (`annotation_unknown_image`), a bbox that is not 4 numbers (`box_malformed_dropped`), an unknown
 category (`box_unknown_synset_dropped`), and `annotations.to_boxes`' repairs (outside the image: clipped;
-zero area: dropped; `width`/`height` different from the file: rescaled).
+zero area: dropped; `width`/`height` different from the file: rescaled), except a phone photo whose
+`width`/`height` is its stored size turned a quarter with EXIF orientation 5-8: stored turned, boxes kept
+(`exif_transposed`; `imagenet_cls_loc.labelled_turned`).
 """
 
 import collections

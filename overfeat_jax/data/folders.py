@@ -197,7 +197,8 @@ class FolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         continue
       example = imagenet_cls_loc.make_example(
           item.image_id, item.path, item.path, item.annotation, index, self.builder_config.smaller_side,
-          report, with_ignored=not self.WITH_LABEL, boxes_expected=not self.WITH_LABEL, shrink_only=True)
+          report, with_ignored=not self.WITH_LABEL, boxes_expected=not self.WITH_LABEL, shrink_only=True,
+          exif_by_size=True)
       if example is not None:
         if self.WITH_LABEL:
           example['label'] = index[item.label]

@@ -76,10 +76,22 @@ def record_features(with_label: bool, label_names: list[str] | None = None,
   return tfds.features.FeaturesDict(spec)
 
 
+def labelled_turned(decoded: images.Decoded, annotation: Any) -> bool:
+  """Whether `annotation` (a RawAnnotation with a size) describes `decoded` turned by its EXIF orientation: the
+  orientation is 5-8 (a quarter turn, possibly mirrored) and the annotated (width, height) is the stored
+  (height, width) of a non-square image. Orientations 2-4 (mirror, half turn) keep the size, so the annotation
+  cannot tell which frame it was drawn on: the stored pixels are kept (as for ILSVRC)."""
+  if not isinstance(annotation, annotations.RawAnnotation) or decoded.orientation not in (5, 6, 7, 8):
+    return False
+  width, height = decoded.size
+  return width != height and (annotation.width, annotation.height) == (height, width)
+
+
 def make_example(image_id: str, source: images.Source, name: str, annotation: Any,
                  class_index: dict[str, int], smaller_side: int | None,
                  report: report_lib.BuildReport, with_ignored: bool = False,
-                 boxes_expected: bool = True, shrink_only: bool = False) -> dict[str, Any] | None:
+                 boxes_expected: bool = True, shrink_only: bool = False,
+                 exif_by_size: bool = False) -> dict[str, Any] | None:
   """Decodes, repairs and encodes one image and its boxes; None (counted) when the image is unusable.
 
   Args:
@@ -89,9 +101,15 @@ def make_example(image_id: str, source: images.Source, name: str, annotation: An
       difficult, COCO iscrowd: own-data builders), repaired by the same rules; without it they are dropped.
     boxes_expected: False for classification-only data (class folders): no annotation is not a repair.
     shrink_only: resize to `smaller_side` only images larger than it (own data: small photos are kept).
+    exif_by_size: own data: when the annotation's size is the stored frame turned a quarter and the EXIF
+      orientation is 5-8 (a phone photo labelled as viewers show it), the image is stored turned by its
+      orientation and the boxes kept (`labelled_turned`, repair `exif_transposed`). Off for ILSVRC, whose boxes
+      refer to the stored pixels.
   """
   try:
     decoded = images.decode(source, name=name, min_size=MIN_IMAGE_SIDE)
+    if exif_by_size and labelled_turned(decoded, annotation):
+      decoded = images.decode(source, name=name, min_size=MIN_IMAGE_SIDE, exif_transpose=True)
   except images.ImageDecodeError as e:
     report.skip(e.reason, name)
     return None

@@ -65,6 +65,7 @@ class Decoded:
   source_format: str         # Pillow's format name: 'JPEG', 'PNG', ...
   source_mode: str           # Pillow's mode before conversion: 'RGB', 'CMYK', 'L', 'P', ...
   repairs: tuple[str, ...]   # what was done to make it RGB, e.g. ('cmyk_to_rgb',)
+  orientation: int = 1       # the file's EXIF orientation tag (1: as stored; 5-8: a quarter turn to view)
 
   @property
   def size(self) -> tuple[int, int]:
@@ -178,7 +179,8 @@ def decode(source: Source, *, name: str | None = None, min_size: int | None = No
   data = _read(source, name)
   image, repairs = _open(data, name)
   source_format, source_mode = image.format or 'unknown', image.mode
-  if exif_transpose and image.getexif().get(ORIENTATION_TAG, 1) != 1:
+  orientation = image.getexif().get(ORIENTATION_TAG, 1)
+  if exif_transpose and orientation != 1:
     image, repairs = ImageOps.exif_transpose(image), repairs + ('exif_transposed',)
   if min_size is not None and min(image.size) < min_size:
     w, h = image.size
@@ -188,7 +190,8 @@ def decode(source: Source, *, name: str | None = None, min_size: int | None = No
   repairs += converted
   if source_format != 'JPEG' and name.lower().endswith(('.jpeg', '.jpg')):
     repairs = (f'{source_format.lower()}_named_jpeg',) + repairs
-  return Decoded(image=rgb, raw=data, source_format=source_format, source_mode=source_mode, repairs=repairs)
+  return Decoded(image=rgb, raw=data, source_format=source_format, source_mode=source_mode, repairs=repairs,
+                 orientation=orientation)
 
 
 def load_rgb(source: Source, *, min_size: int | None = None, exif_transpose: bool = False) -> np.ndarray:

@@ -14,7 +14,9 @@ Per object: float coordinates are read as VOC's 1-based inclusive pixels (`x1 = 
 project convention of docs/CONVENTIONS.md); `<difficult>1</difficult>` objects go to `ignore_boxes` (kept out
 of training, ignored by the detection evaluation: metrics.detection); `<truncated>` and `<pose>` are read
 past; `<size>` missing or different from the image: the image's size is used and the boxes rescaled
-(`annotations.to_boxes`' rules).
+(`annotations.to_boxes`' rules), except a phone photo labelled as viewers show it (`<size>` is the stored size
+turned a quarter, EXIF orientation 5-8): stored turned, boxes kept (`exif_transposed`;
+`imagenet_cls_loc.labelled_turned`, the same for `coco_json`).
 What is skipped or repaired, and counted in `build_report.json` (`python -m overfeat_jax.build_dataset` prints
 it): an XML without its image (`image_missing`), an image without XML (`annotation_missing`; to keep a photo
 with no object, give it an XML without `<object>`), an XML that does not parse (`annotation_unreadable`), two

@@ -6,6 +6,7 @@ one-line errors. The embedded round trip (write_folders -> both builders -> the 
 in test_own_data_roundtrip.py.
 """
 
+import io
 import json
 import os
 import subprocess
@@ -13,9 +14,12 @@ import sys
 
 import numpy as np
 import pytest
+from PIL import Image, ImageOps
 
+from overfeat_jax.data import annotations
 from overfeat_jax.data import build as build_lib
 from overfeat_jax.data import folders
+from overfeat_jax.data import imagenet_cls_loc
 from overfeat_jax.data import pipeline
 from overfeat_jax.data import report as report_lib
 from overfeat_jax.errors import InputError
@@ -251,3 +255,55 @@ def test_label_studio_paths_broken_json_and_case_twins(tmp_path):
   photos._write(f'{coco}/test/_annotations.coco.json', '{"images": [{"id": 1, "file_na')
   with pytest.raises(InputError, match='_annotations.coco.json is not valid JSON'):
     build_lib.build('coco_json', str(tmp_path / 'd'), str(coco), name='cut')
+
+
+def _turned_photo(orientation: int) -> tuple[np.ndarray, bytes]:
+  """A 300x200 (WxH) JPEG tagged with EXIF `orientation`, and its pixels as a viewer shows them."""
+  image = Image.fromarray(photos.photo(3, [('cat', 40, 30, 200, 150)], size=(300, 200)))
+  exif = Image.Exif()
+  exif[0x0112] = orientation
+  buffer = io.BytesIO()
+  image.save(buffer, format='JPEG', quality=95, exif=exif.tobytes())
+  viewed = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(buffer.getvalue()))))
+  return viewed, buffer.getvalue()
+
+
+def test_exif_turned_phone_photo_labelled_as_viewed_is_stored_turned(tmp_path):
+  """findings #8: a phone photo stored 300x200 with EXIF orientation 6, labelled on the 200x300 view (CVAT,
+  labelImg): stored turned, boxes kept, counted `exif_transposed` (was: squashed, `size_mismatch_rescaled`). The
+  same photo labelled on its stored frame, or turned half (orientation 3, same size), keeps the stored pixels."""
+  viewed, turned = _turned_photo(6)
+  _, half = _turned_photo(3)
+  box = ('cat', 10, 10, 190, 290)  # in the 200x300 view: outside the stored 300x200 frame
+  voc = tmp_path / 'voc'
+  stored_box = ('cat', 10, 10, 290, 190)
+  for stem, data, size, obj in (('view', turned, (200, 300), box), ('stored', turned, (300, 200), stored_box),
+                                ('half', half, (300, 200), stored_box)):
+    photos._write(f'{voc}/{stem}.jpg', data)
+    photos._write(f'{voc}/{stem}.xml', photos.voc_xml(stem, [obj], size=size))
+  coco = tmp_path / 'coco'
+  photos._write(f'{coco}/images/view.jpg', turned)
+  photos._write(f'{coco}/instances.json', json.dumps({
+      'images': [{'id': 1, 'file_name': 'view.jpg', 'width': 200, 'height': 300}],
+      'annotations': [{'image_id': 1, 'category_id': 1, 'bbox': [10, 10, 180, 280]}],
+      'categories': [{'id': 1, 'name': 'cat'}]}))
+  records = {}
+  for builder_name, root in (('voc_folder', voc), ('coco_json', coco)):
+    builder = build_lib.build(builder_name, str(tmp_path / 'd'), str(root), name='phone')
+    repaired = _summed(report_lib.read_report(builder.data_dir), 'repaired')
+    assert repaired == {'exif_transposed': 1}, (builder_name, repaired)
+    records[builder_name] = _records(tmp_path / 'd', f'{builder_name}/phone')
+    (view,) = [r for r in records[builder_name].values() if r['image_id'].decode().startswith(('view', '1'))]
+    assert view['image'].shape == (300, 200, 3), builder_name
+    assert np.abs(view['image'].astype(int) - viewed).mean() < 4  # the viewer's pixels (JPEG re-encoded)
+    want = [[9, 9, 190, 290]] if builder_name == 'voc_folder' else [[10, 10, 190, 290]]
+    np.testing.assert_allclose(view['boxes'], want)
+  for stem in ('stored', 'half'):  # nothing changes: the stored pixels and the boxes as written
+    assert records['voc_folder'][stem]['image'].shape == (200, 300, 3)
+    np.testing.assert_allclose(records['voc_folder'][stem]['boxes'], [[9, 9, 290, 190]])
+  # The ImageNet builders keep ILSVRC's rule (boxes refer to the stored pixels): the same photo is rescaled.
+  report = report_lib.BuildReport('train')
+  example = imagenet_cls_loc.make_example('view', turned, 'view.jpg', annotations.parse_voc_xml(
+      f'{voc}/view.xml'), {'cat': 0}, None, report)
+  assert dict(report.repaired) == {'size_mismatch_rescaled': 1}
+  assert Image.open(io.BytesIO(example['image'])).size == (300, 200)
