@@ -34,7 +34,7 @@ def main(argv: list[str]) -> None:
   name = os.path.splitext(os.path.basename(config_flags.get_config_filename(flags.FLAGS['sweep'])))[0]
   output = _OUTPUT.value or os.path.join(_WORKDIR.value, 'sweeps', name)
   networks = [runner.load_network(p, sweep.task) for p in [_WORKDIR.value, *_CHECKPOINTS.value]]
-  setup = runner.make_setup(sweep, runner.load_train_config(sweep.train_config, _WORKDIR.value))
+  setup = runner.workdir_setup(sweep, _WORKDIR.value, log=_log)
   records, stats = runner.run_sweep(sweep, networks, output, setup=setup, log=_log)
   from overfeat_jax import storage  # pylint: disable=g-import-not-at-top
   storage.write_json_atomic(os.path.join(output, 'records.json'), records)

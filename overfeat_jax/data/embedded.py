@@ -170,20 +170,28 @@ def build_embedded(data_dir: str, view: str, **options: Any) -> Embedded:
       max_size, max_objects, empty_prob, occlusion_prob, train_size, test_size, seed).
   """
   config = make_config(view, **options)
-  # tfds refuses a config object that reuses a registered name: pass the name for the registered ones.
-  registered = config.name in VIEWS
   os.makedirs(data_dir, exist_ok=True)
   # Several processes of one multi-process run may start on a fresh data_dir at once: one builds, the others
   # wait on the lock and then find the finished build (tfds' own rename would otherwise collide).
   with open(os.path.join(data_dir, f'.embedded_{config.name}.lock'), 'w') as lock:
     fcntl.flock(lock, fcntl.LOCK_EX)
     try:
-      builder = Embedded(data_dir=data_dir, config=config.name if registered else config,
-                         file_format='array_record')
+      builder = _builder(data_dir, config)
       builder.download_and_prepare()
     finally:
       fcntl.flock(lock, fcntl.LOCK_UN)
   return builder
+
+
+def is_built(data_dir: str, view: str, **options: Any) -> bool:
+  """Whether `build_embedded(data_dir, view, **options)` would find a finished build (nothing is written)."""
+  return _builder(data_dir, make_config(view, **options)).is_prepared()
+
+
+def _builder(data_dir: str, config: EmbeddedConfig) -> Embedded:
+  # tfds refuses a config object that reuses a registered name: pass the name for the registered ones.
+  return Embedded(data_dir=data_dir, config=config.name if config.name in VIEWS else config,
+                  file_format='array_record')
 
 
 def sample_grid(view: str, count: int = 24, columns: int = 6, zoom: int = 3, **options: Any) -> Image.Image:

@@ -9,6 +9,9 @@ has:
                file path, optionally ':arg'; '' = the workdir's config.json) whose data, crop size, evaluation
                view and scales the sweep uses; `scales` below index into its scale list.
   data_name, eval_size, scales, max_boxes  overrides of the training config's ('' / 0 / () = keep).
+  data_from    'workdir' (default): the data (name, split, data_dir, options, max_boxes) of the `--workdir`'s
+               config.json, the data its network was trained and evaluated on, when it has one (an exported
+               artifact has none: then the training config's); 'train_config': the training config's.
   box          detection: score_threshold, max_per_scale, max_detections.
   defaults     every `Point` field's default value.
   grid         axes (field -> tuple of values): the cartesian product of all axes is swept.
@@ -32,6 +35,7 @@ from overfeat_jax.settings import TASK_NAMES
 VIEWS = ('dense', 'ten_crop', 'center_crop')  # dense: multi-scale, offset pooling optional; crops: training size
 MODEL_CHOICES = ('first', 'each', 'ensemble')
 MERGES = ('overlap', 'literal', 'nms')
+DATA_FROM = ('workdir', 'train_config')
 AVERAGES = ('pair', 'score')  # `inference.merge.AVERAGES`, kept here so that configs expand without jax
 DEFAULT_AVERAGE = 'pair'
 
@@ -162,6 +166,7 @@ class Sweep:
   """
   task: str
   train_config: str = ''
+  data_from: str = 'workdir'
   data_name: str = ''
   eval_size: int = 0
   scales: tuple[Any, ...] = ()
@@ -176,6 +181,8 @@ class Sweep:
   def __post_init__(self):
     if self.task not in TASK_NAMES:
       raise InputError(f'sweep task must be one of {TASK_NAMES}, got {self.task!r}.')
+    if self.data_from not in DATA_FROM:
+      raise InputError(f'sweep data_from must be one of {DATA_FROM}, got {self.data_from!r}.')
 
   @classmethod
   def from_dict(cls, values: Mapping[str, Any]) -> 'Sweep':

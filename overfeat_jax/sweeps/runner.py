@@ -6,6 +6,7 @@ recomputed. Only process 0 should run sweeps (they are single-host evaluations o
 """
 
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -92,14 +93,18 @@ class EvalSetup:
   box: dict
 
 
-def make_setup(sweep: Sweep, train: Mapping[str, Any]) -> EvalSetup:
-  """The sweep's evaluation setup: the sweep's own `eval_size`/`scales` if set, else the training config's.
+def make_setup(sweep: Sweep, train: Mapping[str, Any], workdir_train: Mapping[str, Any] | None = None) -> EvalSetup:
+  """The sweep's evaluation setup: the sweep's own `eval_size`/`scales` if set, else the training config's; the
+  data of `workdir_train` when given and `sweep.data_from` is 'workdir', else the training config's.
 
   Args:
     sweep: the sweep definition.
     train: the training config as plain values (`load_train_config`; `config.to_dict()`): its `data`
       (name, eval_split, data_dir, options), `crop_size`, `max_boxes`, `eval` (resize, scales) and `box`
       (eval_size, eval_scales; localization/detection).
+    workdir_train: the `--workdir`'s config.json as plain values, the sweep's stage section merged over it
+      (`config_files.stage_config`), or None (an exported artifact): its `data` and `max_boxes` (e.g. a smoke
+      run's 16-image test split, not the full one).
 
   Raises:
     InputError: neither the sweep nor the training config has evaluation scales.
@@ -109,18 +114,50 @@ def make_setup(sweep: Sweep, train: Mapping[str, Any]) -> EvalSetup:
   scales = sweep.scales or (train_box['eval_scales'] if train_box else train['eval']['scales'])
   if not scales:
     raise InputError('the sweep has no scales (set `scales` in the sweep or a training config that has them).')
-  d = train['data']
+  source = workdir_train if workdir_train is not None and sweep.data_from == 'workdir' else train
+  d = source['data']
   data = {'name': sweep.data_name or d['name'], 'split': d['eval_split'], 'data_dir': d['data_dir'],
-          'options': dict(d['options']), 'max_boxes': int(sweep.max_boxes or train['max_boxes'])}
+          'options': dict(d['options']), 'max_boxes': int(sweep.max_boxes or source['max_boxes'])}
   return EvalSetup(sweep.task, int(size), as_sizes(scales), int(train['crop_size']), int(sweep.batch_size),
                    int(sweep.max_examples), data, dict(sweep.box))
 
 
+def workdir_setup(sweep: Sweep, workdir: str, log: Callable[[str], None] = print) -> EvalSetup:
+  """`make_setup` for the sweep's `--workdir`: its training config (`load_train_config`) and, for the data, the
+  workdir's own config.json when it has one (`sweep.data_from`; an exported artifact has none). Logs (`log`) one
+  line naming the data and where it came from. Nothing is built or read here.
+
+  Raises:
+    InputError: as `load_train_config`, `config_files.load_config` and `make_setup`.
+  """
+  saved = config_files.load_config(workdir)  # None for an exported artifact
+  setup = make_setup(sweep, load_train_config(sweep.train_config, workdir),  # the stage's data: its own section's
+                     config_files.stage_config(saved, sweep.task).to_dict() if saved is not None else None)
+  origin = f'{workdir}/config.json' if saved is not None and sweep.data_from == 'workdir' else 'the train_config'
+  log(f'data: {setup.data["name"]} split {setup.data["split"]} under {setup.data["data_dir"]}, from {origin}')
+  return setup
+
+
+@functools.cache
+def _source_options(name: str, data_dir: str, options: str) -> str:
+  """The options (JSON) the sweep opens dataset `name` with, decided once per sweep: an embedded dataset not
+  built yet gets train_size 1 (tfds builds every split), so that only its evaluation split is built; its images
+  depend on the seed, split and index alone (`data.embedded.draw_example`), not on train_size."""
+  from overfeat_jax.data import embedded, pipeline  # pylint: disable=g-import-not-at-top
+  values = json.loads(options)
+  if name in pipeline.EMBEDDED and not embedded.is_built(data_dir, pipeline.EMBEDDED[name], **values):
+    values['train_size'] = 1
+  return json.dumps(values)
+
+
 def eval_batches(setup: EvalSetup) -> Iterator[dict[str, np.ndarray]]:
-  """The evaluation split resized to `setup.size`, in order, with a `mask`; at most `max_examples` real rows."""
+  """The evaluation split resized to `setup.size`, in order, with a `mask`; at most `max_examples` real rows. An
+  embedded dataset not built yet is built for its evaluation split only (the sweep never reads the training one:
+  10,000 images for cls_loc)."""
   from overfeat_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   d = setup.data
-  source = pipeline.open_source(d['name'], d['split'], data_dir=d['data_dir'], **d['options'])
+  options = json.loads(_source_options(d['name'], d['data_dir'], json.dumps(d['options'], sort_keys=True)))
+  source = pipeline.open_source(d['name'], d['split'], data_dir=d['data_dir'], **options)
   batches = pipeline.eval_iterator(source, batch_size=setup.batch_size, view='resize', size=setup.size,
                                    max_boxes=d['max_boxes'], shard_index=0, shard_count=1)
   seen = 0

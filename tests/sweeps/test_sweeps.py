@@ -80,6 +80,24 @@ def test_sweep_fields_and_tasks_are_checked_when_read():
     grid.Sweep.from_dict({'task': 'segmentation'})
 
 
+def test_an_unbuilt_embedded_dataset_is_built_for_the_evaluation_split_only(tmp_path):
+  """The sweep reads the evaluation split only: an embedded dataset not built yet is built with 1 training image
+  (not 10,000), and its evaluation images are those of the full build."""
+  from overfeat_jax.data import embedded  # pylint: disable=g-import-not-at-top
+  options = dict(train_size=40, test_size=5, image_size=56, max_size=40)
+  setup = runner.EvalSetup('classification', 56, ((56, 56),), 56, 4, 0, dict(
+      name='embedded_cls_loc', split='test', data_dir=str(tmp_path / 'fresh'), options=options, max_boxes=2), {})
+  fresh = [b['image'][b['mask']] for b in runner.eval_batches(setup)]
+  assert not embedded.is_built(str(tmp_path / 'fresh'), 'cls_loc', **options)  # the training split was not built
+  assert embedded.is_built(str(tmp_path / 'fresh'), 'cls_loc', **{**options, 'train_size': 1})
+  embedded.build_embedded(str(tmp_path / 'full'), 'cls_loc', **options)  # built by a training run: read as it is
+  full = [b['image'][b['mask']] for b in runner.eval_batches(
+      dataclasses.replace(setup, data={**setup.data, 'data_dir': str(tmp_path / 'full')}))]
+  assert not embedded.is_built(str(tmp_path / 'full'), 'cls_loc', **{**options, 'train_size': 1})
+  np.testing.assert_array_equal(np.concatenate(fresh), np.concatenate(full))
+  assert len(np.concatenate(full)) == 5
+
+
 def test_shipped_sweeps_name_their_training_config_by_module_path(tmp_path, monkeypatch):
   """No path relative to the repository: the training config is found from any working directory (a wheel)."""
   monkeypatch.chdir(tmp_path)
@@ -95,6 +113,33 @@ def test_shipped_sweeps_name_their_training_config_by_module_path(tmp_path, monk
     runner.load_train_config('overfeat_jax.configs.nothing_here')
   with pytest.raises(InputError, match='not found'):
     runner.load_train_config('missing.py:smoke')
+
+
+@pytest.mark.parametrize('name', ['classification_embedded', 'localization_embedded', 'detection_embedded'])
+def test_a_workdir_is_evaluated_on_its_own_data_unless_the_sweep_says_otherwise(tmp_path, name):
+  """An H8 finding: the sweep on a smoke workdir built the full 30,000-image dataset its train_config names,
+  instead of reading the 16-image test split the workdir was trained and evaluated on (its config.json)."""
+  smoke = config_files.load_file(os.path.join(REPO, 'experiments', 'configs', 'embedded.py'), 'smoke_config')
+  config = smoke.get_config('smoke')
+  config.data.data_dir = str(tmp_path / 'smoke_data')  # never built here: nothing is read before the points
+  config_files.save_config(config, str(tmp_path))
+  sweep = load_sweep(name)
+  lines = []
+  setup = runner.workdir_setup(sweep, str(tmp_path), log=lines.append)
+  stage = config_files.stage_config(config, sweep.task).data  # detection: the det view, its own sizes
+  assert setup.data['data_dir'] == str(tmp_path / 'smoke_data') and setup.data['options'] == dict(stage.options)
+  assert setup.data['split'] == 'test' and setup.data['options']['test_size'] == 16
+  assert lines == [f'data: {stage.name} split test under {tmp_path}/smoke_data, from {tmp_path}/config.json']
+  assert not (tmp_path / 'smoke_data').exists()
+  # told otherwise (--sweep.data_from=train_config), or an artifact (no config.json): the train_config's data
+  full = runner.load_train_config(sweep.train_config)['data']
+  told = runner.workdir_setup(dataclasses.replace(sweep, data_from='train_config'), str(tmp_path), log=lines.append)
+  artifact = runner.workdir_setup(sweep, str(tmp_path / 'artifact'), log=lines.append)
+  for setup in (told, artifact):
+    assert setup.data['data_dir'] == full['data_dir'] and setup.data['options'] == dict(full['options'])
+  assert lines[-1].endswith('from the train_config')
+  with pytest.raises(InputError, match='data_from must be one of'):
+    dataclasses.replace(sweep, data_from='both')
 
 
 @pytest.mark.parametrize('name', ['localization_embedded', 'detection_embedded'])

@@ -15,6 +15,7 @@ def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.task = 'classification'
   c.train_config = 'overfeat_jax.configs.embedded'  # data, crop size, eval view size and scales
+  c.data_from = 'workdir'  # the --workdir's config.json data if it has one; 'train_config': the above's
   c.data_name = ''  # '' = the training config's dataset
   c.eval_size = 0  # 0 = the training config's eval.resize (72)
   c.scales = ()  # () = the training config's eval.scales

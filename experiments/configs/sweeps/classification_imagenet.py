@@ -15,6 +15,7 @@ def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.task = 'classification'
   c.train_config = 'overfeat_jax.configs.fast_imagenet'
+  c.data_from = 'workdir'  # the --workdir's config.json data if it has one; 'train_config': the above's
   c.data_name = ''
   c.eval_size = 0  # the training config's eval.resize (256)
   c.scales = ()  # the paper's six scales (training config)

@@ -13,6 +13,7 @@ def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.task = 'detection'
   c.train_config = 'overfeat_jax.configs.embedded'
+  c.data_from = 'workdir'  # the --workdir's config.json data if it has one; 'train_config': the above's
   c.data_name = 'embedded_det'
   c.eval_size = 128
   c.scales = (128, 160, 192)

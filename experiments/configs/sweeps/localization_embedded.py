@@ -14,6 +14,7 @@ def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.task = 'localization'
   c.train_config = 'overfeat_jax.configs.embedded'
+  c.data_from = 'workdir'  # the --workdir's config.json data if it has one; 'train_config': the above's
   c.data_name = ''
   c.eval_size = 72
   c.scales = (72, 88, 104, 120)  # the demo's evaluation scales
