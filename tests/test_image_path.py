@@ -83,7 +83,7 @@ def sweep_scores(cfg, params, source, monkeypatch) -> np.ndarray:
   setup = runner.make_setup(grid.Sweep(task='classification', batch_size=4), cfg.to_dict())
   network = runner.Network('smoke', 'test', export_lib.infer_network(params), params)
   point = grid.Point(view='dense', num_scales=len(setup.scales), fine=cfg.eval.fine, flips=cfg.eval.flips)
-  fn = jax.jit(runner.outputs_fn(point, [network], setup))
+  fn = jax.jit(runner.outputs_fn(point, runner.point_tasks(point, [network], setup)))
   batch = next(runner.eval_batches(setup))
   return np.asarray(fn([params], {k: jnp.asarray(v) for k, v in batch.items()})['scores'])[0]
 

@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from absl import logging
 
@@ -95,26 +96,29 @@ class EvalSetup:
 
 def make_setup(sweep: Sweep, train: Mapping[str, Any], workdir_train: Mapping[str, Any] | None = None) -> EvalSetup:
   """The sweep's evaluation setup: the sweep's own `eval_size`/`scales` if set, else the training config's; the
-  data of `workdir_train` when given and `sweep.data_from` is 'workdir', else the training config's.
+  data of `workdir_train` when given and `sweep.data_from` is 'workdir', else the training config's. Both configs
+  are read as the trainer builds the sweep's stage: its section (`config.<task>`) merged over the top level
+  (`config_files.stage_config`), so a localization sweep reads `localization.box` and `localization.crop_size`.
 
   Args:
     sweep: the sweep definition.
     train: the training config as plain values (`load_train_config`; `config.to_dict()`): its `data`
       (name, eval_split, data_dir, options), `crop_size`, `max_boxes`, `eval` (resize, scales) and `box`
       (eval_size, eval_scales; localization/detection).
-    workdir_train: the `--workdir`'s config.json as plain values, the sweep's stage section merged over it
-      (`config_files.stage_config`), or None (an exported artifact): its `data` and `max_boxes` (e.g. a smoke
-      run's 16-image test split, not the full one).
+    workdir_train: the `--workdir`'s config.json as plain values, or None (an exported artifact): its `data` and
+      `max_boxes` (e.g. a smoke run's 16-image test split, not the full one).
 
   Raises:
     InputError: neither the sweep nor the training config has evaluation scales.
   """
+  train = _stage_values(train, sweep.task)
   train_box = train.get('box') if sweep.task != 'classification' else None
   size = sweep.eval_size or (train_box['eval_size'] if train_box else train['eval']['resize'])
   scales = sweep.scales or (train_box['eval_scales'] if train_box else train['eval']['scales'])
   if not scales:
     raise InputError('the sweep has no scales (set `scales` in the sweep or a training config that has them).')
-  source = workdir_train if workdir_train is not None and sweep.data_from == 'workdir' else train
+  use_workdir = workdir_train is not None and sweep.data_from == 'workdir'
+  source = _stage_values(workdir_train, sweep.task) if use_workdir else train
   d = source['data']
   data = {'name': sweep.data_name or d['name'], 'split': d['eval_split'], 'data_dir': d['data_dir'],
           'options': dict(d['options']), 'max_boxes': int(sweep.max_boxes or source['max_boxes'])}
@@ -123,19 +127,26 @@ def make_setup(sweep: Sweep, train: Mapping[str, Any], workdir_train: Mapping[st
 
 
 def workdir_setup(sweep: Sweep, workdir: str, log: Callable[[str], None] = print) -> EvalSetup:
-  """`make_setup` for the sweep's `--workdir`: its training config (`load_train_config`) and, for the data, the
-  workdir's own config.json when it has one (`sweep.data_from`; an exported artifact has none). Logs (`log`) one
-  line naming the data and where it came from. Nothing is built or read here.
+  """`make_setup` for the sweep's `--workdir`: its training config (`load_train_config`; an empty
+  `sweep.train_config`: the workdir's config.json, read once) and, for the data, the workdir's own config.json when
+  it has one (`sweep.data_from`; an exported artifact has none). Logs (`log`) one line naming the data and where
+  it came from. Nothing is built or read here.
 
   Raises:
     InputError: as `load_train_config`, `config_files.load_config` and `make_setup`.
   """
   saved = config_files.load_config(workdir)  # None for an exported artifact
-  setup = make_setup(sweep, load_train_config(sweep.train_config, workdir),  # the stage's data: its own section's
-                     config_files.stage_config(saved, sweep.task).to_dict() if saved is not None else None)
+  saved = saved.to_dict() if saved is not None else None
+  train = saved if saved is not None and not sweep.train_config else load_train_config(sweep.train_config, workdir)
+  setup = make_setup(sweep, train, saved)
   origin = f'{workdir}/config.json' if saved is not None and sweep.data_from == 'workdir' else 'the train_config'
   log(f'data: {setup.data["name"]} split {setup.data["split"]} under {setup.data["data_dir"]}, from {origin}')
   return setup
+
+
+def _stage_values(config: Mapping[str, Any], stage: str) -> dict[str, Any]:
+  """`config_files.stage_config` of a config as plain values: the stage's section merged over the top level."""
+  return config_files.stage_config(ml_collections.ConfigDict(dict(config)), stage).to_dict()
 
 
 @functools.cache
@@ -261,18 +272,21 @@ def whole_image_evaluation(task: Task) -> Evaluation:
   return evaluation
 
 
-def outputs_fn(point: Point, networks: Sequence[Network], setup: EvalSetup) -> Callable:
+def outputs_fn(point: Point, stage_tasks: Sequence[Task]) -> Callable:
   """fn(params_list, batch) -> the task's per-example evaluation outputs at the point (what its summary reads).
 
-  A dense point of one network is the task's own evaluation step (the trainer's); the paper's crop views and
-  multi-network rows (classification only, `grid`) average the classification predictor's probabilities.
+  `stage_tasks` are the point's tasks (`point_tasks`). A dense point of one network is the task's own evaluation
+  step (the trainer's); the paper's crop views and multi-network rows (classification only, `grid`) average the
+  classification predictor's probabilities.
+
+  Raises:
+    InputError: a localization/detection point with several networks or a crop view.
   """
-  stage_tasks = point_tasks(point, networks, setup)
   if point.view == 'dense' and len(stage_tasks) == 1:
     step = whole_image_evaluation(stage_tasks[0]).eval_step
     return lambda params, batch: step(params[0], batch)
-  if setup.task != 'classification':
-    raise InputError(f'{setup.task} points evaluate one network densely (no ensembles or crop views).')
+  if stage_tasks[0].name != 'classification':
+    raise InputError(f'{stage_tasks[0].name} points evaluate one network densely (no ensembles or crop views).')
   predictors = [classification.make_predictor(t.model, t.settings, view=point.view) for t in stage_tasks]
 
   def step(params, batch):
@@ -281,15 +295,17 @@ def outputs_fn(point: Point, networks: Sequence[Network], setup: EvalSetup) -> C
   return step
 
 
-def summarize(point: Point, networks: Sequence[Network], setup: EvalSetup, outputs: dict[str, np.ndarray]):
-  """The task's metrics (its summary, its names: docs/metrics_and_merge.md) of every evaluated example."""
-  return whole_image_evaluation(point_tasks(point, networks, setup)[0]).summarize(outputs)
+def summarize(stage_tasks: Sequence[Task], outputs: dict[str, np.ndarray]):
+  """The task's metrics (its summary, its names: docs/metrics_and_merge.md) of every evaluated example;
+  `stage_tasks`: the point's tasks (`point_tasks`)."""
+  return whole_image_evaluation(stage_tasks[0]).summarize(outputs)
 
 
 def evaluate_point(point: Point, networks: Sequence[Network], setup: EvalSetup) -> dict[str, Any]:
   """Metrics, GFLOP/image, compile seconds and measured ms/image (compute only, after compiling) of a point."""
   params = [networks[i].params for i in point.models]
-  fn, compiled, parts = jax.jit(outputs_fn(point, networks, setup)), None, {}
+  stage_tasks = point_tasks(point, networks, setup)  # built once: the step and the summary
+  fn, compiled, parts = jax.jit(outputs_fn(point, stage_tasks)), None, {}
   compile_s, run_s, rows = 0.0, 0.0, 0
   for batch in eval_batches(setup):
     inputs = {k: jnp.asarray(v) for k, v in batch.items()}
@@ -305,7 +321,7 @@ def evaluate_point(point: Point, networks: Sequence[Network], setup: EvalSetup) 
       parts.setdefault(k, []).append(np.asarray(v)[batch['mask']])
   if compiled is None:
     raise InputError('the evaluation split is empty.')
-  metrics = summarize(point, networks, setup, {k: np.concatenate(v) for k, v in parts.items()})
+  metrics = summarize(stage_tasks, {k: np.concatenate(v) for k, v in parts.items()})
   gflop = sum(network_gflop(networks[i].spec, point, setup) for i in point.models)
   return {'metrics': metrics, 'gflop_per_image': gflop, 'ms_per_image': 1e3 * run_s / rows,
           'compile_seconds': compile_s, 'images': rows, 'device': jax.devices()[0].device_kind}

@@ -9,12 +9,14 @@ import subprocess
 import sys
 
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
 from overfeat_jax import config_files
 from overfeat_jax.checkpoint.export import NetworkSpec
 from overfeat_jax.errors import InputError
+from overfeat_jax.settings import as_sizes
 from overfeat_jax.sweeps import grid, report, runner
 from tests.sweeps import checkpoints
 
@@ -132,7 +134,9 @@ def test_a_workdir_is_evaluated_on_its_own_data_unless_the_sweep_says_otherwise(
   assert lines == [f'data: {stage.name} split test under {tmp_path}/smoke_data, from {tmp_path}/config.json']
   assert not (tmp_path / 'smoke_data').exists()
   # told otherwise (--sweep.data_from=train_config), or an artifact (no config.json): the train_config's data
-  full = runner.load_train_config(sweep.train_config)['data']
+  # (its stage's: detection's 'det' view)
+  full = runner.load_train_config(sweep.train_config)
+  full = config_files.stage_config(ml_collections.ConfigDict(full), sweep.task).to_dict()['data']
   told = runner.workdir_setup(dataclasses.replace(sweep, data_from='train_config'), str(tmp_path), log=lines.append)
   artifact = runner.workdir_setup(sweep, str(tmp_path / 'artifact'), log=lines.append)
   for setup in (told, artifact):
@@ -140,6 +144,28 @@ def test_a_workdir_is_evaluated_on_its_own_data_unless_the_sweep_says_otherwise(
   assert lines[-1].endswith('from the train_config')
   with pytest.raises(InputError, match='data_from must be one of'):
     dataclasses.replace(sweep, data_from='both')
+
+
+@pytest.mark.parametrize('task', ['localization', 'detection'])
+def test_a_box_sweep_reads_its_stages_section_of_the_training_config(tmp_path, monkeypatch, task):
+  """A box sweep without its own eval_size/scales evaluates at its stage's box.eval_size/eval_scales and crop_size,
+  and with data_from='train_config' on its stage's data and max_boxes: they were classification's (the top level:
+  eval.scales, crop_size 64, 'embedded' data). An empty train_config reuses the workdir's config.json, read once."""
+  config = config_files.load_file(config_files.module_file('overfeat_jax.configs.embedded'), 'embedded_config')
+  config = config.get_config()
+  config_files.save_config(config, str(tmp_path))
+  stage = config_files.stage_config(config, task)
+  reads = []
+  monkeypatch.setattr(config_files, 'load_config', lambda w, load=config_files.load_config: reads.append(w) or load(w))
+  sweep = dataclasses.replace(load_sweep(f'{task}_embedded'), eval_size=0, scales=(), data_from='train_config')
+  for train_config in (sweep.train_config, ''):
+    reads.clear()
+    setup = runner.workdir_setup(dataclasses.replace(sweep, train_config=train_config), str(tmp_path),
+                                 log=lambda _: None)
+    assert (setup.size, setup.scales) == (stage.box.eval_size, as_sizes(stage.box.eval_scales))
+    assert setup.scales != as_sizes(config.eval.scales) and setup.crop_size == stage.crop_size != config.crop_size
+    assert setup.data['name'] == stage.data.name and setup.data['max_boxes'] == stage.max_boxes
+    assert reads == [str(tmp_path)]
 
 
 @pytest.mark.parametrize('name', ['localization_embedded', 'detection_embedded'])
@@ -314,7 +340,7 @@ def test_evaluation_matches_the_trainers_multiscale_procedure(sweep_inputs):
   setup = runner.make_setup(sweep, runner.load_train_config(sweep.train_config))
   point = grid.Point(num_scales=2, fine=True, flips=True)
   batch = next(runner.eval_batches(setup))
-  out = runner.outputs_fn(point, [net], setup)([net.params], batch)
+  out = runner.outputs_fn(point, runner.point_tasks(point, [net], setup))([net.params], batch)
   np.testing.assert_array_equal(out['label'], batch['label'])
   want = multiscale_class_scores(net.spec.classifier(), net.params, jnp.asarray(batch['image'], jnp.float32),
                                  scales=((72, 72), (80, 80)), flips=True, fine=True)
@@ -370,7 +396,7 @@ def test_detection_points_apply_the_det_validation_blacklist():
   spec = NetworkSpec('small', 32, 2, regressor_outputs=1, regressor_hidden=(16, 8))  # 1 class + background
   networks = [runner.Network('net', 'id', spec, None)]
   setup = runner.EvalSetup('detection', 72, ((64, 64),), 64, 8, 0, {}, {})
-  point = grid.Point(merge='nms', threshold=0.5)
+  stage_tasks = runner.point_tasks(grid.Point(merge='nms', threshold=0.5), networks, setup)
   for ignore, want in ((None, 0.25), (np.array([[0], [-1]]), 1.0)):
-    metrics = runner.summarize(point, networks, setup, out if ignore is None else {**out, 'ignore_classes': ignore})
+    metrics = runner.summarize(stage_tasks, out if ignore is None else {**out, 'ignore_classes': ignore})
     assert metrics['mAP'] == pytest.approx(want)
