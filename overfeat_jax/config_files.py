@@ -114,13 +114,15 @@ def _section(cls: type, section: Any) -> Any:
   return cls(**values)
 
 
-def input_settings(cfg: ml_collections.ConfigDict) -> settings_lib.InputSettings:
-  """The input pipeline's settings of a STAGE config (`stage_config`): `config.data`, the batch sizes, the crop
-  and the training resize (`scale_jitter` when set, else `resize_smaller`, 0 = none). Values are passed as
-  they are; the pipeline checks them (`train.inputs`, `data.pipeline`: one-line InputErrors). The per-step
-  whole-batch training scales come from `box.train_scales` (localization, detection), as (h, w) pairs."""
+def input_settings(cfg: ml_collections.ConfigDict, stage: str) -> settings_lib.InputSettings:
+  """The input pipeline's settings of `stage`'s config (`stage_config(config, stage)`): `config.data`, the batch
+  sizes, the crop and the training resize (`scale_jitter` when set, else `resize_smaller`, 0 = none). Values are
+  passed as they are; the pipeline checks them (`train.inputs`, `data.pipeline`: one-line InputErrors). The
+  per-step whole-batch training scales come from `box.train_scales`, as (h, w) pairs, for a box stage
+  (localization, detection) only: a top-level `box` section leaves classification's batches as they are."""
   data, jitter = cfg.data, tuple(cfg.get('scale_jitter', ()))
-  scales = settings_lib.as_sizes(cfg.box.get('train_scales', ())) if 'box' in cfg else ()
+  box_stage = stage in ('localization', 'detection') and 'box' in cfg
+  scales = settings_lib.as_sizes(cfg.box.get('train_scales', ())) if box_stage else ()
   return settings_lib.InputSettings(
       dataset=data.name, data_dir=data.data_dir, options=tuple(sorted(dict(data.options).items())),
       train_split=data.train_split, eval_split=data.eval_split, batch_size=cfg.batch_size,

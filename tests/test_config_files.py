@@ -4,6 +4,7 @@ input sizes below the network's minimum refused when the settings are read."""
 import json
 import os
 
+import ml_collections
 import pytest
 
 from overfeat_jax import config_files
@@ -60,6 +61,20 @@ def test_input_sizes_below_the_network_minimum_are_one_input_error(field, overri
   section[override[-2]] = override[-1]
   with pytest.raises(InputError, match=rf'^--config\.{field}=.* minimum input of 53 pixels.*use 53 or more'):
     config_files.settings_from_config(config, stage)
+
+
+def test_only_a_box_stage_resizes_its_training_batches():
+  """`box.train_scales` is the localization/detection stages' per-step whole-batch resize: a `box` section at the
+  top level (shared by every stage) leaves classification's batches as they are (it resized them: the gate was
+  `'box' in cfg`, not the stage)."""
+  values = load_config('embedded').to_dict()
+  values['box'] = values['localization']['box']
+  config = ml_collections.ConfigDict(values)
+  scales = {s: config_files.input_settings(config_files.stage_config(config, s), s).train_scales
+            for s in config.stages}
+  assert scales['classification'] == ()
+  assert scales['localization'] == ((64, 64), (80, 80), (96, 96), (112, 112))
+  assert scales['detection'] == ((96, 96),)
 
 
 def test_minimum_input_sizes_are_accepted():

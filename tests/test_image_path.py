@@ -73,7 +73,7 @@ def setting(tmp_path_factory):
 
 def trainer_scores(cfg, task, params, source) -> np.ndarray:
   (evaluation,) = [e for e in task.evaluations if e.name == 'multiscale']
-  batches, _, _ = inputs.eval_batches(input_settings(cfg), source, evaluation.view, evaluation.size)
+  batches, _, _ = inputs.eval_batches(input_settings(cfg, 'classification'), source, evaluation.view, evaluation.size)
   batch = next(iter(batches))
   return np.asarray(jax.jit(evaluation.eval_step)(params, batch)['scores'])[0]
 
@@ -153,7 +153,7 @@ def test_host_and_device_resize_are_one_filter():
 def test_the_view_is_the_one_resize_of_the_decoded_file(setting):
   """The eval pipeline's `resize` view of a JPEG record is `images.resize` of its Pillow decode (no DCT draft)."""
   _, cfg, _, _, _, path, source = setting
-  batches, _, _ = inputs.eval_batches(input_settings(cfg), source, 'resize', cfg.eval.resize)
+  batches, _, _ = inputs.eval_batches(input_settings(cfg, 'classification'), source, 'resize', cfg.eval.resize)
   view = next(iter(batches))['image'][0]
   want = images_lib.resize(images_lib.load_rgb(path), (cfg.eval.resize, cfg.eval.resize))
   np.testing.assert_array_equal(view, want)

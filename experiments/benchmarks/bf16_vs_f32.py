@@ -58,7 +58,7 @@ def demo_config(dtype: str):
 
 def fixed_batches(config) -> list[dict]:
   """`--steps` host batches from the real pipeline (random crops and flips), drawn once for both runs."""
-  data = config_files.input_settings(config)
+  data = config_files.input_settings(config, 'classification')
   source = inputs.open_split(data, data.train_split)
   iterator = inputs.train_iterator(data, source)
   return [next(iterator) for _ in range(_STEPS.value)]

@@ -354,7 +354,7 @@ def run_stage(task: Task, cfg: ml_collections.ConfigDict, workdir: str,
   called once the stage's checkpoints restored (or there were none), before training."""
   storage.makedirs(workdir)
   mesh = mesh_lib.make_mesh()
-  data = config_files.input_settings(cfg)
+  data = config_files.input_settings(cfg, task.name)
   source = inputs.open_split(data, data.train_split)
   programs, total = stage_programs(cfg, task, mesh, len(source))
   manager = ckpt.make_manager(os.path.join(workdir, 'checkpoints'), max_to_keep=cfg.max_to_keep,

@@ -67,7 +67,7 @@ def trainer_programs(config: Any, mesh: Mesh, *, stage: str | None = None,
     raise InputError(f'unknown program kind(s) {sorted(unknown)}; use train and/or eval.')
   cfg, task = stage_task(config, stage)
   built, _ = loop.stage_programs(cfg, task, mesh, num_train_records)
-  programs = program_list(config_files.input_settings(cfg), task, built, include)
+  programs = program_list(config_files.input_settings(cfg, task.name), task, built, include)
   if multislice:
     more = aot.MULTISLICE_COLLECTIVES
     programs = [dataclasses.replace(p, expected_collectives=p.expected_collectives | more) for p in programs]

@@ -15,7 +15,7 @@ def _config(data_dir, **fields):
   config = load_config('embedded', 'smoke')
   config.data.data_dir = str(data_dir)
   config.update(fields)
-  return config_files.input_settings(config)
+  return config_files.input_settings(config, 'classification')
 
 
 def test_scale_jitter_wins_over_resize_smaller(data_dir):

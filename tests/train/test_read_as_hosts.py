@@ -34,7 +34,7 @@ def _config(data_dir, **data):
   config.data.data_dir = str(data_dir)
   config.data.update(data)
   config.lock()
-  return config_files.input_settings(config)
+  return config_files.input_settings(config, 'classification')
 
 
 def test_config_reads_what_each_host_of_a_two_host_run_reads(data_dir, monkeypatch):

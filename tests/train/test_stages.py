@@ -39,11 +39,12 @@ def test_box_train_scales_reach_the_input_pipeline():
   (`InputSettings.train_scales`, resized by the pipeline: tests/data/test_batch_scales.py); classification
   has none."""
   config = load_config('embedded')
-  data = {s: config_files.input_settings(loop.stage_config(config, s)) for s in config.stages}
+  data = {s: config_files.input_settings(loop.stage_config(config, s), s) for s in config.stages}
   assert data['localization'].train_scales == ((64, 64), (80, 80), (96, 96), (112, 112))
   assert data['detection'].train_scales == ((96, 96),) and data['classification'].train_scales == ()
   config.localization.box.train_scales = (64, (80, 96))  # ints are squares
-  assert config_files.input_settings(loop.stage_config(config, 'localization')).train_scales == ((64, 64), (80, 96))
+  loc = config_files.input_settings(loop.stage_config(config, 'localization'), 'localization')
+  assert loc.train_scales == ((64, 64), (80, 96))
 
 
 @pytest.mark.slow
