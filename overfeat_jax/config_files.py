@@ -12,7 +12,7 @@ import importlib.util
 import json
 import os
 from types import ModuleType
-from typing import Any
+from typing import Any, Mapping
 
 import jax
 import ml_collections
@@ -82,6 +82,12 @@ def stage_config(config: ml_collections.ConfigDict, stage: str) -> ml_collection
     cfg.update(cfg[stage])
   cfg.lock()
   return cfg
+
+
+def stage_values(config: Mapping[str, Any], stage: str) -> dict[str, Any]:
+  """`stage_config` of a config given as plain values (e.g. a config.json read back), as plain values: for
+  callers below the edge, which take no config object (docs/ARCHITECTURE.md rule 4)."""
+  return stage_config(ml_collections.ConfigDict(dict(config)), stage).to_dict()
 
 
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:

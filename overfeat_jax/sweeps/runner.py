@@ -14,7 +14,6 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from absl import logging
 
@@ -111,14 +110,14 @@ def make_setup(sweep: Sweep, train: Mapping[str, Any], workdir_train: Mapping[st
   Raises:
     InputError: neither the sweep nor the training config has evaluation scales.
   """
-  train = _stage_values(train, sweep.task)
+  train = config_files.stage_values(train, sweep.task)
   train_box = train.get('box') if sweep.task != 'classification' else None
   size = sweep.eval_size or (train_box['eval_size'] if train_box else train['eval']['resize'])
   scales = sweep.scales or (train_box['eval_scales'] if train_box else train['eval']['scales'])
   if not scales:
     raise InputError('the sweep has no scales (set `scales` in the sweep or a training config that has them).')
   use_workdir = workdir_train is not None and sweep.data_from == 'workdir'
-  source = _stage_values(workdir_train, sweep.task) if use_workdir else train
+  source = config_files.stage_values(workdir_train, sweep.task) if use_workdir else train
   d = source['data']
   data = {'name': sweep.data_name or d['name'], 'split': d['eval_split'], 'data_dir': d['data_dir'],
           'options': dict(d['options']), 'max_boxes': int(sweep.max_boxes or source['max_boxes'])}
@@ -142,11 +141,6 @@ def workdir_setup(sweep: Sweep, workdir: str, log: Callable[[str], None] = print
   origin = f'{workdir}/config.json' if saved is not None and sweep.data_from == 'workdir' else 'the train_config'
   log(f'data: {setup.data["name"]} split {setup.data["split"]} under {setup.data["data_dir"]}, from {origin}')
   return setup
-
-
-def _stage_values(config: Mapping[str, Any], stage: str) -> dict[str, Any]:
-  """`config_files.stage_config` of a config as plain values: the stage's section merged over the top level."""
-  return config_files.stage_config(ml_collections.ConfigDict(dict(config)), stage).to_dict()
 
 
 @functools.cache
