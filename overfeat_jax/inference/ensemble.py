@@ -1,4 +1,5 @@
-"""Ensembles (paper Table 2's multi-model rows): class probabilities of several networks, averaged.
+"""Ensembles (paper Table 2's multi-model rows): one network's class probabilities over its views; the sweep
+averages them over networks (`sweeps.runner`).
 
 Why probabilities: networks of different geometries (fast, accurate) or seeds have logits on different scales;
 their softmax outputs are comparable, and the mean of per-network views is what the paper averages.
@@ -34,8 +35,3 @@ def view_scores(model, params: Any, images: jax.Array, *, view: str, scales: Seq
   probs = [jax.nn.softmax(model.apply({'params': params}, v), axis=-1).max(axis=(1, 2)) for v in views]
   return jnp.mean(jnp.stack(probs), axis=0)
 
-
-def ensemble_scores(models: Sequence[Any], params: Sequence[Any], images: jax.Array, **options) -> jax.Array:
-  """The mean over networks of `view_scores` (one network: its own scores). Jit with static options."""
-  images = images.astype(jnp.float32)
-  return jnp.mean(jnp.stack([view_scores(m, p, images, **options) for m, p in zip(models, params)]), axis=0)

@@ -41,8 +41,10 @@ def make_box_model(settings: StageSettings, num_outputs: int | None = None) -> l
     InputError: the settings have no box section, or an unknown regression.
   """
   box, m = settings.box, settings.model
-  if box is None or box.regression not in REGRESSION:
-    raise InputError(f'box.regression must be one of {REGRESSION}, got {box and box.regression!r}.')
+  if box is None:
+    raise InputError(f'the {settings.stage} stage needs a box section (config.{settings.stage}.box).')
+  if box.regression not in REGRESSION:
+    raise InputError(f'box.regression must be one of {REGRESSION}, got {box.regression!r}.')
   per_class = settings.num_classes if box.regression == 'per_class' else 1
   regressor = build.regressor(m.geometry, m.width_divisor, per_class, box.hidden, dtype=m.dtype,
                               init_scheme=m.init_scheme)

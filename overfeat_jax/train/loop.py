@@ -146,16 +146,21 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     raise InputError(f'config.stages names a stage twice: {tuple(config.stages)} (a --config.stages flag given '
                      'twice is appended to itself: give it once)')
   config = with_classes_from_data(config)  # num_classes = 0: own data's class count (docs/own_data.md)
-  for stage in config.stages:  # every stage's settings (e.g. its input sizes) checked before the first trains
-    config_files.settings_from_config(config, stage)
-  warn_config_changes(config, workdir)
+  # Every stage's settings (e.g. its input sizes) read and checked once, before the first stage trains.
+  settings = {stage: config_files.settings_from_config(config, stage) for stage in config.stages}
+  changes = warn_config_changes(config, workdir)
+
+  def ready() -> None:  # each stage, once its checkpoints restored; the previous config.json is kept once
+    nonlocal changes
+    save_config_keeping_previous(config, workdir, changes)
+    changes = []
+
   results, previous, source = {}, None, initial_weights(config)
   for stage in config.stages:
-    cfg, task = stage_task(config, stage, previous_params=previous)
+    cfg, task = stage_config(config, stage), tasks.make(settings[stage], previous)
     if previous is None and source is not None:  # the first stage starts from `config.init`'s weights
       task = transfer.initialise(task, source, layers=cfg.init.layers, freeze=cfg.init.freeze)
-    results[stage], previous = run_stage(task, cfg, os.path.join(workdir, stage),
-                                         ready=lambda: save_config_keeping_previous(config, workdir))
+    results[stage], previous = run_stage(task, cfg, os.path.join(workdir, stage), ready=ready)
     if results[stage].get('preempted'):
       break
   if jax.process_index() == 0:
@@ -191,7 +196,7 @@ def _saved_config_changes(config: ml_collections.ConfigDict, workdir: str) -> li
   return [] if saved is None else config_changes(saved.to_dict(), config.to_dict())
 
 
-def warn_config_changes(config: ml_collections.ConfigDict, workdir: str) -> None:
+def warn_config_changes(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
   """Logs a warning (process 0) naming every field that differs from the config the workdir was trained with.
 
   Changes that make a checkpoint unusable (the model, the classes) are refused by the restore; the others
@@ -201,12 +206,17 @@ def warn_config_changes(config: ml_collections.ConfigDict, workdir: str) -> None
     logging.warning('the config differs from %s (the run continues with the new values; the old file is kept '
                     'as config.<time>.json): %s', storage.path(workdir) / config_files.CONFIG_FILE,
                     '; '.join(changes))
+  return changes
 
 
-def save_config_keeping_previous(config: ml_collections.ConfigDict, workdir: str) -> None:
+def save_config_keeping_previous(config: ml_collections.ConfigDict, workdir: str,
+                                 changes: list[str] | None = None) -> None:
   """`config_files.save_config`, after copying a different previous config.json to `config.<UTC time>.json`
-  (e.g. config.20261130T001500Z.json), so how the earlier steps were trained stays on record."""
-  if jax.process_index() == 0 and _saved_config_changes(config, workdir):
+  (e.g. config.20261130T001500Z.json), so how the earlier steps were trained stays on record. `changes`: what
+  `warn_config_changes` found (read again from the workdir when None)."""
+  if changes is None:
+    changes = _saved_config_changes(config, workdir) if jax.process_index() == 0 else []
+  if jax.process_index() == 0 and changes:
     old = storage.path(workdir) / config_files.CONFIG_FILE
     stamp = time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())
     storage.write_atomic(storage.path(workdir) / f'config.{stamp}.json', old.read_bytes())

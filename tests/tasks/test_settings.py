@@ -41,3 +41,11 @@ def test_bad_settings_are_one_line_errors(stage, change, message):
     config['localization']['box']['regression'] = change['box_regression']
   with pytest.raises(InputError, match=message):
     settings_from_config(ml_collections.ConfigDict(config), stage)
+
+
+def test_a_box_stage_without_a_box_section_says_so():
+  config = load_config('embedded', 'smoke').to_dict()
+  del config['localization']['box']
+  from overfeat_jax import tasks  # pylint: disable=g-import-not-at-top
+  with pytest.raises(InputError, match=r'^the localization stage needs a box section \(config.localization.box\)'):
+    tasks.make(settings_from_config(ml_collections.ConfigDict(config), 'localization'))

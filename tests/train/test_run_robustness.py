@@ -51,7 +51,7 @@ def test_ctrl_c_outside_the_loop_is_one_line_and_exit_130(tmp_path):
   proc, first = _main_until_first_log_line(tmp_path / 'run', tmp_path / 'tfds')
   proc.send_signal(signal.SIGINT)
   try:
-    _, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=600)
   except subprocess.TimeoutExpired:
     proc.kill()
     raise
