@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from overfeat_jax import classify
+from tests.entry_points import import_entry_point
+
+classify = import_entry_point('classify')
 from overfeat_jax.data import images as images_lib
 from overfeat_jax.inference import classify_views as views
 from overfeat_jax.models import ACCURATE, FAST, SMALL

@@ -28,7 +28,6 @@ import ml_collections
 import numpy as np
 import pytest
 
-from overfeat_jax import predict
 from overfeat_jax.checkpoint import export as export_lib
 from overfeat_jax.checkpoint import manager as ckpt
 from overfeat_jax.config_files import input_settings, settings_from_config, stage_config
@@ -39,6 +38,9 @@ from overfeat_jax.models import release_weights
 from overfeat_jax.models.geometry import get_geometry
 from overfeat_jax.sweeps import grid, runner
 from overfeat_jax.tasks import classification
+from tests.entry_points import import_entry_point
+
+predict = import_entry_point('predict')
 from overfeat_jax.train import inputs
 from tests.photos import photo, photo_jpeg
 

@@ -16,6 +16,7 @@ from overfeat_jax.errors import InputError
 from overfeat_jax.config_files import load_config as load_config_file
 from overfeat_jax.config_files import save_config, settings_from_config
 from tests.photos import photo_jpeg
+from tests.entry_points import import_entry_point
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, 'experiments', 'configs', 'embedded_detection.py')
@@ -174,7 +175,7 @@ def test_exif_orientation_is_applied_only_on_request(workdir, tmp_path):
 def test_predict_is_the_tasks_predictor_mapped_to_the_image():
   """predict runs the localization task's own predictor (the function its evaluation step calls) on the
   `resize` view, then scales its boxes from the view's pixels to the image's and keeps `top` guesses."""
-  from overfeat_jax import predict  # pylint: disable=g-import-not-at-top
+  predict = import_entry_point('predict')
   from overfeat_jax.data.preprocess import eval_view  # pylint: disable=g-import-not-at-top
   stage = predict.stage_task(load_config(), 'localization')
   size = stage.predictor_size

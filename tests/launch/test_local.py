@@ -119,14 +119,16 @@ def test_timeout_stops_everything():
 
 def _prebuild_embedded_smoke_data(config_path: pathlib.Path, data_dir: pathlib.Path) -> None:
   """Builds the smoke config's dataset once: two trainer processes building it at once race in tfds."""
+  from overfeat_jax.config_files import input_settings  # pylint: disable=g-import-not-at-top
   from overfeat_jax.train import inputs  # pylint: disable=g-import-not-at-top
   spec = importlib.util.spec_from_file_location('embedded_config_for_test', config_path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   config = module.get_config('smoke')
   config.data.data_dir = str(data_dir)
+  data = input_settings(config, 'classification')
   for split in (config.data.train_split, config.data.eval_split):
-    inputs.open_split(config, split)
+    inputs.open_split(data, split)
 
 
 @pytest.mark.multiprocess

@@ -14,9 +14,24 @@ from overfeat_jax import config_files, storage
 from overfeat_jax.errors import InputError
 from overfeat_jax.train import loop
 from tests.train.helpers import REPO, load_config
+from tests.entry_points import import_entry_point
 
 
-def test_first_ctrl_c_in_the_loop_asks_for_a_save_and_the_second_interrupts():
+def _sigint_as_in_a_terminal() -> None:
+  """A child's SIGINT back to Python's default: an xdist worker ignores SIGINT, and children inherit that."""
+  signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.fixture
+def sigint_default():
+  """SIGINT raises KeyboardInterrupt here, as in a terminal (an xdist worker ignores it); restored after."""
+  before = signal.signal(signal.SIGINT, signal.default_int_handler)
+  yield
+  signal.signal(signal.SIGINT, before)
+
+
+def test_first_ctrl_c_in_the_loop_asks_for_a_save_and_the_second_interrupts(sigint_default):
+  del sigint_default
   previous = signal.getsignal(signal.SIGINT)
   with loop.Preemption(mesh=None) as preemption:
     signal.raise_signal(signal.SIGINT)  # no KeyboardInterrupt: the loop saves at the next step
@@ -41,7 +56,7 @@ def _main_until_first_log_line(workdir, data_dir):
   proc = subprocess.Popen(
       [sys.executable, '-m', 'overfeat_jax.main', '--config=experiments/configs/embedded.py:smoke',
        f'--workdir={workdir}', f'--config.data.data_dir={data_dir}'], cwd=REPO, env=env,
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_sigint_as_in_a_terminal)
   first = proc.stderr.readline()
   assert first, 'main ended without a line'
   return proc, first
@@ -62,7 +77,7 @@ def test_ctrl_c_outside_the_loop_is_one_line_and_exit_130(tmp_path):
 
 
 def test_interrupted_line_names_the_saved_step_only_for_ctrl_c():
-  from overfeat_jax import main  # pylint: disable=g-import-not-at-top  (defines the CLI's flags)
+  main = import_entry_point('main')
   ctrl_c = {'classification': {'preempted': True, 'saved_at': 70, 'signal': 'SIGINT'}}
   assert main.interrupted(ctrl_c) == 'saved classification step 70; rerun the same command to resume'
   assert main.interrupted({'classification': {'preempted': True, 'saved_at': 70, 'signal': 'SIGTERM'}}) is None
@@ -167,7 +182,8 @@ def test_ctrl_c_in_the_loop_saves_exits_130_and_a_changed_rerun_resumes_and_keep
           '--config.checkpoint_every_steps=1000', '--config.eval.every_steps=0']
   env = {'JAX_PLATFORMS': 'cpu', 'PATH': '/usr/bin:/bin', 'PYTHONUNBUFFERED': '1'}
   proc = subprocess.Popen([sys.executable, '-m', 'overfeat_jax.main', *args, '--config.num_train_steps=400'],
-                          cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                          cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          preexec_fn=_sigint_as_in_a_terminal)
   seen = []
   for line in proc.stderr:  # the compile is announced, then timed: Ctrl-C once training runs
     seen.append(line)
