@@ -30,11 +30,23 @@ def train_iterator(data: InputSettings, source: Any) -> pipeline.TrainIterator |
   """
   kwargs = dict(global_batch_size=data.batch_size, crop_size=data.crop_size, resize_smaller=data.train_resize,
                 max_boxes=data.max_boxes, seed=data.seed, worker_count=data.worker_count,
-                train_scales=data.train_scales)
+                train_scales=data.train_scales, jpeg_dct=data.jpeg_dct)
   hosts = read_as_hosts(data)
   if hosts == 0:
     return pipeline.train_iterator(source, **kwargs)
   return pipeline.hosts_train_iterator(source, num_hosts=hosts, **kwargs)
+
+
+def check(data: InputSettings) -> None:
+  """The input settings that would otherwise fail only when the stage opens its iterator (after its workdir and
+  checkpoints exist and its programs compiled), checked up front: `jpeg_dct`, `worker_count`, `read_as_hosts`.
+
+  Raises:
+    InputError: one line naming the field.
+  """
+  pipeline.check_jpeg_dct(data.jpeg_dct)
+  pipeline.resolve_worker_count(data.worker_count)
+  read_as_hosts(data)
 
 
 def read_as_hosts(data: InputSettings) -> int:
