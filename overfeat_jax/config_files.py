@@ -134,8 +134,7 @@ def input_settings(cfg: ml_collections.ConfigDict, stage: str) -> settings_lib.I
       train_split=data.train_split, eval_split=data.eval_split, batch_size=cfg.batch_size,
       eval_batch_size=cfg.eval.batch_size, crop_size=cfg.crop_size,
       train_resize=jitter if jitter else (cfg.resize_smaller or None), max_boxes=cfg.max_boxes, seed=cfg.seed,
-      worker_count=data.worker_count, read_as_hosts=data.get('read_as_hosts', 0), train_scales=scales,
-      jpeg_dct=data.get('jpeg_dct', 'accurate'))
+      worker_count=data.worker_count, read_as_hosts=data.get('read_as_hosts', 0), train_scales=scales)
 
 
 def check_input_sizes(settings: settings_lib.StageSettings) -> None:

@@ -133,8 +133,6 @@ class InputSettings:
     read_as_hosts: 0, or N > 0: one process reads the global batches of an N-host run.
     train_scales: (h, w) whole-batch training sizes in turn, one per step (`box.train_scales`; the pipeline
       resizes batch b to `train_scales[b % n]`, `data.preprocess.scale_of_batch`); () = the crops as they are.
-    jpeg_dct: 'accurate' or 'fast' (`data.jpeg_dct`): libjpeg-turbo's inverse DCT for training JPEGs stored at
-      the training size (`data.preprocess.crop_into`); evaluation always decodes accurately.
   """
   dataset: str
   data_dir: str | None
@@ -150,7 +148,6 @@ class InputSettings:
   worker_count: int | str = 0
   read_as_hosts: int = 0
   train_scales: tuple[Size, ...] = ()
-  jpeg_dct: str = 'accurate'
 
 
 @dataclasses.dataclass(frozen=True)

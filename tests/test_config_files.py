@@ -77,17 +77,6 @@ def test_only_a_box_stage_resizes_its_training_batches():
   assert scales['detection'] == ((96, 96),)
 
 
-@pytest.mark.parametrize('name, expected', [('fast_imagenet', 'fast'), ('accurate_imagenet', 'fast'),
-                                             ('embedded', 'accurate')])
-def test_jpeg_dct_reaches_the_input_settings(name, expected):
-  """The ImageNet configs decode training JPEGs with the fast IDCT (the input rate accelerators need), the demo
-  accurately; a config without the key (saved before it existed) reads as 'accurate'."""
-  config = load_config(name)
-  assert config_files.input_settings(config, 'classification').jpeg_dct == expected
-  del config.data['jpeg_dct']
-  assert config_files.input_settings(config, 'classification').jpeg_dct == 'accurate'
-
-
 def test_minimum_input_sizes_are_accepted():
   config = load_config('embedded', 'smoke')
   config.crop_size, config.eval.resize, config.eval.scales = 53, 53, ((53, 80),)

@@ -2,10 +2,9 @@
 
 Generates its own ImageNet-like JPEGs (500x375, quality 90, 4:2:0, multi-octave textures with the entropy of
 photographs: ~75 KB each) and their 256-smaller-side re-encodings (341x256) made by the builders' own
-`images.encode_for_storage` as the ImageNet builder's resized256 config stores them (quality
+`images.encode_for_storage`, as the ImageNet builder's resized256 config stores them (quality
 `images.JPEG_QUALITY` = 95: ~51 KB; `--stored_quality` for another), then times each stage in this process.
-Training crops decode with each of `--jpeg_dct` (`data.jpeg_dct`: 'accurate' or 'fast' IDCT). Pin it to one
-core for per-core figures:
+Pin it to one core for per-core figures:
 
   taskset -c 0 .venv/bin/python experiments/benchmarks/input_pipeline.py --num_images=300 --seconds=3
   .venv/bin/python experiments/benchmarks/input_pipeline.py --worker_counts=1,2   # + scaling over workers
@@ -16,8 +15,7 @@ project's fused path (`preprocess.crop_image`: DCT-domain `draft` + crop-only re
 stored at 256); full examples (boxes, padding) stacked into batches of 128; and the whole
 `pipeline.train_iterator` (grain) over an in-memory source of records, in this process and with each of
 `--worker_counts` grain worker processes (images per CPU-second then add the workers' CPU time, read from
-/proc). The last line turns the in-process per-core rate (with the ImageNet configs' `jpeg_dct`, the last of
-`--jpeg_dct`) into the cores that feed 16,000 and 30,000 img/s; with
+/proc). The last line turns the in-process per-core rate into the cores that feed 16,000 and 30,000 img/s; with
 `--worker_counts`, one more line does the same at the largest worker count's rate (workers + trainer process)."""
 
 import io
@@ -43,8 +41,6 @@ flags.DEFINE_float('seconds', 3.0, 'Minimum time per measurement.')
 flags.DEFINE_integer('crop_size', 231, 'Training crop (231 fast, 221 accurate).')
 flags.DEFINE_integer('stored_quality', images.JPEG_QUALITY, 'JPEG quality of the stored 341x256 records '
                      '(the builders re-encode at images.JPEG_QUALITY).')
-flags.DEFINE_list('jpeg_dct', list(pp.JPEG_DCT), "data.jpeg_dct values to time the iterator with; the last "
-                  "one's rate sizes the cores (the ImageNet configs use 'fast').")
 flags.DEFINE_list('worker_counts', [], 'grain worker processes to time the iterator with (scaling), e.g. 1,2.')
 flags.DEFINE_list('feed_rates', ['16000', '30000'], 'img/s to size the host cores for (last line).')
 # Host CPU counts to compare with (vendor datasheets): NVIDIA DGX H100, 2x Xeon 8480C = 112 cores (224 threads);
@@ -102,8 +98,8 @@ def decode_only(_: int, data: bytes) -> np.ndarray:
   return np.asarray(Image.open(io.BytesIO(data)).convert('RGB'))
 
 
-def decode_turbo(_: int, data: bytes, fast_dct: bool = False) -> np.ndarray:
-  return simplejpeg.decode_jpeg(data, 'RGB', fastdct=fast_dct)
+def decode_turbo(_: int, data: bytes) -> np.ndarray:
+  return simplejpeg.decode_jpeg(data, 'RGB')
 
 
 def reference(i: int, data: bytes, crop: int) -> np.ndarray:
@@ -154,15 +150,13 @@ class RecordSource:
             'box_labels': np.array([1])}
 
 
-def grain_rate(jpegs: Sequence[bytes], crop: int, seconds: float, workers: int = 0,
-               jpeg_dct: str = 'accurate') -> tuple[float, float]:
+def grain_rate(jpegs: Sequence[bytes], crop: int, seconds: float, workers: int = 0) -> tuple[float, float]:
   """(images per wall second, images per CPU-second of this process and its workers) of the whole iterator.
 
   Runs until `seconds` of CPU time (in process) or of wall time (with workers, whose CPU is read from /proc).
   """
   it = pipeline.train_iterator(RecordSource(jpegs), global_batch_size=128, crop_size=crop, resize_smaller=256,
-                               max_boxes=4, seed=0, shard_index=0, shard_count=1, worker_count=workers,
-                               jpeg_dct=jpeg_dct)
+                               max_boxes=4, seed=0, shard_index=0, shard_count=1, worker_count=workers)
   for _ in range(1 + 2 * workers):  # the workers' first batches (start-up) are not timed
     next(it)
   done, wall, cpu = 0, time.perf_counter(), cpu_time.tree_cpu_seconds()
@@ -190,26 +184,21 @@ def main(argv: list[str]) -> None:
   kb_full, kb_small = (np.mean([len(x) for x in jpegs]) / 1024 for jpegs in (full, small))
   print(f'generated {len(full)} JPEGs in {time.perf_counter() - t:.1f} s: 500x375 mean {kb_full:.1f} KB, '
         f'341x256 (quality {FLAGS.stored_quality}) mean {kb_small:.1f} KB')
-  dcts = FLAGS.jpeg_dct
-  iterator = lambda dct: f'pipeline.train_iterator (grain, jpeg_dct={dct}), stored 341x256'
-  workers_row = lambda w: (f'pipeline.train_iterator, {w} worker process{"es" * (int(w) > 1)} '
-                           f'(jpeg_dct={dcts[-1]}), stored 341x256')
   rows = [
       ('decode only, 500x375', lambda: rate(decode_only, full, secs)),
       (f'reference: decode + resize 256 + crop {crop} + flip, 500x375', lambda: rate(
           lambda i, d: reference(i, d, crop), full, secs)),
       ('fused (draft + crop-only resize), 500x375', lambda: rate(lambda i, d: fused(i, d, crop), full, secs)),
       ('decode only, stored 341x256', lambda: rate(decode_only, small, secs)),
-      *((f'decode only (simplejpeg, {dct} IDCT), stored 341x256', lambda dct=dct: rate(
-          lambda i, d: decode_turbo(i, d, dct == 'fast'), small, secs)) for dct in dcts),
+      ('decode only (simplejpeg), stored 341x256', lambda: rate(decode_turbo, small, secs)),
       ('reference, stored 341x256', lambda: rate(lambda i, d: reference(i, d, crop), small, secs)),
       ('fused (plain crop), stored 341x256', lambda: rate(lambda i, d: fused(i, d, crop), small, secs)),
       ('full examples + batches of 128, stored 341x256', lambda: rate(Batched(crop), small, secs)),
-      *((iterator(dct), lambda dct=dct: grain_rate(small, crop, secs, jpeg_dct=dct)) for dct in dcts),
+      ('pipeline.train_iterator (grain), stored 341x256', lambda: grain_rate(small, crop, secs)),
       ('pipeline.train_iterator (grain), 500x375', lambda: grain_rate(full, crop, secs)),
   ]
-  rows += [(workers_row(w), lambda w=int(w): grain_rate(small, crop, secs, w, dcts[-1]))
-           for w in FLAGS.worker_counts]
+  rows += [(f'pipeline.train_iterator, {w} worker process{"es" * (int(w) > 1)}, stored 341x256',
+            lambda w=int(w): grain_rate(small, crop, secs, w)) for w in FLAGS.worker_counts]
   print(f'load average before: {os.getloadavg()[0]:.2f}; cores usable: {pipeline.usable_cores()}')
   print('| path | images/s (wall) | images per CPU-second (per core) |\n|---|---|---|')
   results = {}
@@ -217,13 +206,14 @@ def main(argv: list[str]) -> None:
     results[name] = measure()
     print(f'| {name} | {results[name][0]:.0f} | {results[name][1]:.0f} |', flush=True)
   print(f'load average after: {os.getloadavg()[0]:.2f}')
-  per_core = results[iterator(dcts[-1])][1]
+  per_core = results['pipeline.train_iterator (grain), stored 341x256'][1]
   feed_rates = [int(r) for r in FLAGS.feed_rates]
-  print(f'jpeg_dct={dcts[-1]}: ' + cores_line(per_core, feed_rates))
+  print(cores_line(per_core, feed_rates))
   if FLAGS.worker_counts:  # how a GPU host feeds: workers, whose rate counts the trainer's share too
     workers = max(FLAGS.worker_counts, key=int)
+    name = f'pipeline.train_iterator, {workers} worker process{"es" * (int(workers) > 1)}, stored 341x256'
     print(f'with {workers} worker process{"es" * (int(workers) > 1)} (CPU of the workers and this process): '
-          + cores_line(results[workers_row(workers)][1], feed_rates))
+          + cores_line(results[name][1], feed_rates))
 
 
 if __name__ == '__main__':

@@ -137,8 +137,7 @@ def make_config():
 def make_iterator(source, config, workers: int) -> pipeline.TrainIterator:
   return pipeline.train_iterator(source, global_batch_size=config.batch_size, crop_size=config.crop_size,
                                  resize_smaller=config.resize_smaller or None, max_boxes=config.max_boxes,
-                                 seed=config.seed, worker_count=workers, read_threads=_THREADS.value,
-                                 jpeg_dct=config.data.jpeg_dct)
+                                 seed=config.seed, worker_count=workers, read_threads=_THREADS.value)
 
 
 def make_step(config, mesh, source_len: int):

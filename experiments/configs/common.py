@@ -26,10 +26,6 @@ def base_config() -> ml_collections.ConfigDict:
   # grain worker processes: 'auto' = the cores this process may use less 2 (0 on <= 3 cores), or a number
   # ('0': in the training process). Keep it when resuming: the batches depend on it (docs/data_pipeline.md).
   c.data.worker_count = 'auto'
-  # Inverse DCT of the training JPEGs stored at the training size (resized256): 'fast' (libjpeg-turbo's integer
-  # IFAST, ~1.2x the decode rate, pixels within 1-5 grey levels) or 'accurate' (ISLOW, Pillow's pixels).
-  # Evaluation always decodes accurately (docs/data_pipeline.md).
-  c.data.jpeg_dct = 'fast'
   c.data.read_as_hosts = 0  # N > 0, one process only: read the global batches of an N-host run (0: off)
 
   c.crop_size = 231  # random training crops (and flips) of the network's input size

@@ -44,7 +44,6 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # demo network at 184 / 109 / 87 img/s end to end under shifting load (results/input_pipeline.md), so no
   # gain from workers; and the demo's batches then do not depend on the host's core count.
   c.data.worker_count = '0'
-  c.data.jpeg_dct = 'accurate'  # the demo's figures were measured so (its jittered crops resample anyway)
   c.num_epochs = 10.0
 
   c.model.geometry, c.model.width_divisor = 'small', 8

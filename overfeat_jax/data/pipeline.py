@@ -161,9 +161,8 @@ class _TrainBatcher:
   """
 
   def __init__(self, seed: int, crop_size: int, resize_smaller: int | tuple[int, int] | None, max_boxes: int,
-               scales: Sequence[tuple[int, int]] = (), fast_dct: bool = False):
+               scales: Sequence[tuple[int, int]] = ()):
     self._seed, self._crop, self._resize, self._max_boxes = seed, crop_size, resize_smaller, max_boxes
-    self._fast_dct = fast_dct
     self._scales = tuple(tuple(s) for s in scales)
     self._shared_memory = False
 
@@ -177,8 +176,7 @@ class _TrainBatcher:
     out = SharedMemoryArray(shape, np.uint8) if self._shared_memory else np.empty(shape, np.uint8)
     rngs = [preprocess.example_rng(self._seed, e['epoch'], e['index']) for e in elements]
     return preprocess.train_batch([e['record'] for e in elements], rngs, crop_size=self._crop,
-                                  resize_smaller=self._resize, max_boxes=self._max_boxes, out=out, scale=scale,
-                                  fast_dct=self._fast_dct)
+                                  resize_smaller=self._resize, max_boxes=self._max_boxes, out=out, scale=scale)
 
 
 def _shard_options(shard_index: int | None, shard_count: int | None) -> grain.sharding.ShardOptions:
@@ -234,7 +232,7 @@ def train_iterator(source: Any, *, global_batch_size: int, crop_size: int,
                    resize_smaller: int | tuple[int, int] | None, max_boxes: int, seed: int, shuffle: bool = True,
                    num_epochs: int | None = None, worker_count: int | str = 0, read_threads: int = 0,
                    shard_index: int | None = None, shard_count: int | None = None,
-                   train_scales: Sequence[tuple[int, int]] = (), jpeg_dct: str = 'accurate') -> TrainIterator:
+                   train_scales: Sequence[tuple[int, int]] = ()) -> TrainIterator:
   """Per-host training batches (docs/CONVENTIONS.md batch format), deterministic for `seed` and resumable.
 
   Args:
@@ -256,12 +254,6 @@ def train_iterator(source: Any, *, global_batch_size: int, crop_size: int,
     train_scales: (h, w) whole-batch training sizes in turn: batch b (0-based, step b + 1; the same on every
       host, and restored with the iterator's state) is resized after the crops to `train_scales[b % n]`
       (`preprocess.scale_of_batch`, boxes scaled with it); empty: the crops as they are.
-    jpeg_dct: 'accurate' or 'fast' (`preprocess.JPEG_DCT`): libjpeg-turbo's inverse DCT for JPEGs stored at the
-      training size (`preprocess.crop_into`). 'fast' decodes ~1.2x faster, pixels within
-      `preprocess.FAST_DCT_TOLERANCE` of 'accurate'. The order and the crops do not depend on it.
-
-  Raises:
-    InputError: one line for a bad batch size, host count, scale, resize, worker count or jpeg_dct.
   """
   shard = _shard_options(shard_index, shard_count)
   train_scales = _check_scales(train_scales)
@@ -270,7 +262,6 @@ def train_iterator(source: Any, *, global_batch_size: int, crop_size: int,
     raise InputError(f'global_batch_size {global_batch_size} is not divisible by {shard.shard_count} hosts.')
   if len(source) < shard.shard_count:
     raise InputError(f'{len(source)} records cannot be split over {shard.shard_count} hosts.')
-  check_jpeg_dct(jpeg_dct)
   requested, worker_count = worker_count, resolve_worker_count(worker_count)
   if shard.shard_index == 0:
     logging.info('Input pipeline: %d CPU cores usable, %d grain worker processes (worker_count=%s).',
@@ -283,17 +274,11 @@ def train_iterator(source: Any, *, global_batch_size: int, crop_size: int,
   loader = grain.DataLoader(
       data_source=batch_source, sampler=sampler, worker_count=worker_count, shard_options=shard,
       operations=[grain.transforms.Batch(1, batch_fn=_TrainBatcher(seed, crop_size, resize_smaller, max_boxes,
-                                                                   train_scales, jpeg_dct == 'fast'))],
+                                                                   train_scales))],
       read_options=grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=read_threads))
   return TrainIterator(loader, functools.partial(
       _upgrade_record_state, sampler=sampler, source_repr=f'_KeyedSource({source!r})', shard=shard,
       batch_size=batch_size, current=(repr(sampler), repr(batch_source))))
-
-
-def check_jpeg_dct(value: Any) -> None:
-  """InputError (one line) unless `value` is one of `preprocess.JPEG_DCT` (`data.jpeg_dct`)."""
-  if value not in preprocess.JPEG_DCT:
-    raise InputError(f"data.jpeg_dct must be one of {', '.join(map(repr, preprocess.JPEG_DCT))}, got {value!r}.")
 
 
 def _check_scales(scales: Sequence[Any]) -> tuple[tuple[int, int], ...]:

@@ -23,9 +23,7 @@ depend on batching, sharding or worker count.
 Training batches (`train_batch`) are built in place: each crop is written into its row of the batch buffer,
 the boxes of the whole batch are mapped in one vectorised pass, and JPEG bytes stored at the training size
 (ImageNet's resized256) decode through libjpeg-turbo with simplejpeg straight into numpy (`crop_into`),
-with Pillow as the fallback for everything else (docs/data_pipeline.md has the measured costs). That decode may
-use libjpeg-turbo's fast integer IDCT (`jpeg_dct='fast'`, training crops only: ~1.2x the accurate IDCT's rate,
-pixels within `FAST_DCT_TOLERANCE` of it); evaluation views always decode accurately."""
+with Pillow as the fallback for everything else (docs/data_pipeline.md has the measured costs)."""
 
 import dataclasses
 import functools
@@ -46,14 +44,6 @@ except ImportError:  # pragma: no cover - exercised only where the wheel is miss
   simplejpeg = None
 
 MIN_VISIBLE_FRACTION = 0.3
-# `data.jpeg_dct`: libjpeg-turbo's inverse DCT for training crops decoded at scale 1 (`crop_into`). 'accurate' is
-# JDCT_ISLOW (Pillow's and every evaluation view's pixels); 'fast' is JDCT_IFAST.
-JPEG_DCT = ('accurate', 'fast')
-# How far 'fast' may move a pixel from 'accurate' (grey levels; tests/data/test_preprocess.py). Measured on 20
-# photo-like 341x256 JPEGs each (4:4:4 and 4:2:0 alike), mean |difference| / max: quality 75 and 90: 0.99 / 5;
-# quality 95 (the builders' re-encoding quality, `images.JPEG_QUALITY`): 1.24 / 11; quality 100: 1.6 / 14
-# (IFAST loses precision as the quantisation gets finer; docs/data_pipeline.md).
-FAST_DCT_TOLERANCE = {'mean': 1.7, 'max': 16}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,8 +178,7 @@ def _apply(im: Image.Image, crop: Crop, reduction: float) -> np.ndarray:
   return np.asarray(out)
 
 
-def crop_into(out: np.ndarray, image: np.ndarray | bytes, make_crop: Callable[[int, int], Crop], *,
-              fast_dct: bool = False) -> Crop:
+def crop_into(out: np.ndarray, image: np.ndarray | bytes, make_crop: Callable[[int, int], Crop]) -> Crop:
   """Writes the crop of one image into `out` (uint8 `[crop.h, crop.w, 3]`, e.g. a row of a batch buffer).
 
   JPEG bytes (YCbCr or grayscale) that need no resampling (stored at the training size, as ImageNet's
@@ -205,8 +194,6 @@ def crop_into(out: np.ndarray, image: np.ndarray | bytes, make_crop: Callable[[i
     out: where the crop goes; its shape must be `(crop.h, crop.w, 3)`.
     image: as for `crop_image`.
     make_crop: as for `crop_image`; called exactly once.
-    fast_dct: decode the simplejpeg path with libjpeg-turbo's fast integer IDCT (JDCT_IFAST: pixels within
-      `FAST_DCT_TOLERANCE` of the accurate IDCT's); the Pillow path always decodes accurately.
 
   Returns:
     the Crop used. Raises InputError for undecodable images (as `crop_image`).
@@ -216,7 +203,7 @@ def crop_into(out: np.ndarray, image: np.ndarray | bytes, make_crop: Callable[[i
     crop = make_crop(*size)
     if crop.sx == crop.sy == 1.0:
       try:
-        pixels = simplejpeg.decode_jpeg(image, 'BGR' if crop.flip else 'RGB', fastdct=fast_dct, strict=True)
+        pixels = simplejpeg.decode_jpeg(image, 'BGR' if crop.flip else 'RGB', strict=True)
       except (ValueError, RuntimeError):  # truncated or corrupt: the Pillow path applies the decode policy
         pixels = None
       if pixels is not None:
@@ -341,7 +328,7 @@ def train_example(record: dict, rng: ExampleRandom | np.random.Generator, *, cro
 
 def train_batch(records: Sequence[dict], rngs: Sequence[ExampleRandom | np.random.Generator], *, crop_size: int,
                 resize_smaller: int | tuple[int, int] | None, max_boxes: int, out: np.ndarray | None = None,
-                scale: tuple[int, int] | None = None, fast_dct: bool = False) -> dict[str, np.ndarray]:
+                scale: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
   """Records -> one training batch (docs/CONVENTIONS.md), record i cropped and flipped with `rngs[i]`, then the
   whole batch resized to `scale` when given (`resize_batch`: the per-batch training scale, `scale_of_batch`).
 
@@ -358,7 +345,6 @@ def train_batch(records: Sequence[dict], rngs: Sequence[ExampleRandom | np.rando
     out: uint8 `[len(records), h, w, 3]` to write the images into (e.g. shared memory), (h, w) = `scale` or
       (crop_size, crop_size); allocated when None.
     scale: (h, w) of the whole batch after the crops; None (or the crop's size) keeps the crops as they are.
-    fast_dct: as for `crop_into` (`data.jpeg_dct='fast'`).
 
   Returns:
     image uint8 `[B, h, w, 3]`, label int32 `[B]`, boxes float32 `[B, max_boxes, 4]` (in the batch's pixels),
@@ -368,7 +354,7 @@ def train_batch(records: Sequence[dict], rngs: Sequence[ExampleRandom | np.rando
   whole = scale is not None and tuple(scale) != crop
   images = out if out is not None and not whole else np.empty((n, *crop, 3), np.uint8)
   crops = [crop_into(images[i], record['image'], functools.partial(
-      train_crop, rng, crop_size=crop_size, resize_smaller=resize_smaller), fast_dct=fast_dct)
+      train_crop, rng, crop_size=crop_size, resize_smaller=resize_smaller))
            for i, (record, rng) in enumerate(zip(records, rngs))]
   boxes, box_labels = _batch_boxes(records, crops, max_boxes, MIN_VISIBLE_FRACTION)
   batch = {'image': images, 'label': np.array([r.get('label', -1) for r in records], np.int32),

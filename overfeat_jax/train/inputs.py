@@ -30,7 +30,7 @@ def train_iterator(data: InputSettings, source: Any) -> pipeline.TrainIterator |
   """
   kwargs = dict(global_batch_size=data.batch_size, crop_size=data.crop_size, resize_smaller=data.train_resize,
                 max_boxes=data.max_boxes, seed=data.seed, worker_count=data.worker_count,
-                train_scales=data.train_scales, jpeg_dct=data.jpeg_dct)
+                train_scales=data.train_scales)
   hosts = read_as_hosts(data)
   if hosts == 0:
     return pipeline.train_iterator(source, **kwargs)
@@ -39,12 +39,11 @@ def train_iterator(data: InputSettings, source: Any) -> pipeline.TrainIterator |
 
 def check(data: InputSettings) -> None:
   """The input settings that would otherwise fail only when the stage opens its iterator (after its workdir and
-  checkpoints exist and its programs compiled), checked up front: `jpeg_dct`, `worker_count`, `read_as_hosts`.
+  checkpoints exist and its programs compiled), checked up front: `worker_count`, `read_as_hosts`.
 
   Raises:
     InputError: one line naming the field.
   """
-  pipeline.check_jpeg_dct(data.jpeg_dct)
   pipeline.resolve_worker_count(data.worker_count)
   read_as_hosts(data)
 

@@ -148,7 +148,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   config = with_classes_from_data(config)  # num_classes = 0: own data's class count (docs/own_data.md)
   # Every stage's settings (e.g. its input sizes) read and checked once, before the first stage trains.
   settings = {stage: config_files.settings_from_config(config, stage) for stage in config.stages}
-  for stage in config.stages:  # and its input settings (jpeg_dct, worker_count, ...), before anything is written
+  for stage in config.stages:  # and its input settings (worker_count, read_as_hosts), before anything is written
     inputs.check(config_files.input_settings(stage_config(config, stage), stage))
   changes = warn_config_changes(config, workdir)
 

@@ -65,7 +65,6 @@ BAD_VALUES = [
     ('unknown_geometry', ['--config.model.geometry=nope'], 'nope'),
     ('unknown_optimizer', ['--config.optimizer.name=nope'], 'nope'),
     ('bad_tuple', ['--config.eval.scales=(72,'], 'scales'),
-    ('bad_jpeg_dct', ['--config.data.jpeg_dct=slow'], 'jpeg_dct'),
     ('bad_worker_count', ['--config.data.worker_count=many'], 'worker_count'),
     ('config_arg', [], 'bogus'),  # --config=embedded.py:bogus
     ('positional', ['stray_argument'], 'stray_argument'),

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from overfeat_jax.data import pipeline, preprocess
+from overfeat_jax.data import pipeline
 from overfeat_jax.errors import InputError
 
 
@@ -93,19 +93,6 @@ def test_worker_count_auto_rule(value, cores, expected):
 def test_bad_worker_count_is_an_input_error(bad):
   with pytest.raises(InputError, match='worker_count'):
     pipeline.resolve_worker_count(bad, cores=4)
-
-
-def test_jpeg_dct_reaches_the_decode_and_a_bad_value_is_an_input_error(det_source):
-  """The embedded det JPEGs cropped at their stored size take the libjpeg-turbo path: 'fast' changes pixels
-  only (within the documented tolerance), not the order, crops or boxes."""
-  kw = dict(global_batch_size=8, crop_size=64, resize_smaller=None, max_boxes=4, seed=0)
-  accurate = next(pipeline.train_iterator(det_source, **kw))
-  fast = next(pipeline.train_iterator(det_source, jpeg_dct='fast', **kw))
-  assert all(np.array_equal(fast[k], accurate[k]) for k in ('label', 'boxes', 'box_labels'))
-  diff = np.abs(fast['image'].astype(int) - accurate['image'].astype(int))
-  assert 0 < diff.mean() <= preprocess.FAST_DCT_TOLERANCE['mean']
-  with pytest.raises(InputError, match="jpeg_dct must be one of 'accurate', 'fast', got 'slow'"):
-    pipeline.train_iterator(det_source, jpeg_dct='slow', **kw)
 
 
 def test_usable_cores_follow_the_affinity_mask():
@@ -219,7 +206,7 @@ def test_worker_processes(det_source):
 
 _WORKERS_THEN_EXIT = """
 import sys
-from overfeat_jax.data import pipeline, preprocess
+from overfeat_jax.data import pipeline
 if __name__ == '__main__':  # grain starts its workers with spawn
   source = pipeline.open_source('embedded_cls_loc', 'train', data_dir=sys.argv[1], train_size=64, test_size=16)
   it = pipeline.train_iterator(source, global_batch_size=8, crop_size=64, resize_smaller=None, max_boxes=4,

@@ -222,37 +222,6 @@ def test_train_batch_without_simplejpeg_and_with_a_truncated_jpeg_takes_pillow(m
   np.testing.assert_array_equal(fast['image'], plain['image'])
 
 
-def _photo_like(seed: int, height: int, width: int) -> np.ndarray:
-  """Noise at four octaves plus sensor noise (the input benchmark's kind of texture), uint8 `[h, w, 3]`."""
-  rng = np.random.default_rng(seed)
-  image = np.zeros((height, width, 3), np.float32)
-  for rows, amp in ((4, 60), (16, 40), (64, 25)):
-    coarse = np.uint8(np.clip(rng.normal(128, amp, (rows, rows * width // height, 3)), 0, 255))
-    image += np.asarray(Image.fromarray(coarse).resize((width, height), Image.BICUBIC), np.float32) - 128
-  return np.uint8(np.clip(image + rng.normal(128, 4, image.shape), 0, 255))
-
-
-@pytest.mark.parametrize('subsampling', [0, 2])
-def test_fast_dct_training_crops_stay_within_the_documented_tolerance(subsampling):
-  """`jpeg_dct='fast'` (JDCT_IFAST) changes the pixels of crops decoded at scale 1, within
-  `FAST_DCT_TOLERANCE` of the accurate decode; crops, flips and boxes are the same; a resampled record (the
-  Pillow path) is unaffected."""
-  photos = [_photo_like(seed, 256, 341) for seed in range(3)]
-  images = [_jpeg(p, subsampling=subsampling) for p in photos]
-  images.append(_jpeg(np.asarray(Image.fromarray(photos[0]).resize((400, 300)))))  # resampled: Pillow path
-  records = [{'image': im, 'label': i, 'boxes': np.array([[50, 40, 300, 200]], np.float32),
-              'box_labels': np.array([i])} for i, im in enumerate(images)]
-  kw = dict(crop_size=231, resize_smaller=256, max_boxes=2)
-  accurate = pp.train_batch(records, [pp.example_rng(0, 0, i) for i in range(4)], **kw)
-  fast = pp.train_batch(records, [pp.example_rng(0, 0, i) for i in range(4)], fast_dct=True, **kw)
-  for k in ('label', 'boxes', 'box_labels'):
-    np.testing.assert_array_equal(fast[k], accurate[k])
-  np.testing.assert_array_equal(fast['image'][3], accurate['image'][3])
-  diff = np.abs(fast['image'][:3].astype(int) - accurate['image'][:3].astype(int))
-  assert 0 < diff.mean() <= pp.FAST_DCT_TOLERANCE['mean']
-  assert diff.max() <= pp.FAST_DCT_TOLERANCE['max']
-
-
 def test_example_rng_is_uniform_and_per_example():
   draws = np.array([pp.example_rng(0, 0, i).random() for i in range(4000)])
   assert 0 <= draws.min() and draws.max() < 1 and abs(draws.mean() - 0.5) < 0.02
