@@ -348,7 +348,8 @@ def _check_inputs(paths: Sequence[str]) -> None:
   if _OUTPUT.value and not feature_mode:
     raise InputError('--output saves features: use it with --features or --layer')
   if _OUTPUT.value:
-    feature_paths(_OUTPUT.value, paths)  # the same image twice: refused before any work
+    for output in feature_paths(_OUTPUT.value, paths):  # the same image twice: refused before any work
+      storage.check_output(output)  # so is a folder that is missing or read-only
 
 
 def _run(paths: Sequence[str], timer: Timer, reading: Reading) -> list[str]:

@@ -124,6 +124,22 @@ def write_atomic(p: str | os.PathLike, data: bytes | str) -> None:
       raise
 
 
+def check_output(p: str | os.PathLike) -> None:
+  """Proves, before any slow work, that `write_atomic(p, ...)` will be able to write `p`: its local folder exists
+  and takes a file (a probe file created and deleted beside it). Remote paths are not probed (their first write
+  reports a bad bucket or missing credentials).
+
+  Raises:
+    InputError: naming `p` and the reason (as `write_atomic` would after the work).
+  """
+  if is_remote(p):
+    return
+  with _naming(p):
+    fd, probe = tempfile.mkstemp(dir=os.fspath(path(p).parent), prefix=f'.{path(p).name}.probe-')
+    os.close(fd)
+    os.unlink(probe)
+
+
 def write_json_atomic(p: str | os.PathLike, data: Any) -> None:
   """`data` as indented, key-sorted JSON, written with `write_atomic`."""
   write_atomic(p, json.dumps(data, indent=2, sort_keys=True))

@@ -81,7 +81,7 @@ def test_a_path_that_cannot_be_written_is_one_input_error_naming_it(tmp_path, wh
     with storage.staged_file(target) as local:
       pathlib.Path(local + '.tmp').write_bytes(b'x')
 
-  writes = [lambda: storage.write_atomic(target, 'x'), staged]
+  writes = [lambda: storage.write_atomic(target, 'x'), staged, lambda: storage.check_output(target)]
   if not where.startswith('missing'):  # atomic_dir creates missing parent folders
     writes.append(lambda: storage.atomic_dir(target, commit_file='c').__enter__())
   for write in writes:
@@ -89,6 +89,12 @@ def test_a_path_that_cannot_be_written_is_one_input_error_naming_it(tmp_path, wh
       write()
     assert str(raised.value).startswith(f'cannot write {target}: ') and '.tmp-' not in str(raised.value)
   assert os.listdir(tmp_path) == ['file']
+
+
+def test_check_output_leaves_nothing_and_creates_no_folder(tmp_path):
+  storage.check_output(tmp_path / 'f.npy')
+  assert os.listdir(tmp_path) == []  # the probe is gone and the output not yet made
+  storage.check_output('gs://some-bucket/f.npy')  # remote: left to the first write (no network here)
 
 
 def test_local_mirror_is_the_folder_itself(tmp_path):
