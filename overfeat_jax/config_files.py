@@ -60,8 +60,12 @@ def load_sibling(name: str, next_to: str) -> ModuleType:
 def read_json(file: str, what: str) -> Any:
   """The JSON value of `file` (`what` it is, for the message); unreadable or malformed: one InputError."""
   try:
-    return json.loads(storage.path(file).read_bytes().decode('utf-8'))
-  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    data = storage.path(file).read_bytes()
+  except OSError as e:  # unreadable (permissions), a folder, gone
+    raise InputError(f'cannot read the {what} {file}: {e.strerror or e}.') from None
+  try:
+    return json.loads(data.decode('utf-8'))
+  except (UnicodeDecodeError, json.JSONDecodeError) as e:
     raise InputError(f'cannot read the {what} {file}: it is not valid JSON ({e}).') from None
 
 

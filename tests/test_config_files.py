@@ -32,6 +32,9 @@ def test_missing_config_is_none_and_bad_ones_are_one_input_error(tmp_path):
   (tmp_path / config_files.CONFIG_FILE).write_text('{"batch_size": 8}')
   with pytest.raises(InputError, match='not a training config'):
     config_files.load_config(str(tmp_path))
+  (tmp_path / 'folder.json').mkdir()  # unreadable as a file: the OS's reason, not "not valid JSON"
+  with pytest.raises(InputError, match=r'^cannot read the training config .*folder\.json: Is a directory\.$'):
+    config_files.read_json(str(tmp_path / 'folder.json'), 'training config')
 
 
 def test_default_config_is_a_module_path_to_the_demo_config():

@@ -221,7 +221,12 @@ def save_config_keeping_previous(config: ml_collections.ConfigDict, workdir: str
   if jax.process_index() == 0 and changes:
     old = storage.path(workdir) / config_files.CONFIG_FILE
     stamp = time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())
-    storage.write_atomic(storage.path(workdir) / f'config.{stamp}.json', old.read_bytes())
+    try:
+      previous = old.read_bytes()
+    except OSError as e:  # e.g. no read permission: replacing it would lose the record of the earlier steps
+      raise InputError(f'cannot keep the previous config {old} ({e.strerror or e}): make it readable or move it '
+                       'away') from None
+    storage.write_atomic(storage.path(workdir) / f'config.{stamp}.json', previous)
   config_files.save_config(config, workdir)
 
 

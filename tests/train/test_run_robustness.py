@@ -155,6 +155,27 @@ def test_an_unreadable_previous_config_is_kept_not_fatal(tmp_path):
   assert json.loads((tmp_path / 'config.json').read_text())['stages'] == list(_smoke().stages)
 
 
+def test_a_previous_config_without_read_permission_is_refused_not_replaced(tmp_path, monkeypatch):
+  """As a user (not root), a config.json without read permission: the run stops with one line instead of
+  replacing the only record of how the earlier steps were trained (was a raw PermissionError)."""
+  (tmp_path / 'config.json').write_text('{"stages": ["classification"]}')
+  path_type, read_bytes = type(storage.path(tmp_path)), type(storage.path(tmp_path)).read_bytes
+
+  def denied(self):
+    if self.name == 'config.json':
+      raise PermissionError(13, 'Permission denied', str(self))
+    return read_bytes(self)
+  monkeypatch.setattr(path_type, 'read_bytes', denied)
+  changes = loop.warn_config_changes(_smoke(), str(tmp_path))
+  assert changes == [f'the previous config.json is unreadable (cannot read the training config '
+                     f'{tmp_path / "config.json"}: Permission denied.)']
+  with pytest.raises(InputError, match=r'^cannot keep the previous config .*config\.json \(Permission denied\): '
+                                       r'make it readable or move it away$'):
+    loop.save_config_keeping_previous(_smoke(), str(tmp_path), changes)
+  monkeypatch.undo()
+  assert (tmp_path / 'config.json').read_text() == '{"stages": ["classification"]}'
+
+
 class _Lines:
   def __init__(self):
     self.lines = []
