@@ -6,16 +6,17 @@
 Exit status: 0 drawn, 2 bad input (one line). The drawing is the library's `data.embedded.sample_grid`.
 """
 
+import io
 import os
 
 from absl import flags
 
-from overfeat_jax import cli
+from overfeat_jax import cli, storage
 from overfeat_jax.data import embedded
 from overfeat_jax.errors import InputError
 
 _VIEW = flags.DEFINE_enum('view', 'cls_loc', list(embedded.VIEWS), 'Which view to draw.')
-_OUT = flags.DEFINE_string('out', None, 'Directory for the PNG grid.')
+_OUT = flags.DEFINE_string('out', None, 'Directory for the PNG grid (local or a storage URL such as gs://...).')
 _COUNT = flags.DEFINE_integer('count', 24, 'How many samples.', lower_bound=1)
 
 
@@ -24,9 +25,14 @@ def main(argv: list[str]) -> None:
     raise InputError(f'unexpected arguments: {" ".join(argv[1:])}')
   if not _OUT.value:
     raise InputError('--out is required')
-  os.makedirs(_OUT.value, exist_ok=True)
+  try:
+    storage.makedirs(_OUT.value)
+  except OSError as e:  # a file in the way, no permission
+    raise InputError(f'cannot create --out={_OUT.value}: {e.strerror or e}') from None
   path = os.path.join(_OUT.value, f'embedded_{_VIEW.value}_samples.png')
-  embedded.sample_grid(_VIEW.value, count=_COUNT.value).save(path)
+  png = io.BytesIO()
+  embedded.sample_grid(_VIEW.value, count=_COUNT.value).save(png, format='png')
+  storage.write_atomic(path, png.getvalue())  # atomic; remote paths as one object
   print(path)
 
 

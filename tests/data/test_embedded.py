@@ -122,6 +122,11 @@ def test_show_embedded_command_writes_the_grid_and_bad_input_is_one_line(tmp_pat
   assert done.returncode == 0, done.stderr[-2000:]
   path = done.stdout.strip().splitlines()[-1]
   assert path == str(tmp_path / 'embedded_det_samples.png') and Image.open(path).size == (6 * (384 + 4), 384 + 4)
+  (tmp_path / 'a_file').write_text('x')  # --out under a file: one line naming it
+  done = _command('overfeat_jax.show_embedded', f'--out={tmp_path / "a_file" / "grid"}', '--count=1')
+  lines = done.stderr.strip().splitlines()
+  assert done.returncode == 2 and len(lines) == 1, done.stderr
+  assert lines[0].endswith(f'error: cannot create --out={tmp_path / "a_file" / "grid"}: Not a directory')
   for module in ('overfeat_jax.show_embedded', 'overfeat_jax.write_folders'):  # --out missing
     done = _command(module)
     lines = done.stderr.strip().splitlines()
