@@ -114,8 +114,9 @@ def transfer_backbone(fresh: Any, previous: Any, num_classes: int) -> Any:
 
 def init_fresh(box_model, rng, warn: bool = False) -> Any:
   """Detection params {'backbone', 'regressor'} from random initialisation (a pure function of `rng`)."""
-  if warn:
-    logging.warning('detection without earlier stages: every layer starts from random initialisation.')
+  if warn:  # once: the trainer traces the init twice (abstract state, then the compiled init)
+    logging.log_first_n(logging.WARNING,
+                        'detection without earlier stages: every layer starts from random initialisation.', 1)
   r1, r2 = jax.random.split(rng)
   return {'backbone': init_overfeat(box_model.classifier, r1),
           'regressor': localization.init_regressor(box_model, r2)}
