@@ -146,6 +146,19 @@ def test_a_workdir_is_evaluated_on_its_own_data_unless_the_sweep_says_otherwise(
     dataclasses.replace(sweep, data_from='both')
 
 
+def test_the_shipped_detection_sweep_evaluates_an_own_data_workdir_on_its_own_dataset(tmp_path):
+  """A field finding: the detection sweep named `data_name='embedded_det'`, which replaced an own-data workdir's
+  dataset (a VOC folder build) with the embedded det view; the stage's own dataset is read now."""
+  config = config_files.load_file(os.path.join(REPO, 'experiments', 'configs', 'own_data.py'), 'own_config')
+  config_files.save_config(config.get_config('voc'), str(tmp_path))
+  lines = []
+  setup = runner.workdir_setup(load_sweep('detection_embedded'), str(tmp_path), log=lines.append)
+  assert setup.data['name'] == 'voc_folder/embedded_det' and setup.data['split'] == 'test'
+  told = runner.workdir_setup(dataclasses.replace(load_sweep('detection_embedded'), data_from='train_config'),
+                              str(tmp_path), log=lines.append)
+  assert told.data['name'] == 'embedded_det'  # the shipped train_config's detection stage: the det view
+
+
 @pytest.mark.parametrize('task', ['localization', 'detection'])
 def test_a_box_sweep_reads_its_stages_section_of_the_training_config(tmp_path, monkeypatch, task):
   """A box sweep without its own eval_size/scales evaluates at its stage's box.eval_size/eval_scales and crop_size,

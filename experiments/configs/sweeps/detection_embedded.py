@@ -14,7 +14,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.task = 'detection'
   c.train_config = 'overfeat_jax.configs.embedded'
   c.data_from = 'workdir'  # the --workdir's config.json data if it has one; 'train_config': the above's
-  c.data_name = 'embedded_det'
+  # '' = the detection stage's own dataset (the embedded config's detection section names 'embedded_det'; an
+  # own-data workdir's names its voc_folder/coco_json build, docs/own_data.md)
+  c.data_name = ''
   c.eval_size = 128
   c.scales = (128, 160, 192)
   c.batch_size = 25
