@@ -72,7 +72,7 @@ TABLE5 = [((245, 245), (1, 1), (3, 3)), ((281, 317), (2, 3), (6, 9)), ((317, 389
 TABLE5_GMACS = [6.8, 11.4, 17.3, 27.9, 34.1, 44.4]
 
 
-@pytest.mark.parametrize('row, gmacs', zip(TABLE5, TABLE5_GMACS))
+@pytest.mark.parametrize('row, gmacs', list(zip(TABLE5, TABLE5_GMACS)))
 def test_accurate_six_scales_match_table5(row, gmacs):
   (h, w), per_offset, interleaved = row
   assert (ACCURATE.output_size(h), ACCURATE.output_size(w)) == per_offset
