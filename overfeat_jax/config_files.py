@@ -62,7 +62,7 @@ def read_json(file: str, what: str) -> Any:
   try:
     data = storage.path(file).read_bytes()
   except OSError as e:  # unreadable (permissions), a folder, gone
-    raise InputError(f'cannot read the {what} {file}: {e.strerror or e}.') from None
+    raise InputError(f'cannot read the {what} {file}: {storage.reason(e)}.') from None
   try:
     return json.loads(data.decode('utf-8'))
   except (UnicodeDecodeError, json.JSONDecodeError) as e:

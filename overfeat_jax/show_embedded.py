@@ -28,7 +28,7 @@ def main(argv: list[str]) -> None:
   try:
     storage.makedirs(_OUT.value)
   except OSError as e:  # a file in the way, no permission
-    raise InputError(f'cannot create --out={_OUT.value}: {e.strerror or e}') from None
+    raise InputError(f'cannot create --out={_OUT.value}: {storage.reason(e)}') from None
   path = os.path.join(_OUT.value, f'embedded_{_VIEW.value}_samples.png')
   png = io.BytesIO()
   embedded.sample_grid(_VIEW.value, count=_COUNT.value).save(png, format='png')

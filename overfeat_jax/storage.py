@@ -81,10 +81,10 @@ def check_writable(p: str | os.PathLike) -> None:
     probe.write_bytes(b'')
     probe.unlink()
   except Exception as e:  # pylint: disable=broad-except  (OSError locally; fsspec/gcsfs raise their own types)
-    raise InputError(f'workdir {os.fspath(p)!r} is not writable: {step} ({_reason(e)})') from None
+    raise InputError(f'workdir {os.fspath(p)!r} is not writable: {step} ({reason(e)})') from None
 
 
-def _reason(e: BaseException) -> str:
+def reason(e: BaseException) -> str:
   """The OS's words for an error ('No such file or directory'), else `Type: message` (fsspec's own errors)."""
   return getattr(e, 'strerror', None) or f'{type(e).__name__}: {str(e)[:200]}'
 
@@ -96,7 +96,7 @@ def _naming(p: str | os.PathLike) -> Iterator[None]:
   try:
     yield
   except OSError as e:
-    raise InputError(f'cannot write {os.fspath(p)}: {_reason(e)}') from None
+    raise InputError(f'cannot write {os.fspath(p)}: {reason(e)}') from None
 
 
 def write_atomic(p: str | os.PathLike, data: bytes | str) -> None:

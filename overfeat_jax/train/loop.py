@@ -224,7 +224,7 @@ def save_config_keeping_previous(config: ml_collections.ConfigDict, workdir: str
     try:
       previous = old.read_bytes()
     except OSError as e:  # e.g. no read permission: replacing it would lose the record of the earlier steps
-      raise InputError(f'cannot keep the previous config {old} ({e.strerror or e}): make it readable or move it '
+      raise InputError(f'cannot keep the previous config {old} ({storage.reason(e)}): make it readable or move it '
                        'away') from None
     storage.write_atomic(storage.path(workdir) / f'config.{stamp}.json', previous)
   config_files.save_config(config, workdir)

@@ -14,12 +14,13 @@ import pytest
 from overfeat_jax.data import images as images_lib
 from overfeat_jax.data import pipeline, preprocess
 from overfeat_jax.errors import InputError
+from tests.record_list import RecordList
 
 SCALES = ((16, 16), (20, 28), (32, 32))  # a shrink, a non-square enlargement, an enlargement
 TRAIN = dict(crop_size=24, max_boxes=3, seed=7, global_batch_size=4)
 
 
-class BoxSource:
+class BoxSource(RecordList):
   """Random images with 1-3 boxes each, some near the border (so the crop rule drops or clips them)."""
 
   def __init__(self, n: int = 13):
@@ -33,15 +34,6 @@ class BoxSource:
                         np.minimum(y1 + rng.uniform(4, 20, k), h)], 1).astype(np.float32)
       self._records.append({'image': rng.integers(0, 256, (h, w, 3), dtype=np.uint8), 'label': i,
                             'boxes': boxes, 'box_labels': rng.integers(0, 5, k)})
-
-  def __len__(self):
-    return len(self._records)
-
-  def __getitem__(self, i):
-    return self._records[i]
-
-  def __repr__(self):
-    return f'BoxSource({len(self)})'
 
 
 def old_transform(batch: dict, step: int) -> dict:

@@ -12,9 +12,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from overfeat_jax.data import pipeline
 from overfeat_jax.errors import InputError
+from tests.record_list import RecordList
 
 
-class ListSource:
+class ListSource(RecordList):
   """A random-access source whose record `i` has `label = i` (to see which records a batch holds)."""
 
   def __init__(self, n: int, size: int = 20):
@@ -22,15 +23,6 @@ class ListSource:
     self._records = [{'image': rng.integers(0, 256, (size, size + 4, 3), dtype=np.uint8), 'label': i,
                       'boxes': np.array([[2, 2, 12, 12]], np.float32), 'box_labels': np.array([i % 5])}
                      for i in range(n)]
-
-  def __len__(self):
-    return len(self._records)
-
-  def __getitem__(self, i):
-    return self._records[i]
-
-  def __repr__(self):
-    return f'ListSource({len(self)})'
 
 
 TRAIN = dict(crop_size=16, resize_smaller=None, max_boxes=2)
