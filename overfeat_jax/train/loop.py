@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import json
 import os
+import re
 import signal
 import time
 from typing import Any, Callable
@@ -56,8 +57,11 @@ def checkpoint_writes(manager: Any):
     raise
   except Exception as e:  # pylint: disable=broad-except  (orbax/tensorstore raise many types)
     lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    # tensorstore names the OS error by code after a long path: the reason first, so truncation cannot cut it
+    code = re.search(r"os_error_code='(\d+)'", str(e))
+    cause = f'{os.strerror(int(code.group(1)))}; ' if code else ''
     raise CheckpointWriteError(
-        f'writing a checkpoint under {manager.directory} failed ({type(e).__name__}: '
+        f'writing a checkpoint under {manager.directory} failed ({cause}{type(e).__name__}: '
         f'{(lines[-1] if lines else "")[:300]}); the checkpoints completed before it are intact') from e
 
 

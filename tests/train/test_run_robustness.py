@@ -176,6 +176,21 @@ def test_a_previous_config_without_read_permission_is_refused_not_replaced(tmp_p
   assert (tmp_path / 'config.json').read_text() == '{"stages": ["classification"]}'
 
 
+def test_a_checkpoint_write_error_names_the_os_reason_even_after_a_long_path():
+  """tensorstore puts the OS error after the file's path; with a long workdir the 300-character cut used to drop
+  it (a full-disk CI run printed no 'No space left on device'). The code's reason now comes first."""
+  class Manager:
+    directory = '/w/classification/checkpoints'
+  message = ('RESOURCE_EXHAUSTED: Error writing local file "' + '/deep' * 80 + '/_sharding": Failed to write 14091 '
+             "bytes to file 9: No space left on device [os_error_code='28']")
+  with pytest.raises(loop.CheckpointWriteError) as raised:
+    with loop.checkpoint_writes(Manager()):
+      raise ValueError(message)
+  text = str(raised.value)
+  assert text.startswith('writing a checkpoint under /w/classification/checkpoints failed (No space left on '
+                         'device; ValueError: RESOURCE_EXHAUSTED') and text.endswith('are intact')
+
+
 class _Lines:
   def __init__(self):
     self.lines = []
