@@ -145,18 +145,28 @@ def check_input_sizes(settings: settings_lib.StageSettings) -> None:
   """Every input size the stage's network will see reaches the geometry's minimum input
   (`Geometry.min_input_size`: the smallest size with one output cell, e.g. 231 for fast, 221 for accurate, 53
   for small), checked before any data is read or compiled: a smaller one would give a 0x0 map at layer 5
-  (`inference.dense`) only after training. Checked fields: crop_size, eval.resize, eval.scales and, with a box
-  section, box.eval_size, box.eval_scales and box.train_scales (each side of an (h, w) pair).
+  (`inference.dense`) only after training. Checked fields: crop_size, eval.resize (the classification view, cut
+  into training-size crops by the ten-crop view), eval.scales and, with a box section, box.eval_scales and
+  box.train_scales (each side of an (h, w) pair). The multi-scale evaluations need at least one scale
+  (eval.scales; box.eval_scales in a box stage). box.eval_size, the square view the box stages' scales are
+  resized from, is never itself the network's input: any positive size.
 
   Raises:
-    InputError: one line naming the first field below the minimum, its value and the smallest valid value.
+    InputError: one line naming the first field below the minimum (or empty), its value and what is valid.
   """
   geometry = get_geometry(settings.model.geometry, settings.model.width_divisor)
   minimum = geometry.min_input_size()
   fields = {'crop_size': settings.crop_size, 'eval.resize': settings.eval.resize, 'eval.scales': settings.eval.scales}
+  needed = {'eval.scales': settings.eval.scales}
   if settings.box is not None:
-    fields.update({'box.eval_size': settings.box.eval_size, 'box.train_scales': settings.box.train_scales,
-                   'box.eval_scales': settings.box.eval_scales})
+    fields.update({'box.train_scales': settings.box.train_scales, 'box.eval_scales': settings.box.eval_scales})
+    needed = {'box.eval_scales': settings.box.eval_scales}  # a box stage evaluates at these, not eval.scales
+    if settings.box.eval_size < 1:
+      raise InputError(f'--config.box.eval_size={settings.box.eval_size} must be a positive number of pixels')
+  for name, value in needed.items():
+    if not value:
+      raise InputError(f'--config.{name} is empty: the multi-scale evaluation needs at least one (h, w) scale '
+                       f'of {minimum} pixels or more')
   for name, value in fields.items():
     sides = (value,) if isinstance(value, int) else [side for size in value for side in size]  # (h, w) pairs
     if any(side < minimum for side in sides):

@@ -51,18 +51,45 @@ TOO_SMALL = [('eval.scales', ('eval', 'scales', (72, 8)), 'classification'),
              ('crop_size', ('crop_size', 40), 'classification'),
              ('eval.resize', ('eval', 'resize', 52), 'classification'),
              ('box.eval_scales', ('localization', 'box', 'eval_scales', (8,)), 'localization'),
-             ('box.train_scales', ('detection', 'box', 'train_scales', ((64, 64), (96, 40))), 'detection'),
-             ('box.eval_size', ('detection', 'box', 'eval_size', 30), 'detection')]
+             ('box.train_scales', ('detection', 'box', 'train_scales', ((64, 64), (96, 40))), 'detection')]
 
 
-@pytest.mark.parametrize('field,override,stage', TOO_SMALL, ids=[t[0] for t in TOO_SMALL])
-def test_input_sizes_below_the_network_minimum_are_one_input_error(field, override, stage):
+def smoke_config_with(override: tuple) -> ml_collections.ConfigDict:
+  """The embedded smoke config with one field set: `override` = (section names..., field, value)."""
   config = load_config('embedded', 'smoke')
   section = config
   for name in override[:-2]:
     section = section[name]
   section[override[-2]] = override[-1]
+  return config
+
+
+@pytest.mark.parametrize('field,override,stage', TOO_SMALL, ids=[t[0] for t in TOO_SMALL])
+def test_input_sizes_below_the_network_minimum_are_one_input_error(field, override, stage):
+  config = smoke_config_with(override)
   with pytest.raises(InputError, match=rf'^--config\.{field}=.* minimum input of 53 pixels.*use 53 or more'):
+    config_files.settings_from_config(config, stage)
+
+
+def test_a_box_view_below_the_network_minimum_is_accepted_since_only_its_scales_reach_the_network():
+  """box.eval_size is the square view that box.eval_scales are resized from (it was refused below the network's
+  minimum input, as if the network saw it); a size below 1 is still an error."""
+  config = load_config('embedded', 'smoke')
+  config.detection.box.eval_size = 30
+  assert config_files.settings_from_config(config, 'detection').box.eval_size == 30
+  config.detection.box.eval_size = 0
+  with pytest.raises(InputError, match=r'^--config\.box\.eval_size=0 must be a positive number of pixels$'):
+    config_files.settings_from_config(config, 'detection')
+
+
+@pytest.mark.parametrize('field,override,stage', [('eval.scales', ('eval', 'scales', ()), 'classification'),
+                                                  ('box.eval_scales', ('localization', 'box', 'eval_scales', ()),
+                                                   'localization')])
+def test_an_empty_evaluation_scale_list_is_refused_before_training(field, override, stage):
+  """An empty scale list passed the checks and failed at the first evaluation, after training ('need at least one
+  array to stack')."""
+  config = smoke_config_with(override)
+  with pytest.raises(InputError, match=rf'^--config\.{field} is empty: .* at least one'):
     config_files.settings_from_config(config, stage)
 
 
