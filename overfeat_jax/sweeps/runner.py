@@ -20,7 +20,6 @@ from absl import logging
 from overfeat_jax import config_files, storage, tasks
 from overfeat_jax.checkpoint import export as export_lib
 from overfeat_jax.errors import InputError
-from overfeat_jax.inference import ensemble
 from overfeat_jax.progress import format_duration, progress_bar
 from overfeat_jax.settings import (WITH_BACKGROUND, BoxSettings, EvalSettings, MiningSettings, ModelSettings,
                                    StageSettings, as_sizes)
@@ -174,9 +173,6 @@ def eval_batches(setup: EvalSetup) -> Iterator[dict[str, np.ndarray]]:
       mask &= np.cumsum(mask) + seen <= setup.max_examples
     seen += int(mask.sum())
     yield {**batch, 'mask': mask}
-
-
-crop_views = ensemble.crop_views  # re-exported: the sweep's crop views
 
 
 # --- cost -------------------------------------------------------------------------------------------------

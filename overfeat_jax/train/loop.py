@@ -34,7 +34,6 @@ from overfeat_jax.train.logging import Progress, Writer
 from overfeat_jax.settings import InputSettings
 from overfeat_jax.tasks.task import Task
 
-stage_config = config_files.stage_config  # re-used: the preflight and tests name it here
 TASKS = tasks.TASKS  # the one registry of stages (`overfeat_jax.tasks`): name -> make_task(settings, previous)
 
 
@@ -153,7 +152,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   # Every stage's settings (e.g. its input sizes) read and checked once, before the first stage trains.
   settings = {stage: config_files.settings_from_config(config, stage) for stage in config.stages}
   for stage in config.stages:  # and its input settings (worker_count, read_as_hosts), before anything is written
-    inputs.check(config_files.input_settings(stage_config(config, stage), stage))
+    inputs.check(config_files.input_settings(config_files.stage_config(config, stage), stage))
   changes = warn_config_changes(config, workdir)
 
   def ready() -> None:  # each stage, once its checkpoints restored; the previous config.json is kept once
@@ -163,7 +162,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
 
   results, previous, source = {}, None, initial_weights(config)
   for stage in config.stages:
-    cfg, task = stage_config(config, stage), tasks.make(settings[stage], previous)
+    cfg, task = config_files.stage_config(config, stage), tasks.make(settings[stage], previous)
     if previous is None and source is not None:  # the first stage starts from `config.init`'s weights
       task = transfer.initialise(task, source, layers=cfg.init.layers, freeze=cfg.init.freeze)
     results[stage], previous = run_stage(task, cfg, os.path.join(workdir, stage), ready=ready)
@@ -244,7 +243,8 @@ def stage_task(config: ml_collections.ConfigDict, stage: str, previous_params: A
   """
   if stage not in TASKS:
     raise InputError(f'unknown stage {stage!r} in config.stages; available: {sorted(TASKS)}')
-  return stage_config(config, stage), tasks.make(config_files.settings_from_config(config, stage), previous_params)
+  settings = config_files.settings_from_config(config, stage)
+  return config_files.stage_config(config, stage), tasks.make(settings, previous_params)
 
 
 def stage_data_names(config: ml_collections.ConfigDict) -> list[str]:

@@ -16,6 +16,7 @@ import pytest
 from overfeat_jax import config_files
 from overfeat_jax.checkpoint.export import NetworkSpec
 from overfeat_jax.errors import InputError
+from overfeat_jax.inference import ensemble
 from overfeat_jax.settings import as_sizes
 from overfeat_jax.sweeps import grid, report, runner
 from tests.sweeps import checkpoints
@@ -255,13 +256,13 @@ def test_cost_of_one_dense_scale_at_the_training_size_equals_one_crop():
 
 def test_ten_crop_views_are_the_corners_centre_and_mirrors():
   images = jnp.arange(1 * 6 * 6 * 1, dtype=jnp.float32).reshape(1, 6, 6, 1)
-  views = runner.crop_views(images, 4, flips=True, ten=True)
+  views = ensemble.crop_views(images, 4, flips=True, ten=True)
   assert len(views) == 10 and all(v.shape == (1, 4, 4, 1) for v in views)
   np.testing.assert_array_equal(views[0], images[:, 1:5, 1:5])  # centre
   np.testing.assert_array_equal(views[4], images[:, 2:, 2:])  # bottom-right corner
   np.testing.assert_array_equal(views[5], images[:, 1:5, 1:5][:, :, ::-1])
   with pytest.raises(InputError, match='larger'):
-    runner.crop_views(images, 7, flips=False, ten=False)
+    ensemble.crop_views(images, 7, flips=False, ten=False)
 
 
 TRAIN_CONFIG = '''

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from overfeat_jax import config_files
 from overfeat_jax.checkpoint import transfer
 from overfeat_jax.parallel import mesh as mesh_lib
 from overfeat_jax.train import loop, preflight
@@ -88,7 +89,7 @@ def test_the_preflight_lowers_exactly_what_the_trainer_runs(smoke, data_dir, tmp
   (train,) = preflight.trainer_programs(config, mesh, include=('train',), num_train_records=64)
   state, batch = train.abstract_args(smoke.batch_size)
   text = train.jitted.lower(state, batch).as_text()
-  cfg = loop.stage_config(config, 'classification')
+  cfg = config_files.stage_config(config, 'classification')
   task = preflight.stage_task(config)[1]
   built, _ = loop.stage_programs(cfg, task, mesh, 64)
   step = functools.partial(step_lib.train_step, loss_fn=task.loss_fn, tx=built.tx, schedule=built.schedule,

@@ -28,9 +28,9 @@ def test_demo_config_runs_three_stages_with_their_sections():
   for arg in ('', 'smoke'):
     config = load_config('embedded', arg)
     assert tuple(config.stages) == ('classification', 'localization', 'detection')
-    loc, det = loop.stage_config(config, 'localization'), loop.stage_config(config, 'detection')
+    loc, det = config_files.stage_config(config, 'localization'), config_files.stage_config(config, 'detection')
     assert loc.box.regression == 'single' and det.data.name == 'embedded_det' and det.mining.num_hard > 0
-    assert loop.stage_config(config, 'classification').data.name == 'embedded_cls_loc'
+    assert config_files.stage_config(config, 'classification').data.name == 'embedded_cls_loc'
   assert load_config('embedded_detection').to_dict() == load_config('embedded').to_dict()  # one source
 
 
@@ -39,11 +39,11 @@ def test_box_train_scales_reach_the_input_pipeline():
   (`InputSettings.train_scales`, resized by the pipeline: tests/data/test_batch_scales.py); classification
   has none."""
   config = load_config('embedded')
-  data = {s: config_files.input_settings(loop.stage_config(config, s), s) for s in config.stages}
+  data = {s: config_files.input_settings(config_files.stage_config(config, s), s) for s in config.stages}
   assert data['localization'].train_scales == ((64, 64), (80, 80), (96, 96), (112, 112))
   assert data['detection'].train_scales == ((96, 96),) and data['classification'].train_scales == ()
   config.localization.box.train_scales = (64, (80, 96))  # ints are squares
-  loc = config_files.input_settings(loop.stage_config(config, 'localization'), 'localization')
+  loc = config_files.input_settings(config_files.stage_config(config, 'localization'), 'localization')
   assert loc.train_scales == ((64, 64), (80, 96))
 
 
