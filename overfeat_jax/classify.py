@@ -36,6 +36,7 @@ from overfeat_jax import cli
 from overfeat_jax import output_names
 from overfeat_jax import storage
 from overfeat_jax.data import class_names as class_names_lib
+from overfeat_jax.data import preprocess
 from overfeat_jax.data.images import load_rgb
 from overfeat_jax.errors import InputError
 from overfeat_jax.output_names import distinct_stems
@@ -347,6 +348,8 @@ def _check_inputs(paths: Sequence[str]) -> None:
     raise InputError('--multiscale classifies; it cannot be combined with --features/--layer')
   if _OUTPUT.value and not feature_mode:
     raise InputError('--output saves features: use it with --features or --layer')
+  if _VIEW_SIZE.value:
+    preprocess.check_view_size(_VIEW_SIZE.value, '--view_size')
   if _OUTPUT.value:
     for output in feature_paths(_OUTPUT.value, paths):  # the same image twice: refused before any work
       storage.check_output(output)  # so is a folder that is missing or read-only

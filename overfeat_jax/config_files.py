@@ -19,6 +19,7 @@ import ml_collections
 
 from overfeat_jax import settings as settings_lib
 from overfeat_jax import storage
+from overfeat_jax.data import preprocess
 from overfeat_jax.models import build
 from overfeat_jax.models.geometry import get_geometry
 from overfeat_jax.errors import InputError
@@ -149,7 +150,8 @@ def check_input_sizes(settings: settings_lib.StageSettings) -> None:
   into training-size crops by the ten-crop view), eval.scales and, with a box section, box.eval_scales and
   box.train_scales (each side of an (h, w) pair). The multi-scale evaluations need at least one scale
   (eval.scales; box.eval_scales in a box stage). box.eval_size, the square view the box stages' scales are
-  resized from, is never itself the network's input: any positive size.
+  resized from, is never itself the network's input: any positive size. Both views (eval.resize, box.eval_size)
+  stay within the image size limit (`preprocess.check_view_size`).
 
   Raises:
     InputError: one line naming the first field below the minimum (or empty), its value and what is valid.
@@ -163,6 +165,8 @@ def check_input_sizes(settings: settings_lib.StageSettings) -> None:
     needed = {'box.eval_scales': settings.box.eval_scales}  # a box stage evaluates at these, not eval.scales
     if settings.box.eval_size < 1:
       raise InputError(f'--config.box.eval_size={settings.box.eval_size} must be a positive number of pixels')
+    preprocess.check_view_size(settings.box.eval_size, '--config.box.eval_size')
+  preprocess.check_view_size(settings.eval.resize, '--config.eval.resize')
   for name, value in needed.items():
     if not value:
       raise InputError(f'--config.{name} is empty: the multi-scale evaluation needs at least one (h, w) scale '

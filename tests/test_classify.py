@@ -205,6 +205,8 @@ def test_cli_top_n_accepts_every_valid_kind_of_image(files):
     (['--weights={fast16}', '--features', '{small}'], 'needs at least 231x231'),
     (['--weights={accurate16}', '{rgb}'], 'bytes but the fast/16 network with 10 classes needs'),
     (['--weights={fast16}', '--layer=23', '{rgb}'], 'layer 23 does not exist'),
+    # A 100,000-pixel view asked for 30 GB on the host: the kernel killed the process (field case).
+    (['--weights={fast16}', '--multiscale', '--view_size=100000', '{rgb}'], '--view_size=100000 asks for a'),
 ])
 def test_cli_bad_input_is_one_line_and_exit_status_2(files, args, message):
   names = {'fast16': files / 'fast16', 'accurate16': files / 'accurate16', 'missing': files / 'missing.jpg',

@@ -82,6 +82,15 @@ def test_a_box_view_below_the_network_minimum_is_accepted_since_only_its_scales_
     config_files.settings_from_config(config, 'detection')
 
 
+@pytest.mark.parametrize('field,override,stage', [('eval.resize', ('eval', 'resize', 10_000), 'classification'),
+                                                  ('box.eval_size', ('detection', 'box', 'eval_size', 10_000),
+                                                   'detection')])
+def test_an_evaluation_view_above_the_image_size_limit_is_refused(field, override, stage):
+  """The host makes an S x S view of every evaluation image: S above Pillow's pixel limit is refused up front."""
+  with pytest.raises(InputError, match=rf'^--config\.{field}=10000 asks for a 10000x10000 view .* at most 9459$'):
+    config_files.settings_from_config(smoke_config_with(override), stage)
+
+
 @pytest.mark.parametrize('field,override,stage', [('eval.scales', ('eval', 'scales', ()), 'classification'),
                                                   ('box.eval_scales', ('localization', 'box', 'eval_scales', ()),
                                                    'localization')])

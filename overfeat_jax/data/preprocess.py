@@ -29,6 +29,7 @@ import dataclasses
 import functools
 import hashlib
 import io
+import math
 import struct
 from typing import Callable, Sequence
 
@@ -406,6 +407,28 @@ def _batch_boxes(records: Sequence[dict], crops: Sequence[Crop], max_boxes: int,
   out_boxes[owner[first], rank[first]] = mapped[first]
   out_labels[owner[first], rank[first]] = labels[first]
   return out_boxes, out_labels
+
+
+def check_view_size(size: int, name: str) -> None:
+  """Refuses an evaluation view (`eval_view`) larger than the images the tools read may be.
+
+  A view of S x S pixels is made on the host (uint8, then resampled): S = 100,000 asked for 30 GB and was killed
+  by the kernel's out-of-memory killer instead of reporting. The limit is Pillow's `Image.MAX_IMAGE_PIXELS` (the
+  decompression-bomb limit every image read already obeys: 89,478,485 pixels, i.e. S <= 9,459), so a view is
+  never larger than an image the tools would accept.
+
+  Args:
+    size: the square view's side in pixels.
+    name: the flag or config field that set it, for the message (e.g. '--view_size').
+
+  Raises:
+    InputError: one line, when size * size is above the limit.
+  """
+  limit = Image.MAX_IMAGE_PIXELS
+  if limit is not None and size * size > limit:
+    raise InputError(f'{name}={size} asks for a {size}x{size} view ({size * size:,} pixels), above the '
+                     f'{limit:,}-pixel limit of any image read (Pillow\'s MAX_IMAGE_PIXELS): use at most '
+                     f'{math.isqrt(limit)}')
 
 
 def eval_view(image: np.ndarray | bytes, view: str, size: int | tuple[int, int]) -> tuple[np.ndarray, Crop]:
