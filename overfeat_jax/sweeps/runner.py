@@ -19,6 +19,7 @@ from absl import logging
 
 from overfeat_jax import config_files, storage, tasks
 from overfeat_jax.checkpoint import export as export_lib
+from overfeat_jax.data import preprocess
 from overfeat_jax.errors import InputError
 from overfeat_jax.progress import format_duration, progress_bar
 from overfeat_jax.settings import (WITH_BACKGROUND, BoxSettings, EvalSettings, MiningSettings, ModelSettings,
@@ -107,7 +108,8 @@ def make_setup(sweep: Sweep, train: Mapping[str, Any], workdir_train: Mapping[st
       `max_boxes` (e.g. a smoke run's 16-image test split, not the full one).
 
   Raises:
-    InputError: neither the sweep nor the training config has evaluation scales.
+    InputError: neither the sweep nor the training config has evaluation scales; a view above the image pixel
+      limit (`preprocess.check_view_size`).
   """
   train = config_files.stage_values(train, sweep.task)
   train_box = train.get('box') if sweep.task != 'classification' else None
@@ -115,6 +117,7 @@ def make_setup(sweep: Sweep, train: Mapping[str, Any], workdir_train: Mapping[st
   scales = sweep.scales or (train_box['eval_scales'] if train_box else train['eval']['scales'])
   if not scales:
     raise InputError('the sweep has no scales (set `scales` in the sweep or a training config that has them).')
+  preprocess.check_view_size(int(size), 'the sweep\'s eval_size' if sweep.eval_size else 'the evaluation view')
   use_workdir = workdir_train is not None and sweep.data_from == 'workdir'
   source = config_files.stage_values(workdir_train, sweep.task) if use_workdir else train
   d = source['data']

@@ -182,6 +182,15 @@ def test_a_box_sweep_reads_its_stages_section_of_the_training_config(tmp_path, m
     assert reads == [str(tmp_path)]
 
 
+def test_a_sweep_view_above_the_image_pixel_limit_is_one_input_error():
+  """The sweep's own eval_size makes the host view of every image: above Pillow's pixel limit it is refused before
+  any network is loaded (an eval_size of 100,000 would ask for 30 GB per image)."""
+  config = config_files.load_file(config_files.module_file('overfeat_jax.configs.embedded'), 'embedded_config')
+  sweep = dataclasses.replace(load_sweep('classification_embedded'), eval_size=100_000)
+  with pytest.raises(InputError, match=r"^the sweep's eval_size=100000 asks for a 100000x100000 view"):
+    runner.make_setup(sweep, config.get_config().to_dict())
+
+
 @pytest.mark.parametrize('name', ['localization_embedded', 'detection_embedded'])
 def test_box_sweeps_compare_pair_and_score_averages_of_the_greedy_merge(name):
   points = grid.expand(load_sweep(name), num_models=1, num_scales=4)
