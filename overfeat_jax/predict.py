@@ -63,12 +63,20 @@ def stage_task(config, task: str) -> Task:
   return tasks.make(settings_from_config(config, task))
 
 
-def load_params(workdir: str, task: str, checkpoint: str | None) -> Any:
+def load_params(workdir: str, stage: Task, checkpoint: str | None) -> Any:
+  """The stage's params from `checkpoint` (default `<workdir>/<stage>/checkpoints`, latest step).
+
+  Raises:
+    InputError: no such directory or checkpoint; a checkpoint whose params are not the stage network's (e.g.
+      another stage's checkpoints: names and shapes are compared before any array is read).
+  """
   from overfeat_jax.checkpoint.manager import restore_params  # pylint: disable=g-import-not-at-top
-  directory = checkpoint or os.path.join(workdir, task, 'checkpoints')
+  directory = checkpoint or os.path.join(workdir, stage.name, 'checkpoints')
   if not storage.path(directory).is_dir():
-    raise InputError(f'no checkpoint directory {directory}; train the {task} stage first or pass --checkpoint.')
-  return restore_params(directory)[1]
+    raise InputError(f'no checkpoint directory {directory}; train the {stage.name} stage first or pass '
+                     '--checkpoint.')
+  expected = jax.eval_shape(stage.init_params, jax.random.key(0))
+  return restore_params(directory, expected=expected, what=f'the {stage.name} stage\'s network')[1]
 
 
 def class_names(settings: StageSettings) -> list[str]:
@@ -112,7 +120,7 @@ def predict_files(paths: Sequence[str], *, task: str, config, workdir: str, chec
   if task not in TASK_NAMES:
     raise InputError(f'task must be one of {TASK_NAMES}, got {task!r}.')
   stage = stage_task(config, task)
-  params = load_params(workdir, task, checkpoint)
+  params = load_params(workdir, stage, checkpoint)
   fn = jax.jit(stage.predictor)
   names = class_names(stage.settings)
   records = []

@@ -64,6 +64,7 @@ def test_json_and_drawing(workdir):
   drawn = Image.open(out_dir / 'scene_detection.png')
   assert drawn.size[0] >= 140 and drawn.size[0] / drawn.size[1] == pytest.approx(1.4)
   assert 'replaced' not in r.stderr, r.stderr[-2000:]
+  assert 'random initialisation' not in r.stderr  # the trainer's cold-start warning is not predict's business
   again = run_cli(f'--workdir={workdir}', '--task=detection', f'--draw={out_dir}', str(workdir / 'scene.png'))
   assert again.returncode == 0, again.stderr[-2000:]
   notes = [l for l in again.stderr.splitlines() if ': note: ' in l]  # a rerun replaces, and says so
@@ -74,9 +75,13 @@ def test_json_and_drawing(workdir):
     (['--task=detection', 'missing.png'], 'does not exist'),
     (['--task=detection'], 'at least one image'),
     (['--task=localization', 'x.png'], 'no checkpoint directory'),
+    # Another stage's checkpoints: a KeyError traceback ('backbone') before names and shapes were compared.
+    (['--task=classification', '--checkpoint={det}', 'x.png'],
+     "does not match the classification stage's network: params/"),
 ])
 def test_bad_input_is_one_line_exit_2(workdir, args, message):
   args = [a if a != 'x.png' else str(workdir / 'scene.png') for a in args]
+  args = [a.format(det=workdir / 'detection' / 'checkpoints') for a in args]
   r = run_cli(f'--workdir={workdir}', *args)
   assert r.returncode == 2, r.stderr[-2000:]
   last = r.stderr.strip().splitlines()[-1]

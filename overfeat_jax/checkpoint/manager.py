@@ -193,18 +193,20 @@ def _shapes(tree: Any) -> dict[str, tuple[int, ...] | None]:
   return {k: (tuple(v.shape) if hasattr(v, 'shape') else None) for k, v in flat.items()}
 
 
-def check_matches(saved: Any, abstract_state: Any, where: epath.Path) -> None:
+def check_matches(saved: Any, abstract_state: Any, where: epath.Path, *, what: str = 'this run',
+                  hint: str = 'no checkpoint was changed: run with the config it was trained with, or another '
+                  '--workdir') -> None:
   """Raises InputError naming the first parameter (`params/...` first) whose presence or shape differs between
-  the checkpoint's metadata `saved` and the run's `abstract_state`, with both shapes."""
+  the checkpoint's metadata `saved` and the run's `abstract_state`, with both shapes; `what` names the
+  expected network in the message and `hint` ends it."""
   theirs, ours = _shapes(saved), _shapes(abstract_state)
   if theirs == ours:
     return
   names = sorted(theirs.keys() | ours.keys(), key=lambda k: (not k.startswith('params/'), k))
   first = next(k for k in names if theirs.get(k, 'absent') != ours.get(k, 'absent'))
   shape = lambda d: str(d[first]) if first in d else 'absent'
-  raise InputError(f'checkpoint {where} does not match this run: {first} has shape {shape(theirs)} there and '
-                   f'{shape(ours)} here (another model config?); no checkpoint was changed: run with the '
-                   'config it was trained with, or another --workdir')
+  raise InputError(f'checkpoint {where} does not match {what}: {first} has shape {shape(theirs)} there and '
+                   f'{shape(ours)} here (another model config?); {hint}')
 
 
 def check_process_count(step_dir: epath.Path) -> bool:
@@ -238,11 +240,22 @@ def quarantine(manager: ocp.CheckpointManager, step: int) -> str:
   return str(dst)
 
 
-def restore_params(directory: str, step: int | None = None) -> tuple[int, Any]:
+def restore_params(directory: str, step: int | None = None, *, expected: Any = None,
+                   what: str = 'this network') -> tuple[int, Any]:
   """(step, params on this process's first device) of a run's checkpoint (latest by default).
 
   What a later stage or a tool starts from; works whatever topology saved it (e.g. two processes), because the
   restore target is built from the checkpoint's own metadata with a one-device sharding.
+
+  Args:
+    directory: the checkpoint directory (`<workdir>/<stage>/checkpoints`).
+    step: the step to read; None: the latest.
+    expected: optional abstract params tree (e.g. `jax.eval_shape` of the task's init): the checkpoint's params
+      must have its names and shapes (`check_matches`), checked from the metadata before any array is read.
+    what: names the expected network in that error (e.g. "the detection stage's network").
+
+  Raises:
+    InputError: no checkpoint in `directory`; params that differ from `expected`.
   """
   manager = make_manager(directory, enable_async=False)
   steps = manager.all_steps()
@@ -251,6 +264,9 @@ def restore_params(directory: str, step: int | None = None) -> tuple[int, Any]:
   step = max(steps) if step is None else step
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   metadata = state_metadata(epath.Path(manager.directory) / str(step))
+  if expected is not None:
+    check_matches({'params': metadata['params']}, {'params': expected}, epath.Path(manager.directory) / str(step),
+                  what=what, hint='pass the checkpoints of that stage (<workdir>/<stage>/checkpoints)')
   target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata)
   restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
                                                            meta=ocp.args.JsonRestore()))

@@ -112,11 +112,8 @@ def transfer_backbone(fresh: Any, previous: Any, num_classes: int) -> Any:
   return out
 
 
-def init_fresh(box_model, rng, warn: bool = False) -> Any:
+def init_fresh(box_model, rng) -> Any:
   """Detection params {'backbone', 'regressor'} from random initialisation (a pure function of `rng`)."""
-  if warn:  # once: the trainer traces the init twice (abstract state, then the compiled init)
-    logging.log_first_n(logging.WARNING,
-                        'detection without earlier stages: every layer starts from random initialisation.', 1)
   r1, r2 = jax.random.split(rng)
   return {'backbone': init_overfeat(box_model.classifier, r1),
           'regressor': localization.init_regressor(box_model, r2)}
@@ -212,11 +209,13 @@ def make_task(settings: StageSettings, previous_params: Any = None) -> Task:
   evaluation = Evaluation('multiscale', 'resize', settings.box.eval_size, eval_step,
                           make_summarize(settings.num_classes))
   return Task(name='detection',
-              init_params=lambda rng: init_fresh(box_model, rng, warn=previous_params is None),
+              init_params=lambda rng: init_fresh(box_model, rng),
               loss_fn=loss_fn, trainable_mask=all_trainable, evaluations=(evaluation,),
               best_metric='multiscale/map_error', model=box_model,
               warm_start=from_previous(previous_params, settings.num_classes), settings=settings,
-              predictor=predictor, predictor_size=settings.box.eval_size)
+              predictor=predictor, predictor_size=settings.box.eval_size,
+              cold_start='detection without earlier stages or config.init: every layer starts from random '
+                         'initialisation.')
 
 
 def make_predictor(box_model, settings: StageSettings) -> Callable[[Any, jax.Array], dict]:

@@ -19,7 +19,6 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import logging
 
 from overfeat_jax.errors import InputError
 from overfeat_jax.inference import localize as localize_lib
@@ -126,8 +125,6 @@ def make_task(settings: StageSettings, previous_params: Any = None) -> Task:
   fine = settings.box.fine
 
   def init_params(rng):  # fresh; the previous stage's backbone is copied over it by `warm_start`, outside jit
-    if previous_params is None:
-      logging.warning('localization without a classification stage: layers 1-5 are random and fixed.')
     r1, r2 = jax.random.split(rng)
     return {'backbone': init_overfeat(box_model.classifier, r1), 'regressor': init_regressor(box_model, r2)}
 
@@ -149,7 +146,9 @@ def make_task(settings: StageSettings, previous_params: Any = None) -> Task:
   return Task(name='localization', init_params=init_params, loss_fn=loss_fn, trainable_mask=trainable,
               evaluations=(evaluation,), best_metric='multiscale/loc_error', model=box_model,
               warm_start=with_previous_backbone(previous_params), settings=settings, predictor=predictor,
-              predictor_size=settings.box.eval_size)
+              predictor_size=settings.box.eval_size,
+              cold_start='localization without a classification stage or config.init: layers 1-5 are random '
+                         'and fixed.')
 
 
 def make_predictor(box_model: localize_lib.BoxModel,

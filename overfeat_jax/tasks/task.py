@@ -68,6 +68,9 @@ class Task:
     predictor: (params, images [B, S, S, 3], 0..255) -> the stage's predictions on whole images resized to the
       square view S = `predictor_size` (for `predict` and the sweeps); None until a task provides one.
     predictor_size: S, the view's side in pixels (0 without a predictor).
+    cold_start: what a fresh start means for this stage (e.g. localization's random, frozen layers 1-5): the
+      trainer logs it as a warning when nothing warm-starts the stage (`warm_start` None); '' when a fresh
+      start is normal (classification).
   """
   name: str
   init_params: Callable[[jax.Array], Params]
@@ -80,6 +83,7 @@ class Task:
   settings: StageSettings | None = None
   predictor: Callable[[Params, jax.Array], Any] | None = None
   predictor_size: int = 0
+  cold_start: str = ''
 
   def initial_params(self, rng: jax.Array) -> Params:
     """`init_params(rng)` then `warm_start`, eagerly: the parameters a fresh run starts from (tools, tests)."""

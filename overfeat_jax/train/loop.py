@@ -165,6 +165,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     cfg, task = config_files.stage_config(config, stage), tasks.make(settings[stage], previous)
     if previous is None and source is not None:  # the first stage starts from `config.init`'s weights
       task = transfer.initialise(task, source, layers=cfg.init.layers, freeze=cfg.init.freeze)
+    if task.warm_start is None and task.cold_start:
+      logging.warning(task.cold_start)
     results[stage], previous = run_stage(task, cfg, os.path.join(workdir, stage), ready=ready)
     if results[stage].get('preempted'):
       break

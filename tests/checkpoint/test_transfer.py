@@ -99,6 +99,9 @@ def test_a_first_detection_stage_gets_the_backbone_from_a_classifier(smoke, tmp_
   source = transfer.load_source(_source('artifact', tmp_path, params), geometry=SMALL)
   task = detection.make_task(settings_from_config(smoke, 'detection'))  # 11 outputs: 10 classes + background
   warm = transfer.initialise(task, source, layers='hidden')
+  # The trainer warns of a cold start only when nothing warm-starts the stage: it warned here too (field case),
+  # from inside the init, which also ran for `predict`.
+  assert task.warm_start is None and 'random initialisation' in task.cold_start and warm.warm_start is not None
   loaded = warm.warm_start(jax.jit(warm.init_params)(jax.random.key(0)))  # the copy runs outside jit
   backbone = loaded['backbone']
   images = np.random.default_rng(1).integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
