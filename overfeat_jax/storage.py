@@ -99,6 +99,23 @@ def _naming(p: str | os.PathLike) -> Iterator[None]:
     raise InputError(f'cannot write {os.fspath(p)}: {reason(e)}') from None
 
 
+def new_file_mode() -> int:
+  """The permissions `open()` gives a new file under this process's umask (0o644 under the usual 022).
+
+  `tempfile.mkstemp` creates 0600 files, so a temporary renamed into place would make every output private to
+  its owner (teammates on a shared cluster could not read metrics, drawings or weights); the atomic writers
+  chmod their temporary file to this first. The umask is read from /proc (Linux) where it can be, without
+  changing it, since `os.umask` sets it process-wide, briefly, for every thread.
+  """
+  try:
+    with open('/proc/self/status', encoding='ascii') as f:
+      umask = next(int(line.split()[1], 8) for line in f if line.startswith('Umask:'))
+  except (OSError, StopIteration, ValueError, IndexError):
+    umask = os.umask(0o022)
+    os.umask(umask)
+  return 0o666 & ~umask
+
+
 def write_atomic(p: str | os.PathLike, data: bytes | str) -> None:
   """Writes `data` (str as UTF-8) to `p` so that a reader sees the old content or the new, never a part.
 
@@ -117,6 +134,7 @@ def write_atomic(p: str | os.PathLike, data: bytes | str) -> None:
     try:
       with os.fdopen(fd, 'wb') as f:
         f.write(data)
+      os.chmod(tmp, new_file_mode())  # mkstemp's 0600 would make the file private
       os.replace(tmp, os.fspath(target))
     except BaseException:
       with contextlib.suppress(OSError):

@@ -31,6 +31,21 @@ def test_write_atomic_replaces_whole_and_leaves_no_temporary_file(tmp_path):
   assert sorted(os.listdir(tmp_path)) == ['metrics.json', 'table.md']
 
 
+@pytest.mark.parametrize('umask', [0o022, 0o027, 0o077])
+def test_written_files_get_the_umask_permissions_not_mkstemps_private_ones(tmp_path, umask):
+  """Outputs (metrics, drawings, features, config.json) were 0600 whatever the umask: teammates on a shared
+  cluster could not read them (field case). The umask is restored afterwards."""
+  old = os.umask(umask)
+  try:
+    assert storage.new_file_mode() == 0o666 & ~umask
+    storage.write_atomic(tmp_path / 'a.json', '{}')
+    storage.write_json_atomic(tmp_path / 'b.json', {'x': 1})
+  finally:
+    os.umask(old)
+  for name in ('a.json', 'b.json'):
+    assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+
+
 def test_write_atomic_failure_keeps_the_old_file(tmp_path, monkeypatch):
   target = tmp_path / 'config.json'
   storage.write_json_atomic(target, {'old': True})
