@@ -68,6 +68,25 @@ def is_user_error(e: BaseException) -> bool:
   return isinstance(e, USER_ERRORS) or (isinstance(e, OSError) and e.errno in USER_ERRNOS)
 
 
+# What a user should do about the path errors a tool's own folders and files meet (os.makedirs on a file, ...).
+_OS_HINTS = {errno.EEXIST: 'a file is where a folder is needed', errno.ENOTDIR: 'a part of the path is a file',
+             errno.ENOENT: 'it does not exist', errno.EACCES: 'no permission', errno.EPERM: 'no permission',
+             errno.EROFS: 'a read-only file system', errno.ENOSPC: 'the disk is full'}
+
+
+def describe_os_error(e: BaseException) -> str:
+  """One line in plain words for a user's path error (`cannot use PATH: No such file or directory (it does not
+  exist)`), instead of Python's `FileExistsError: [Errno 17] File exists: 'PATH'`; `Type: message` for an
+  error without a path."""
+  path = getattr(e, 'filename', None)
+  if path is None:
+    return f'{type(e).__name__}: {e}'
+  other = getattr(e, 'filename2', None)
+  paths = f'{os.fspath(path)} -> {os.fspath(other)}' if other else os.fspath(path)
+  hint = _OS_HINTS.get(getattr(e, 'errno', None))
+  return f'cannot use {paths}: {getattr(e, "strerror", None) or e}' + (f' ({hint})' if hint else '')
+
+
 def _describe(e: BaseException) -> str:
   """`Type: message`, with the innermost frame of a config file (user code) when there is one."""
   if isinstance(e, flags.Error):
@@ -147,7 +166,7 @@ def _exit_on_user_error(main: Callable[[list[str]], None]) -> Callable[[list[str
       if not is_user_error(e):
         raise
       try:
-        _fail(str(e), 'error' if isinstance(e, InputError) else type(e).__name__)
+        _fail(str(e) if isinstance(e, InputError) else describe_os_error(e))
       finally:
         # The run is over: leave without the interpreter's shutdown, where a library's background threads (an
         # asynchronous checkpoint write that hit a full disk) would print tracebacks after the one line.

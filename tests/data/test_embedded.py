@@ -1,6 +1,7 @@
 """Tests of the embedded dataset: determinism, valid records, the det view's empty images, scales."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -127,6 +128,13 @@ def test_show_embedded_command_writes_the_grid_and_bad_input_is_one_line(tmp_pat
   lines = done.stderr.strip().splitlines()
   assert done.returncode == 2 and len(lines) == 1, done.stderr
   assert lines[0].endswith(f'error: cannot create --out={tmp_path / "a_file" / "grid"}: Not a directory')
+  # write_folders --out=<a file>: the OS error in plain words (was `write_folders.py: NotADirectoryError: [Errno 20]
+  # ...`, field case), through the one CLI handler every entry point shares.
+  done = _command('overfeat_jax.write_folders', f'--out={tmp_path / "a_file"}', '--train_size=1', '--test_size=1')
+  lines = done.stderr.strip().splitlines()
+  assert done.returncode == 2 and len(lines) == 1, done.stderr
+  assert re.search(rf'error: cannot use {re.escape(str(tmp_path / "a_file"))}\S*: (File exists|Not a directory) '
+                   r'\((a file is where a folder is needed|a part of the path is a file)\)$', lines[0]), lines[0]
   for module in ('overfeat_jax.show_embedded', 'overfeat_jax.write_folders'):  # --out missing
     done = _command(module)
     lines = done.stderr.strip().splitlines()
