@@ -25,6 +25,7 @@ from typing import Sequence
 from absl import flags
 
 from launch import common
+from overfeat_jax import storage
 from overfeat_jax.errors import InputError
 FLAGS = flags.FLAGS
 
@@ -51,7 +52,10 @@ def _define_flags() -> None:
   flags.DEFINE_string('module', common.TRAINER_MODULE, 'Module srun runs.')
   flags.DEFINE_string('config', None, 'Experiment config file (relative to --code_dir), [:ARG].')
   flags.DEFINE_string('workdir', None, 'Output directory on the shared filesystem.')
-  flags.DEFINE_string('script', None, 'Where to write the script; default WORKDIR/slurm/JOB_NAME.sbatch.')
+  flags.DEFINE_string('job_log_dir', None, 'Folder of the job logs (#SBATCH --output), on a filesystem the '
+                      'nodes write; default WORKDIR/slurm, or CODE_DIR/slurm_logs for a remote (gs://, s3://) '
+                      'workdir.')
+  flags.DEFINE_string('script', None, 'Where to write the script; default JOB_LOG_DIR/JOB_NAME.sbatch.')
   flags.DEFINE_string('sbatch', 'sbatch', 'The sbatch command.')
   flags.DEFINE_bool('dry_run', False, 'Print the script, write and submit nothing.')
 
@@ -71,12 +75,21 @@ def _check(nodes: int, gpus_per_node: int, time_limit: str, job_name: str, port:
     raise InputError(f'--coordinator_port={port} is not a TCP port')
 
 
+def sbatch_value(value: str) -> str:
+  """`value` as one argument of an `#SBATCH` line: sbatch splits those lines at whitespace, reads an unquoted
+  `#` as the start of a comment, and takes double quotes and backslash escapes as a shell would (SLURM's
+  `sbatch/opt.c`); so a value with any of these is double-quoted, its `\\` and `"` escaped."""
+  if not re.search(r'[\s#"\\]', value):
+    return value
+  return '"' + value.replace('\\', '\\\\').replace('"', '\\"') + '"'
+
+
 def _header(nodes, gpus_per_node, tasks_per_node, time_limit, job_name, log, partition, account, cpus,
             exclusive):
   lines = ['#!/bin/bash', f'#SBATCH --job-name={job_name}', f'#SBATCH --nodes={nodes}',
            f'#SBATCH --ntasks-per-node={tasks_per_node}', f'#SBATCH --gpus-per-node={gpus_per_node}',
-           f'#SBATCH --time={time_limit}', f'#SBATCH --output={log}']
-  lines += [f'#SBATCH --{k}={v}' for k, v in
+           f'#SBATCH --time={time_limit}', f'#SBATCH --output={sbatch_value(log)}']
+  lines += [f'#SBATCH --{k}={sbatch_value(str(v))}' for k, v in
             (('partition', partition), ('account', account), ('cpus-per-task', cpus)) if v is not None]
   return lines + ['#SBATCH --exclusive'] * exclusive
 
@@ -97,13 +110,15 @@ def render_script(*, nodes: int, gpus_per_node: int, process_per: str, time_limi
                   partition: str | None = None, account: str | None = None, cpus_per_task: int | None = None,
                   cpus_per_gpu: int = 10, exclusive: bool = False,
                   venv: str | None = None, container_image: str | None = None, setup: Sequence[str] = (),
-                  coordinator_port: int | None = None, module: str = common.TRAINER_MODULE) -> str:
-  """The sbatch script: resources, a guard that it runs under SLURM, environment, then one srun."""
+                  coordinator_port: int | None = None, module: str = common.TRAINER_MODULE,
+                  logs: str | None = None) -> str:
+  """The sbatch script: resources, a guard that it runs under SLURM, environment, then one srun; the job's log
+  goes to `logs` (default `log_dir(workdir, code_dir)`)."""
   _check(nodes, gpus_per_node, time_limit, job_name, coordinator_port)
   if not config or not workdir:
     raise InputError('--config and --workdir are required')
   tasks = 1 if process_per == 'node' else gpus_per_node
-  log = os.path.join(log_dir(workdir), '%x-%j.out')
+  log = os.path.join(logs or log_dir(workdir, code_dir), '%x-%j.out')
   cpus = cpus_for_task(cpus_per_task, cpus_per_gpu, gpus_per_node // tasks)
   lines = _header(nodes, gpus_per_node, tasks, time_limit, job_name, log, partition, account, cpus, exclusive)
   lines += ['set -euo pipefail', ': "${SLURM_JOB_NODELIST:?submit this script with sbatch}"',
@@ -123,8 +138,12 @@ def render_script(*, nodes: int, gpus_per_node: int, process_per: str, time_limi
   return '\n'.join(lines) + '\n'
 
 
-def log_dir(workdir: str) -> str:
-  """Where the job's log goes (`#SBATCH --output=WORKDIR/slurm/%x-%j.out`)."""
+def log_dir(workdir: str, code_dir: str) -> str:
+  """Where the job's log goes by default (`#SBATCH --output=LOG_DIR/%x-%j.out`): WORKDIR/slurm, or, for a
+  remote workdir (gs://, s3://: SLURM writes logs only to a filesystem), CODE_DIR/slurm_logs, the checkout on
+  the shared filesystem."""
+  if storage.is_remote(workdir):
+    return os.path.join(code_dir, 'slurm_logs')
   return os.path.join(workdir, 'slurm')
 
 
@@ -143,6 +162,9 @@ def submit(script: str, path: str, sbatch: str = 'sbatch', logs: str | None = No
 def main(argv: list[str], overrides: list[str]) -> None:
   if len(argv) > 1:
     raise InputError(f'unexpected arguments {argv[1:]}; put trainer flags after --')
+  logs = FLAGS.job_log_dir or log_dir(FLAGS.workdir or '', FLAGS.code_dir)
+  if storage.is_remote(logs):
+    raise InputError(f'--job_log_dir={logs}: SLURM writes job logs only to a filesystem the nodes mount')
   if os.path.isdir(FLAGS.code_dir):
     common.check_config(FLAGS.config, FLAGS.code_dir)
   elif not FLAGS.config:
@@ -153,12 +175,11 @@ def main(argv: list[str], overrides: list[str]) -> None:
       workdir=FLAGS.workdir, overrides=overrides, partition=FLAGS.partition, account=FLAGS.account,
       cpus_per_task=FLAGS.cpus_per_task, cpus_per_gpu=FLAGS.cpus_per_gpu, exclusive=FLAGS.exclusive,
       venv=FLAGS.venv, container_image=FLAGS.container_image, setup=FLAGS.setup,
-      coordinator_port=FLAGS.coordinator_port, module=FLAGS.module)
+      coordinator_port=FLAGS.coordinator_port, module=FLAGS.module, logs=logs)
   if FLAGS.dry_run:
     sys.stdout.write(script)
     return
-  submit(script, FLAGS.script or os.path.join(log_dir(FLAGS.workdir), f'{FLAGS.job_name}.sbatch'),
-         FLAGS.sbatch, logs=log_dir(FLAGS.workdir))
+  submit(script, FLAGS.script or os.path.join(logs, f'{FLAGS.job_name}.sbatch'), FLAGS.sbatch, logs=logs)
 
 
 if __name__ == '__main__':

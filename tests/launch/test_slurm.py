@@ -151,6 +151,61 @@ def test_cli_creates_the_log_folder_before_sbatch(tmp_path):
   assert f'#SBATCH --output={logs}/%x-%j.out' in (tmp_path / 'job.sbatch').read_text()
 
 
+def _sbatch_arguments(line: str) -> list[str]:
+  """The arguments sbatch reads from one `#SBATCH` line, as its parser does (SLURM src/sbatch/opt.c,
+  `_get_argument`): split at unquoted whitespace; `"` toggles quoting; `\\` escapes the next character; an
+  unquoted `#` ends the line (a comment)."""
+  args, current, quoted, escaped, started = [], [], False, False, False
+  for ch in line[len('#SBATCH'):]:
+    if escaped:
+      current.append(ch)
+      escaped = False
+    elif ch == '\\':
+      escaped, started = True, True
+    elif ch == '"':
+      quoted, started = not quoted, True
+    elif ch == '#' and not quoted:
+      break
+    elif ch.isspace() and not quoted:
+      if started:
+        args.append(''.join(current))
+      current, started = [], False
+    else:
+      current.append(ch)
+      started = True
+  return args + ([''.join(current)] if started else [])
+
+
+@pytest.mark.parametrize('workdir', ['/shared/my runs/run 1', '/shared/run#2', '/shared/a"b\\c'])
+def test_a_log_path_with_spaces_hashes_or_quotes_reaches_sbatch_whole(workdir):
+  """A workdir with a space gave `#SBATCH --output=/shared/my runs/...`, which sbatch splits (field case)."""
+  script = slurm.render_script(**{**BASE, 'workdir': workdir})
+  (line,) = [l for l in script.splitlines() if l.startswith('#SBATCH --output=')]
+  assert _sbatch_arguments(line) == [f'--output={workdir}/slurm/%x-%j.out']
+  assert subprocess.run(['bash', '-n'], input=script, text=True).returncode == 0
+
+
+def test_a_remote_workdir_logs_to_the_shared_checkout_and_job_log_dir_overrides(tmp_path):
+  """SLURM writes logs only to a filesystem: a gs:// workdir put `#SBATCH --output=gs://...` in the script
+  (field case) and would have created a local folder named 'gs:'."""
+  script = slurm.render_script(**{**BASE, 'workdir': 'gs://bucket/run'})
+  assert '#SBATCH --output=/shared/overfeat/slurm_logs/%x-%j.out' in script.splitlines()
+  assert '--workdir=gs://bucket/run' in script.splitlines()[-1]
+  (tmp_path / 'c.py').write_text('')
+  sbatch = _executable(tmp_path / 'sbatch', '#!/bin/bash\necho "Submitted batch job 19 ($1)"\n')
+  res = _cli(f'--code_dir={tmp_path}', '--config=c.py', '--workdir=gs://bucket/run', f'--sbatch={sbatch}',
+             cwd=tmp_path)
+  assert res.returncode == 0, res.stderr
+  assert f'Submitted batch job 19 ({tmp_path}/slurm_logs/overfeat.sbatch)' in res.stdout
+  assert not (tmp_path / 'gs:').exists()
+  res = _cli(f'--code_dir={tmp_path}', '--config=c.py', '--workdir=gs://bucket/run',
+             f'--job_log_dir={tmp_path}/l', '--dry_run')
+  assert f'#SBATCH --output={tmp_path}/l/%x-%j.out' in res.stdout.splitlines(), res.stderr
+  res = _cli(f'--code_dir={tmp_path}', '--config=c.py', '--workdir=/w', '--job_log_dir=gs://bucket/logs',
+             '--dry_run')
+  assert res.returncode == 2 and 'SLURM writes job logs only to a filesystem' in res.stderr, res.stderr
+
+
 @pytest.mark.multiprocess
 @pytest.mark.parametrize('nodes, process_per, local_ids', [(2, 'node', 'None'), (1, 'gpu', '({i},)')])
 def test_rendered_script_runs_real_processes_from_slurm_variables(tmp_path, nodes, process_per, local_ids):
