@@ -8,8 +8,9 @@ r"""Exports a trained network for use outside this project: parameters + config,
 `--format=artifact` (default) writes a directory that `overfeat_jax.load_pretrained(PATH)` reads (format:
 `overfeat_jax.checkpoint.export`, docs/export.md). `--format=release` writes the original release's raw weight
 file (fast or accurate network at full width, 1000 classes). The network is recognised from the checkpoint's
-parameter shapes; `--config` (the training config) adds the class names of the embedded dataset, the
-evaluation preprocessing and the compute dtype, and is checked against the checkpoint.
+parameter shapes; the training config adds the class names of the embedded dataset, the evaluation
+preprocessing and the compute dtype, and is checked against the checkpoint: `--config`, or by default the
+workdir's own `config.json` (the resolved config the trainer saved), as `predict` reads it.
 """
 
 
@@ -17,6 +18,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from overfeat_jax import cli
+from overfeat_jax import config_files
 from overfeat_jax.checkpoint import export as export_lib
 from overfeat_jax.config_files import settings_from_config
 from overfeat_jax.errors import InputError
@@ -28,7 +30,8 @@ _FORMAT = flags.DEFINE_enum('format', 'artifact', ['artifact', 'release'], 'arti
                             'params.safetensors; release: the original raw float32 weight layout.')
 _STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
 _CLASS_NAMES = flags.DEFINE_string('class_names', None, 'Text file, one class name per line, in output order.')
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'The training config (optional; see above).')
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'The training config (default: WORKDIR/config.json, '
+                                          'when the workdir has one; see above).')
 
 
 def main(argv: list[str]) -> None:
@@ -36,7 +39,8 @@ def main(argv: list[str]) -> None:
     raise InputError(f'unexpected arguments {argv[1:]}')
   if not _WORKDIR.value or not _OUTPUT.value:
     raise InputError('--workdir and --output are required.')
-  settings = settings_from_config(_CONFIG.value, _STAGE.value) if _CONFIG.value is not None else None
+  config = _CONFIG.value if _CONFIG.value is not None else config_files.load_config(_WORKDIR.value)
+  settings = settings_from_config(config, _STAGE.value) if config is not None else None
   print(export_lib.export_workdir(_WORKDIR.value, _STAGE.value, _OUTPUT.value, _FORMAT.value, _STEP.value, settings,
                                   _CLASS_NAMES.value), flush=True)
 

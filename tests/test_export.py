@@ -218,6 +218,23 @@ def test_cli_bad_inputs_exit_2_with_one_line(trained, tmp_path):
   assert not os.path.exists(tmp_path / 'o')
 
 
+def test_cli_without_config_reads_the_workdirs_config_json(tmp_path):
+  """`export` without --config wrote `class_names: null` although the workdir's config.json (which `predict`
+  reads by itself) names the embedded classes (field case): it now reads that file by default."""
+  from overfeat_jax import config_files  # pylint: disable=g-import-not-at-top
+  from overfeat_jax.data.draw import CLASS_NAMES  # pylint: disable=g-import-not-at-top
+  from tests.train.helpers import load_config  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / 'run')
+  checkpoints.write_checkpoint(workdir, 'classification', checkpoints.make_params(seed=4), step=2)
+  config = load_config('embedded', 'smoke')
+  config.model.geometry, config.model.width_divisor = checkpoints.GEOMETRY, checkpoints.DIVISOR
+  config_files.save_config(config, workdir)
+  result = _run(['-m', 'overfeat_jax.export', f'--workdir={workdir}', f'--output={tmp_path / "a"}'])
+  assert result.returncode == 0, result.stderr[-2000:]
+  with open(tmp_path / 'a' / 'config.json') as f:
+    assert json.load(f)['class_names'] == list(CLASS_NAMES[:checkpoints.CLASSES])
+
+
 def test_rewrite_replaces_atomically_and_leaves_no_temporaries(trained, tmp_path):
   _, params = trained
   cfg = export_lib.build_config(export_lib.infer_network(params), stage='classification')
