@@ -96,7 +96,7 @@ def _describe(e: BaseException) -> str:
     return ' '.join(lines)
   if isinstance(e, InputError):
     return str(e)
-  if isinstance(e, (AttributeError, KeyError)) and any(a.startswith('--config.') for a in sys.argv[1:]):
+  if isinstance(e, (AttributeError, KeyError)) and _config_overrides():
     return _unknown_field(e)
   where = ''
   frames = [f for f in traceback.extract_tb(e.__traceback__)
@@ -106,15 +106,21 @@ def _describe(e: BaseException) -> str:
   return f'{type(e).__name__}: {e}{where}'
 
 
+def _config_overrides() -> list[str]:
+  """The `--FLAG.FIELD` parts of the command line's config-file overrides (`--config.x`, `sweep`'s `--sweep.x`)."""
+  return [a.split('=', 1)[0] for a in sys.argv[1:] if re.match(r'--\w+\.\w', a)]
+
+
 def _unknown_field(e: BaseException) -> str:
   """`--config.a.b: the config has no field 'a'; did you mean ...?` from ml_collections' error about an
-  override: a KeyError (or an AttributeError around one) whose text is the field's repr and a suggestion."""
+  override (of any config-file flag: `--config.`, `--sweep.`): a KeyError (or an AttributeError around one)
+  whose text is the field's repr and a suggestion."""
   inner = e.args[0] if isinstance(e, AttributeError) and e.args else e
   text = str(inner.args[0]) if isinstance(inner, KeyError) and inner.args else str(inner)
   field, _, hint = text.partition('\n')
   field = field.strip().strip('\'"')
-  overrides = [a.split('=', 1)[0] for a in sys.argv[1:] if a.startswith('--config.')]
-  named = [o for o in overrides if field in o[len('--config.'):].split('.')] or overrides
+  overrides = _config_overrides()
+  named = [o for o in overrides if field in o.split('.')[1:]] or overrides
   hint = ' '.join(hint.split())
   suggestion = f'; {hint[:1].lower()}{hint[1:]}' if hint else ''
   return f"{', '.join(named)}: the config has no field '{field}'{suggestion}"

@@ -183,6 +183,9 @@ class Sweep:
       raise InputError(f'sweep task must be one of {TASK_NAMES}, got {self.task!r}.')
     if self.data_from not in DATA_FROM:
       raise InputError(f'sweep data_from must be one of {DATA_FROM}, got {self.data_from!r}.')
+    for name, least in (('batch_size', 1), ('max_examples', 0), ('eval_size', 0), ('max_boxes', 0)):
+      if int(getattr(self, name)) < least:  # 0 = all examples / the training config's value
+        raise InputError(f'sweep {name} must be at least {least}, got {getattr(self, name)}.')
 
   @classmethod
   def from_dict(cls, values: Mapping[str, Any]) -> 'Sweep':

@@ -182,6 +182,15 @@ def test_a_box_sweep_reads_its_stages_section_of_the_training_config(tmp_path, m
     assert reads == [str(tmp_path)]
 
 
+@pytest.mark.parametrize('field,value', [('max_examples', -5), ('batch_size', 0), ('eval_size', -1),
+                                         ('max_boxes', -2)])
+def test_negative_sweep_counts_are_refused_when_the_sweep_is_read(field, value):
+  """max_examples=-5 was read as 'the evaluation split is empty', after the output folder was made (field case)."""
+  values = {**load_sweep('classification_embedded').__dict__, field: value}
+  with pytest.raises(InputError, match=rf'^sweep {field} must be at least [01], got {value}\.$'):
+    grid.Sweep.from_dict(values)
+
+
 def test_a_sweep_view_above_the_image_pixel_limit_is_one_input_error():
   """The sweep's own eval_size makes the host view of every image: above Pillow's pixel limit it is refused before
   any network is loaded (an eval_size of 100,000 would ask for 30 GB per image)."""
@@ -384,6 +393,11 @@ def test_cli_writes_table_and_plot_and_fails_cleanly(sweep_inputs, tmp_path):
   bad = subprocess.run(args[:4] + [f'--workdir={tmp_path}/missing'], capture_output=True, text=True, env=env,
                        cwd=REPO, timeout=120)
   assert bad.returncode == 2 and 'no classification checkpoint' in bad.stderr
+  # A misspelled sweep field: plain words, as main's --config.FIELD (was `AttributeError: "'nosuch'"`).
+  bad = subprocess.run(args[:4] + [f'--output={tmp_path}/o2', '--sweep.nosuch=1'], capture_output=True, text=True,
+                       env=env, cwd=REPO, timeout=120)
+  assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].endswith(
+      "error: --sweep.nosuch: the config has no field 'nosuch'"), bad.stderr[-2000:]
 
 
 @pytest.mark.slow
