@@ -14,10 +14,12 @@ detect the pod. `--dry_run` runs the pre-flight (unless `--skip_preflight`) and 
 """
 
 import dataclasses
+import fnmatch
 import math
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -56,7 +58,8 @@ def _define_flags() -> None:
   flags.DEFINE_string('install', None, 'Instead of --code_dir: git+URL@REV to clone on every worker.')
   flags.DEFINE_string('extras', 'tpu', 'pip extras installed on the workers.')
   flags.DEFINE_string('remote_dir', 'overfeat_jax', 'Code directory on the workers (relative to home).')
-  flags.DEFINE_multi_string('exclude', [], 'More paths left out of the copied tree (data, outputs).')
+  flags.DEFINE_multi_string('exclude', [], 'More paths (fnmatch patterns) left out of the copied tree; a git '
+                            'checkout ships only its tracked and untracked-but-not-ignored files anyway.')
   flags.DEFINE_string('config', None, 'Experiment config file, [:ARG].')
   flags.DEFINE_string('workdir', None, 'Output directory every worker can reach (gs://...).')
   flags.DEFINE_string('chip_config', None, 'Pre-flight --chip_config (default|megacore).')
@@ -146,9 +149,32 @@ def remote_config(config: str, code_dir: str | None) -> str:
   return rel + sep + arg
 
 
+def shipped_files(code_dir: str, excludes: Sequence[str] = ()) -> list[str] | None:
+  """The files of a git checkout that are code: tracked or untracked but not ignored (`git ls-files --cached
+  --others --exclude-standard`), existing, minus `excludes` (fnmatch patterns on the path or any of its parts);
+  None when `code_dir` is not a git work tree (then `EXCLUDES` and `--exclude` decide). What the .gitignore
+  keeps out (the demo's workdir/, built datasets, release weight files, checkpoints) never reaches the pod."""
+  try:
+    listed = subprocess.run(['git', '-C', code_dir, 'ls-files', '-z', '--cached', '--others', '--exclude-standard'],
+                            capture_output=True, check=False)
+  except FileNotFoundError:  # no git on this machine
+    return None
+  if listed.returncode != 0:
+    return None
+  names = sorted({n for n in listed.stdout.decode('utf-8', 'surrogateescape').split('\0') if n})
+  excluded = lambda n: any(fnmatch.fnmatch(n, e) or any(fnmatch.fnmatch(part, e) for part in n.split('/'))
+                           for e in excludes)
+  return [n for n in names if os.path.lexists(os.path.join(code_dir, n)) and not excluded(n)]
+
+
 def code_commands(pod: Pod, code_dir: str | None, install: str | None, remote_dir: str, extras: str,
-                  excludes: Sequence[str] = EXCLUDES) -> list[tuple[list[str], bool]]:
-  """(command, runs on the pod?) pairs that put the same code, pip-installed, on every worker."""
+                  excludes: Sequence[str] = EXCLUDES, staging: str | None = None,
+                  file_list: str | None = None) -> list[tuple[list[str], bool]]:
+  """(command, runs on the pod?) pairs that put the same code, pip-installed, on every worker.
+
+  The tarball is packed in `staging`, a private folder (default: a placeholder under the temporary directory,
+  for printing); with `file_list` (NUL-separated names, `shipped_files`) only those files are packed, else the
+  whole `code_dir` minus `excludes`."""
   q = shlex.quote
   pip = f'python3 -m pip install -q -e {q(f"{remote_dir}[{extras}]" if extras else remote_dir)}'
   if install:
@@ -156,8 +182,11 @@ def code_commands(pod: Pod, code_dir: str | None, install: str | None, remote_di
     remote = (f'rm -rf {q(remote_dir)} && git clone -q {q(url)} {q(remote_dir)} && '
               f'git -C {q(remote_dir)} checkout -q {q(rev)} && {pip}')
     return [(pod.ssh_all(remote), True)]
-  tarball = os.path.join(tempfile.gettempdir(), f'{pod.tpu_name}-{TARBALL}')
-  pack = ['tar', '-czf', tarball, *[f'--exclude={e}' for e in excludes], '-C', code_dir, '.']
+  tarball = os.path.join(staging or os.path.join(tempfile.gettempdir(), 'overfeat_pod_XXXXXXXX'), TARBALL)
+  if file_list:
+    pack = ['tar', '-czf', tarball, '-C', code_dir, '--null', '-T', file_list]
+  else:
+    pack = ['tar', '-czf', tarball, *[f'--exclude={e}' for e in excludes], '-C', code_dir, '.']
   copy = pod.command('scp', tarball, f'{pod.tpu_name}:{TARBALL}', '--worker=all')
   unpack = (f'rm -rf {q(remote_dir)} && mkdir -p {q(remote_dir)} && tar -xzf {TARBALL} -C {q(remote_dir)} '
             f'&& {pip}')
@@ -218,8 +247,28 @@ def main(argv: list[str], overrides: list[str]) -> None:
   if len(argv) > 1:
     raise InputError(f'unexpected arguments {argv[1:]}; put trainer flags after --')
   pod = _validate_flags()
+  # A private folder (mkdtemp: 0700, an unpredictable name) for the tarball: a fixed /tmp name could be a
+  # symlink someone else planted. A dry run creates nothing and prints a placeholder.
+  staging = None if FLAGS.dry_run or not FLAGS.code_dir else tempfile.mkdtemp(prefix='overfeat_pod_')
+  try:
+    _launch(pod, overrides, staging)
+  finally:
+    if staging:
+      shutil.rmtree(staging, ignore_errors=True)
+
+
+def _launch(pod: Pod, overrides: list[str], staging: str | None) -> None:
+  files = shipped_files(FLAGS.code_dir, FLAGS.exclude) if FLAGS.code_dir else None
+  file_list = None
+  if files is not None:
+    file_list = os.path.join(staging or os.path.join(tempfile.gettempdir(), 'overfeat_pod_XXXXXXXX'), 'files')
+    if staging:
+      with open(file_list, 'wb') as f:
+        f.write(b''.join(os.fsencode(n) + b'\0' for n in files))
+    print(f'shipping {len(files)} files of the git checkout {FLAGS.code_dir} (tracked, or untracked and not '
+          'ignored)', flush=True)
   setup = code_commands(pod, FLAGS.code_dir, FLAGS.install, FLAGS.remote_dir, FLAGS.extras,
-                        (*EXCLUDES, *FLAGS.exclude))
+                        (*EXCLUDES, *FLAGS.exclude), staging, file_list)
   train = train_command(pod, FLAGS.remote_dir, remote_config(FLAGS.config, FLAGS.code_dir), FLAGS.workdir,
                         overrides, FLAGS.module)
   create = None

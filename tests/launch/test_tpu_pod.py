@@ -17,9 +17,11 @@ from overfeat_jax.errors import InputError
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 POD = tpu_pod.Pod('of-v5e-32', 'us-west4-a', 'proj', 'gcloud')
 FAKE_GCLOUD_PY = """
-import json, os, sys
+import json, os, shutil, sys
 with open(os.environ['FAKE_GCLOUD_LOG'], 'a') as f:
   f.write(json.dumps(sys.argv[1:]) + '\\n')
+if sys.argv[4] == 'scp':  # keep what would reach the pod: the launcher deletes its tarball afterwards
+  shutil.copy(sys.argv[5], os.environ['FAKE_SHIPPED'])
 sys.exit(1 if sys.argv[4] == 'describe' and os.environ.get('FAKE_TPU_EXISTS') != '1' else 0)
 """
 
@@ -98,6 +100,7 @@ def _run(tmp_path, *args, preflight_exit=0, tpu_exists=False):
   gcloud.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} {shlex.quote(str(script))} "$@"\n')
   gcloud.chmod(gcloud.stat().st_mode | stat.S_IXUSR)
   env = {**os.environ, 'FAKE_GCLOUD_LOG': str(tmp_path / 'gcloud.log'), 'TMPDIR': str(tmp_path),
+         'FAKE_SHIPPED': str(tmp_path / 'shipped.tar.gz'),
          'FAKE_PREFLIGHT_LOG': str(tmp_path / 'preflight.log'), 'FAKE_PREFLIGHT_EXIT': str(preflight_exit),
          'FAKE_TPU_EXISTS': '1' if tpu_exists else '0', 'PYTHONPATH': str(REPO_ROOT)}
   flags = ['--tpu_name=of-test', '--zone=us-west4-a', '--accelerator_type=v5litepod-32', '--topology=v5e:4x8',
@@ -122,7 +125,7 @@ def test_dry_run_runs_the_preflight_and_prints_everything_else(tmp_path):
   for verb in ('describe', 'create', 'scp', 'ssh'):
     assert f'$ {tmp_path}/gcloud compute tpus tpu-vm {verb} ' in out, verb
   assert '--workdir=gs://b/r --config.train.lr=0.1' in out.splitlines()[-1]
-  assert not list(tmp_path.glob('*.tar.gz'))
+  assert not list(tmp_path.glob('*.tar.gz')) and not list(tmp_path.glob('overfeat_pod_*'))  # nothing written
 
 
 def test_failing_preflight_aborts_before_the_pod_is_touched(tmp_path):
@@ -147,9 +150,34 @@ def test_real_run_creates_copies_installs_and_trains(tmp_path):
   assert calls[1][5:7] == ['--accelerator-type=v5litepod-32', '--version=v2-alpha-tpuv5-lite']
   assert calls[-1][6] == ('--command=cd overfeat_jax && OVERFEAT_CLUSTER=tpu PYTHONUNBUFFERED=1 python3 -m '
                           'overfeat_jax.main --config=experiments/c.py --workdir=gs://b/r')
-  with tarfile.open(tmp_path / 'of-test-overfeat_code.tar.gz') as tar:
+  with tarfile.open(tmp_path / 'shipped.tar.gz') as tar:
     names = tar.getnames()
   assert './experiments/c.py' in names and not any('.venv' in n for n in names)
+  assert not list(tmp_path.glob('overfeat_pod_*'))  # the private staging folder is removed
+
+
+def test_a_git_checkout_ships_its_code_not_its_ignored_outputs(tmp_path):
+  """The tarball shipped the demo's workdir/, built datasets and 584 MB release weight files to every worker
+  (only .venv, .git and caches were excluded: field case); a git checkout now ships what git calls code."""
+  code = tmp_path / 'code'
+  (code / 'experiments').mkdir(parents=True)
+  (code / 'experiments' / 'c.py').write_text('x = 1\n')
+  (code / 'new_module.py').write_text('y = 2\n')  # untracked, not ignored: the user's work in progress
+  (code / 'workdir' / 'classification').mkdir(parents=True)
+  (code / 'workdir' / 'classification' / 'ckpt').write_text('big')
+  (code / 'net_weight_0').write_text('weights')
+  (code / 'notes.txt').write_text('excluded by --exclude')
+  (code / '.gitignore').write_text('/workdir/\nnet_weight_*\n')
+  git = lambda *a: subprocess.run(['git', '-C', str(code), *a], check=True, capture_output=True)
+  git('init', '-q')
+  git('add', '.gitignore', 'experiments/c.py')
+  res, calls, _ = _run(tmp_path, f'--code_dir={code}', f'--config={code}/experiments/c.py', '--create',
+                       '--exclude=*.txt')
+  assert res.returncode == 0, res.stderr
+  assert 'shipping 3 files of the git checkout' in res.stdout
+  with tarfile.open(tmp_path / 'shipped.tar.gz') as tar:
+    assert sorted(tar.getnames()) == ['.gitignore', 'experiments/c.py', 'new_module.py']
+  assert [c[3] for c in calls] == ['describe', 'create', 'scp', 'ssh', 'ssh']
 
 
 def test_existing_pod_is_reused_and_missing_pod_without_create_stops(tmp_path):
