@@ -181,6 +181,9 @@ def _exit_on_user_error(main: Callable[[list[str]], None]) -> Callable[[list[str
   return wrapped
 
 
+_HELP_FLAGS = frozenset({'--help', '-help', '-h', '-?', '--helpshort', '--helpfull', '--helpxml'})
+
+
 def run(main: Callable[[list[str]], None]) -> None:
   """`absl.app.run(main)`: user errors (bad files, flags, config values, a full disk) -> one line, exit 2.
 
@@ -189,7 +192,8 @@ def run(main: Callable[[list[str]], None]) -> None:
   try:
     app.run(_exit_on_user_error(main), flags_parser=parse_flags)
   except SystemExit as e:
-    # absl exits with 1 on some usage errors; the project promises 2 for every bad input.
+    # absl exits with 1 after printing the help it was asked for (a success: 0), and on some usage errors (the
+    # project promises 2 for every bad input).
     if e.code == 1:
-      sys.exit(2)
+      sys.exit(0 if _HELP_FLAGS & set(sys.argv[1:]) else 2)
     raise

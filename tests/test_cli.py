@@ -4,6 +4,7 @@ import logging
 import sys
 
 from overfeat_jax import cli
+from tests.bad_input.cli_runner import run_cli
 
 
 def _record(path: str, level: int, msg: str, exc: bool = False) -> logging.LogRecord:
@@ -58,3 +59,12 @@ def test_an_unknown_plain_flag_is_not_blamed_on_the_config_file():
   config_error = 'ValueError: unknown config argument'
   assert cli._name_config_file(argv, config_error).startswith(  # pylint: disable=protected-access
       '--config=experiments/configs/embedded.py: ')
+
+
+def test_help_is_a_success_and_a_bad_flag_is_exit_2():
+  """absl exits 1 after printing the help; the CLIs turned every 1 into 2 (a user error): --help now exits 0."""
+  for flag in ('--help', '--helpfull'):
+    done = run_cli('overfeat_jax.show_embedded', flag)
+    assert done.returncode == 0 and '--view' in done.stdout + done.stderr, (flag, done.stderr[-1000:])
+  done = run_cli('overfeat_jax.show_embedded', '--no_such_flag')
+  assert done.returncode == 2, done.stderr[-1000:]
