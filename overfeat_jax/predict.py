@@ -184,6 +184,9 @@ def main(argv: list[str]) -> None:
     raise InputError('give at least one image file.')
   if not _WORKDIR.value and not _CHECKPOINT.value:
     raise InputError('give --workdir (or --checkpoint).')
+  if _WORKDIR.value and not storage.path(_WORKDIR.value).is_dir():
+    what = 'is a file' if storage.path(_WORKDIR.value).exists() else 'does not exist'
+    raise InputError(f'--workdir={_WORKDIR.value} {what}: give the training run\'s folder.')
   if _DRAW.value:
     distinct_stems(paths)  # the same file twice: refused before any work
   config = training_config(_CONFIG.value, _WORKDIR.value)

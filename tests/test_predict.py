@@ -75,14 +75,15 @@ def test_json_and_drawing(workdir):
     (['--task=detection', 'missing.png'], 'does not exist'),
     (['--task=detection'], 'at least one image'),
     (['--task=localization', 'x.png'], 'no checkpoint directory'),
+    (['--workdir={missing}', '--task=detection', 'x.png'], 'missing does not exist: give the training run'),
     # Another stage's checkpoints: a KeyError traceback ('backbone') before names and shapes were compared.
     (['--task=classification', '--checkpoint={det}', 'x.png'],
      "does not match the classification stage's network: params/"),
 ])
 def test_bad_input_is_one_line_exit_2(workdir, args, message):
   args = [a if a != 'x.png' else str(workdir / 'scene.png') for a in args]
-  args = [a.format(det=workdir / 'detection' / 'checkpoints') for a in args]
-  r = run_cli(f'--workdir={workdir}', *args)
+  args = [a.format(det=workdir / 'detection' / 'checkpoints', missing=workdir / 'missing') for a in args]
+  r = run_cli(*([] if any(a.startswith('--workdir') for a in args) else [f'--workdir={workdir}']), *args)
   assert r.returncode == 2, r.stderr[-2000:]
   last = r.stderr.strip().splitlines()[-1]
   assert message in last and 'Traceback' not in r.stderr
