@@ -142,6 +142,36 @@ def input_settings(cfg: ml_collections.ConfigDict, stage: str) -> settings_lib.I
       worker_count=data.worker_count, read_as_hosts=data.get('read_as_hosts', 0), train_scales=scales)
 
 
+def check_training_counts(cfg: ml_collections.ConfigDict) -> None:
+  """The stage config's counts (`stage_config`): batch sizes, steps or epochs, and the cadences are numbers the
+  loop can use, checked before anything is written (a `checkpoint_every_steps` of 0 divided by zero at the
+  first step; a `batch_size` of 0 failed after the workdir was made; `num_train_steps=-5` quietly meant
+  'use num_epochs', as its -1 sentinel does).
+
+  Raises:
+    InputError: one line naming the first field out of range, its value and the valid range.
+  """
+  def need(name: str, value: Any, ok: bool, valid: str) -> None:
+    if not ok:
+      raise InputError(f'--config.{name}={value!r}: must be {valid}')
+
+  is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)
+  need('batch_size', cfg.batch_size, is_int(cfg.batch_size) and cfg.batch_size >= 1, 'a positive integer')
+  need('eval.batch_size', cfg.eval.batch_size, is_int(cfg.eval.batch_size) and cfg.eval.batch_size >= 1,
+       'a positive integer')
+  steps = cfg.num_train_steps
+  need('num_train_steps', steps, is_int(steps) and steps >= -1,
+       'a positive number of steps, or -1 (or 0) to train num_epochs epochs')
+  if steps <= 0:
+    need('num_epochs', cfg.num_epochs, cfg.num_epochs > 0, 'positive when num_train_steps is not')
+  need('log_every_steps', cfg.log_every_steps, is_int(cfg.log_every_steps) and cfg.log_every_steps >= 1,
+       'a positive number of steps')
+  need('checkpoint_every_steps', cfg.checkpoint_every_steps,
+       is_int(cfg.checkpoint_every_steps) and cfg.checkpoint_every_steps >= 1, 'a positive number of steps')
+  need('eval.every_steps', cfg.eval.every_steps, is_int(cfg.eval.every_steps) and cfg.eval.every_steps >= 0,
+       'a number of steps, or 0 to evaluate only at the end')
+
+
 def check_input_sizes(settings: settings_lib.StageSettings) -> None:
   """Every input size the stage's network will see reaches the geometry's minimum input
   (`Geometry.min_input_size`: the smallest size with one output cell, e.g. 231 for fast, 221 for accurate, 53
@@ -190,6 +220,7 @@ def settings_from_config(config: ml_collections.ConfigDict, stage: str) -> setti
     raise InputError(f'unknown stage {stage!r}; available: {sorted(settings_lib.TASK_NAMES)}')
   cfg = stage_config(config, stage)
   build.dtype_of(cfg.dtype)  # InputError for an unknown dtype name, before any work
+  check_training_counts(cfg)
   model = _section(settings_lib.ModelSettings, {**cfg.model.to_dict(), 'dtype': cfg.dtype})
   evaluation = _section(settings_lib.EvalSettings,
                         {**cfg.eval.to_dict(), 'scales': settings_lib.as_sizes(cfg.eval.scales)})

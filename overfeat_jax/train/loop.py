@@ -138,21 +138,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   A local workdir is locked for the run (`storage.workdir_lock`, process 0): a second run into it stops with
   one line (InputError) before any work.
   """
+  check_config(config)  # before the workdir is made: a bad config leaves nothing behind
   check_workdir(workdir)
   lock = storage.workdir_lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
   with lock:
     return _train_and_evaluate(config, workdir)
 
 
-def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Every check that needs neither data nor the workdir: the stage list, each stage's settings
+  (`config_files.settings_from_config`: names, sizes, counts, dtype) and input settings.
+
+  Raises:
+    InputError: one line naming what is wrong.
+  """
   if len(set(config.stages)) != len(config.stages):  # config_flags appends a tuple flag given twice
     raise InputError(f'config.stages names a stage twice: {tuple(config.stages)} (a --config.stages flag given '
                      'twice is appended to itself: give it once)')
+  for stage in config.stages:
+    config_files.settings_from_config(config, stage)
+    inputs.check(config_files.input_settings(config_files.stage_config(config, stage), stage))
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   config = with_classes_from_data(config)  # num_classes = 0: own data's class count (docs/own_data.md)
   # Every stage's settings (e.g. its input sizes) read and checked once, before the first stage trains.
   settings = {stage: config_files.settings_from_config(config, stage) for stage in config.stages}
-  for stage in config.stages:  # and its input settings (worker_count, read_as_hosts), before anything is written
-    inputs.check(config_files.input_settings(config_files.stage_config(config, stage), stage))
   changes = warn_config_changes(config, workdir)
 
   def ready() -> None:  # each stage, once its checkpoints restored; the previous config.json is kept once

@@ -44,3 +44,19 @@ def test_unwritable_workdir_is_one_line(tmp_path):
 def test_unknown_stage_is_one_line(tmp_path):
   out = _main(f'--config={SMOKE}', f'--workdir={tmp_path}', '--config.stages=("segmentation",)')
   assert out.returncode == 2 and "unknown stage 'segmentation'" in out.stderr
+
+
+@pytest.mark.parametrize('flag, words', [
+    ('--config.batch_size=0', '--config.batch_size=0: must be a positive integer'),
+    ('--config.num_train_steps=-5', '--config.num_train_steps=-5: must be a positive number of steps, or -1'),
+    ('--config.checkpoint_every_steps=0', '--config.checkpoint_every_steps=0: must be a positive number'),
+    ('--config.stages=("segmentation",)', "unknown stage 'segmentation'"),
+])
+def test_a_bad_count_or_stage_is_one_line_and_leaves_no_workdir(flag, words, tmp_path):
+  """Field cases: batch_size=0 failed after the workdir (and its run.lock) existed; num_train_steps=-5 quietly
+  meant 'num_epochs'; checkpoint_every_steps=0 divided by zero at the first step."""
+  workdir = tmp_path / 'run'
+  out = _main(f'--config={SMOKE}', f'--workdir={workdir}', flag)
+  assert out.returncode == 2, out.stderr[-2000:]
+  assert words in out.stderr.strip().splitlines()[-1], out.stderr[-2000:]
+  assert not workdir.exists()
