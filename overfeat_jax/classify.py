@@ -350,6 +350,10 @@ def _check_inputs(paths: Sequence[str]) -> None:
     raise InputError('--output saves features: use it with --features or --layer')
   if _VIEW_SIZE.value:
     preprocess.check_view_size(_VIEW_SIZE.value, '--view_size')
+  if _OUTPUT.value and (storage.path(_OUTPUT.value).is_dir() or _OUTPUT.value.endswith('/')):
+    example = os.path.join(_OUTPUT.value, 'features.npy')
+    raise InputError(f'--output={_OUTPUT.value} is a folder; --output names the file, e.g. {example} '
+                     '(several images: features_<name>.npy beside it)')
   if _OUTPUT.value:
     for output in feature_paths(_OUTPUT.value, paths):  # the same image twice: refused before any work
       storage.check_output(output)  # so is a folder that is missing or read-only

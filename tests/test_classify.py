@@ -207,11 +207,13 @@ def test_cli_top_n_accepts_every_valid_kind_of_image(files):
     (['--weights={fast16}', '--layer=23', '{rgb}'], 'layer 23 does not exist'),
     # A 100,000-pixel view asked for 30 GB on the host: the kernel killed the process (field case).
     (['--weights={fast16}', '--multiscale', '--view_size=100000', '{rgb}'], '--view_size=100000 asks for a'),
+    # An existing folder as --output wrote FOLDER.npy beside it (field case).
+    (['--weights={fast16}', '--features', '--output={folder}', '{rgb}'], 'is a folder; --output names the file'),
 ])
 def test_cli_bad_input_is_one_line_and_exit_status_2(files, args, message):
   names = {'fast16': files / 'fast16', 'accurate16': files / 'accurate16', 'missing': files / 'missing.jpg',
            'notes': files / 'notes.jpg', 'truncated': files / 'truncated.jpg', 'small': files / 'small.png',
-           'rgb': files / 'rgb.png'}
+           'rgb': files / 'rgb.png', 'folder': files}
   result = run_cli(*[a.format(**names) for a in args])
   assert result.returncode == 2, result.stdout + result.stderr
   lines = result.stderr.strip().splitlines()
