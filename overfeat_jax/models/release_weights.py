@@ -18,7 +18,6 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from overfeat_jax import storage
 from overfeat_jax.errors import InputError
 from overfeat_jax.models.geometry import ACCURATE, FAST, Geometry
 
@@ -153,7 +152,9 @@ def save_release_weights(params: Any, geometry: Geometry, path: str | os.PathLik
     with os.fdopen(fd, 'wb') as f:
       for array in _layer_arrays(params, geometry, num_classes):
         f.write(np.ascontiguousarray(array, dtype=_DTYPE).tobytes())
-    os.chmod(tmp, storage.new_file_mode())  # mkstemp's 0600 would make the file private
+    umask = os.umask(0)  # storage.new_file_mode's rule; the models layer imports nothing above `errors`
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make the file private
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
