@@ -39,7 +39,10 @@ def main(argv: list[str]) -> None:
     raise InputError(f'unexpected arguments {argv[1:]}')
   if not _WORKDIR.value or not _OUTPUT.value:
     raise InputError('--workdir and --output are required.')
-  config = _CONFIG.value if _CONFIG.value is not None else config_files.load_config(_WORKDIR.value)
+  config = _CONFIG.value
+  if config is None:  # the workdir's own config.json, when it trained this stage
+    saved = config_files.load_config(_WORKDIR.value)
+    config = saved if saved is not None and _STAGE.value in saved.stages else None
   settings = settings_from_config(config, _STAGE.value) if config is not None else None
   print(export_lib.export_workdir(_WORKDIR.value, _STAGE.value, _OUTPUT.value, _FORMAT.value, _STEP.value, settings,
                                   _CLASS_NAMES.value), flush=True)
