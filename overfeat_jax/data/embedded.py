@@ -35,6 +35,7 @@ from PIL import Image
 
 from overfeat_jax import errors
 from overfeat_jax.data import draw
+from overfeat_jax.data import local_builder
 from overfeat_jax.errors import InputError
 
 VIEWS = ('cls_loc', 'det')
@@ -121,9 +122,10 @@ def encode_jpeg(image: np.ndarray) -> bytes:
   return buffer.getvalue()
 
 
-class Embedded(tfds.core.GeneratorBasedBuilder):
+class Embedded(local_builder.LocalBuilder):
   """tfds builder of the embedded procedural dataset (see the module docstring)."""
 
+  SOURCE = 'its generator'  # local_builder's announcement
   VERSION = tfds.core.Version('1.1.0')
   RELEASE_NOTES = {'1.0.0': 'First release.',
                    '1.1.0': 'Calmer backgrounds and outlined objects: learnable by the CPU demo.'}

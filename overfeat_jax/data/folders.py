@@ -25,6 +25,7 @@ from etils import epath
 import tensorflow_datasets as tfds
 
 from overfeat_jax.data import imagenet_cls_loc
+from overfeat_jax.data import local_builder
 from overfeat_jax.data import report as report_lib
 from overfeat_jax.errors import InputError
 
@@ -146,7 +147,7 @@ class Reports:
     return self.by_split[split]
 
 
-class FolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class FolderBuilder(local_builder.LocalBuilder, skip_registration=True):
   """Base of the own-data builders: subclasses scan `manual_dir` (`_scan`) into items per split, classes."""
 
   VERSION = tfds.core.Version('1.0.0')

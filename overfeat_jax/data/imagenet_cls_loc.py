@@ -20,6 +20,7 @@ import tensorflow_datasets as tfds
 
 from overfeat_jax.data import annotations
 from overfeat_jax.data import images
+from overfeat_jax.data import local_builder
 from overfeat_jax.data import report as report_lib
 from overfeat_jax.errors import InputError
 
@@ -316,7 +317,7 @@ def detect_layout(root: str) -> Any:
   raise InputError(f'{root} holds neither ILSVRC2012_img_{{train,val}}.tar nor ILSVRC/Data/CLS-LOC')
 
 
-class Ilsvrc2012ClsLoc(tfds.core.GeneratorBasedBuilder):
+class Ilsvrc2012ClsLoc(local_builder.LocalBuilder):
   """ILSVRC2012 CLS-LOC: image, image_id, label (1000 sorted WNIDs), every box and its label."""
 
   VERSION = tfds.core.Version('1.0.0')

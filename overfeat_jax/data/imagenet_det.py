@@ -28,6 +28,7 @@ import tensorflow_datasets as tfds
 
 from overfeat_jax.data import annotations
 from overfeat_jax.data import imagenet_cls_loc
+from overfeat_jax.data import local_builder
 from overfeat_jax.data import report as report_lib
 from overfeat_jax.errors import InputError
 
@@ -178,7 +179,7 @@ class DetLayout:
     return [(w, w) for w in sorted(found)]
 
 
-class Ilsvrc2014Det(tfds.core.GeneratorBasedBuilder):
+class Ilsvrc2014Det(local_builder.LocalBuilder):
   """ILSVRC2014 DET: image, image_id, every box and its class (200 DET classes, sorted WNIDs); no `label`."""
 
   VERSION = tfds.core.Version('1.1.0')
