@@ -97,6 +97,7 @@ def summary(dataset_dir: str) -> list[str]:
     lines.append(f'  {split}: kept {r["kept"]}, skipped {r["skipped_total"]}')
     lines += [f'    skipped  {k}: {v}' for k, v in r['skipped'].items()]
     lines += [f'    repaired {k}: {v}' for k, v in r['repaired'].items()]
+    lines += [f'    note: {n}' for n in r.get('notes', [])]
   return lines
 
 

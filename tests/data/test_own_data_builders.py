@@ -251,6 +251,9 @@ def test_label_studio_paths_broken_json_and_case_twins(tmp_path):
   assert builder.info.splits.total_num_examples == 1
   notes = [n for r in report_lib.read_report(builder.data_dir)['splits'].values() for n in r['notes']]
   assert "class names that differ only in case or spaces: [['Cat', 'cat ']]" in notes
+  # ... and in the printed summary, not only in build_report.json and the log (field case)
+  assert "    note: class names that differ only in case or spaces: [['Cat', 'cat ']]" in build_lib.summary(
+      builder.data_dir)
   # An instances file cut short is an error, not a split that silently goes missing.
   photos._write(f'{coco}/test/_annotations.coco.json', '{"images": [{"id": 1, "file_na')
   with pytest.raises(InputError, match='_annotations.coco.json is not valid JSON'):
