@@ -17,9 +17,11 @@ detection stage's. `num_classes = 0`: the class count comes from the built datas
 
 Arguments (comma-separated): `coco` reads `coco_json/<name>` instead of `voc_folder/<name>`; `smoke` is the
 seconds-long variant (the embedded smoke classifier, then detection, one evaluation scale each, on a dataset
-named `embedded_det_smoke`, written with `--train_size=64 --test_size=16`). Your own photos: build them under a name of yours and point the detection
-stage at it, e.g. `--config.detection.data.name=voc_folder/my_photos --config.detection.data.eval_split=
-validation` (hash-split folders have `train` and `validation`); phone photos are stored with their smaller
+named `embedded_det_smoke`, written with `--train_size=64 --test_size=16`). Your own photos: build them under a name of yours and train the
+detection stage alone on them from a trained classifier (the stages of a run share one class list),
+e.g. `--config.stages='("detection",)' --config.init.source=/tmp/demo --config.detection.data.name=
+voc_folder/my_photos --config.detection.data.eval_split=validation` (hash-split folders have `train` and
+`validation`); phone photos are stored with their smaller
 side at 256 px by default (`--smaller_side`), so give the detection stage matching sizes
 (`--config.detection.box.eval_size=256 --config.detection.scale_jitter=(256,384)`). To start from a trained
 classifier instead of training one here, see docs/own_data.md, "Starting from trained weights".

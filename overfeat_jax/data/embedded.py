@@ -43,12 +43,15 @@ JPEG_QUALITY = 95
 _SPLIT_CODES = {'train': 0, 'test': 1}
 
 
+NUM_CLASSES = 10  # a view's default class count: the first 10 of draw.CLASS_NAMES
+
+
 @dataclasses.dataclass
 class EmbeddedConfig(tfds.core.BuilderConfig):
   """Options of one embedded view; every field changes the data, so non-default values get their own name."""
   view: str = 'cls_loc'
   image_size: int = 72
-  num_classes: int = 10
+  num_classes: int = NUM_CLASSES
   min_size: int = 14
   max_size: int = 56
   max_objects: int = 1  # det: most objects per image; cls_loc: unused (1 main object, maybe a 2nd instance).

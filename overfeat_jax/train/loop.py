@@ -260,35 +260,49 @@ def stage_task(config: ml_collections.ConfigDict, stage: str, previous_params: A
   return config_files.stage_config(config, stage), tasks.make(settings, previous_params)
 
 
-def stage_data_names(config: ml_collections.ConfigDict) -> list[str]:
-  """The dataset of each stage of `config.stages` (a stage's own `data.name`, else the top-level one)."""
-  names = []
-  for stage in config.stages:
-    section = config.get(stage)
-    own = section.get('data', {}).get('name') if hasattr(section, 'get') else None
-    names.append(own or config.data.name)
-  return names
-
-
 def with_classes_from_data(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """`config` itself, or with `num_classes = 0` replaced by the class count of its own-data datasets.
 
-  Own data (docs/own_data.md) has as many classes as its builder found; every own-data dataset the stages read
-  must agree (the detection stage extends the classifier's outputs). Raises InputError otherwise, or when
-  no stage reads own data.
+  Own data (docs/own_data.md) has as many classes as its builder found. The stages of a run share one class
+  list (the detection stage extends the classifier's outputs by a background class), so every own-data dataset
+  the stages read must have the same class names in the same order, and a stage on the embedded data the same
+  count (the shipped recipe: the embedded classifier, then detection on its pictures written as a VOC folder).
+  Checked before any training: a 10-class embedded classification stage under a 3-class own detection stage
+  trained the classifier with 3 outputs on labels up to 9 (a NaN loss after minutes: field case), and two own
+  datasets with the same classes in another order swapped their labels silently.
+
+  Raises:
+    InputError: no stage reads own data; the stages' class lists differ (one line naming both and the fix).
   """
   if config.num_classes != 0:
     return config
   from overfeat_jax.data import folders, pipeline  # pylint: disable=g-import-not-at-top
-  counts = {n: len(folders.class_names(folders.dataset_dir(config.data.data_dir, n)))
-            for n in stage_data_names(config) if n.split('/')[0] in pipeline.OWN_DATA}
-  if not counts:
+  from overfeat_jax.data import embedded as embedded_lib  # pylint: disable=g-import-not-at-top
+  own, embedded = {}, {}
+  for stage in config.stages:
+    data = config_files.stage_config(config, stage).data
+    if data.name.split('/')[0] in pipeline.OWN_DATA:
+      own[stage] = (data.name, folders.class_names(folders.dataset_dir(data.data_dir, data.name)))
+    elif data.name.startswith('embedded'):
+      embedded[stage] = (data.name, int(data.options.get('num_classes', embedded_lib.NUM_CLASSES)))
+  if not own:
     raise InputError('num_classes = 0 (from the data) needs a stage that reads own data (voc_folder/NAME, '
                      'coco_json/NAME, image_folder/NAME)')
-  if len(set(counts.values())) > 1:
-    raise InputError(f'the stages\' datasets have different class counts: {counts}')
+  first, (first_name, names) = next(iter(own.items()))
+  fix = ('a run\'s stages share one class list: build the datasets with the same --classes file, or train the '
+         'own-data stage alone from a trained network (--config.stages=\'("detection",)\' '
+         '--config.init.source=WORKDIR_OR_EXPORT: docs/own_data.md, "Starting from trained weights")')
+  for stage, (name, other) in own.items():
+    if other != names:
+      raise InputError(f'the {first} stage reads {first_name} with classes {names} and the {stage} stage '
+                       f'{name} with {other}; {fix}')
+  for stage, (name, count) in embedded.items():
+    if count != len(names):
+      raise InputError(f'the {stage} stage reads {name} ({count} classes) and the {first} stage {first_name} '
+                       f'({len(names)} classes: {", ".join(names[:5])}{", ..." if len(names) > 5 else ""}); '
+                       f'{fix}')
   resolved = config.copy_and_resolve_references()  # a new ConfigDict, locked like `config`
-  resolved.num_classes = next(iter(counts.values()))
+  resolved.num_classes = len(names)
   return resolved
 
 

@@ -65,3 +65,32 @@ def test_smoke_demo_runs_three_stages_and_prints_the_headline_numbers(tmp_path):
   assert config_files.load_config(str(tmp_path)).stages == ('classification', 'localization', 'detection')
   for stage in metrics:
     assert os.path.isdir(tmp_path / stage / 'checkpoints')
+
+
+def _own_classes(monkeypatch, classes: dict[str, list[str]]):
+  """Own datasets of the given class lists, without building them (`folders.class_names` per name)."""
+  from overfeat_jax.data import folders  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(folders, 'dataset_dir', lambda data_dir, name: name)
+  monkeypatch.setattr(folders, 'class_names', lambda name: list(classes[name]))
+
+
+def test_num_classes_from_own_data_must_agree_with_every_stage(monkeypatch):
+  """The 'Your photos' recipe with 3 classes trained the embedded 10-class classifier with 3 outputs (NaN loss
+  after minutes: field case); two own datasets with the same classes in another order swapped labels."""
+  from overfeat_jax.data.draw import CLASS_NAMES  # pylint: disable=g-import-not-at-top
+  config = load_config('own_data', 'smoke')  # classification: embedded (10 classes); detection: own data
+  det = config.detection.data.name
+  _own_classes(monkeypatch, {det: CLASS_NAMES[:10]})
+  assert loop.with_classes_from_data(config).num_classes == 10  # the shipped recipe
+  _own_classes(monkeypatch, {det: ['circle', 'square', 'star']})
+  with pytest.raises(loop.InputError, match=r"^the classification stage reads embedded\S* \(10 classes\) and "
+                     r"the detection stage .* \(3 classes: circle, square, star\); a run's stages share one "
+                     r'class list: .*--config.init.source='):
+    loop.with_classes_from_data(config)
+  config.data.name = 'image_folder/pets'
+  _own_classes(monkeypatch, {det: ['cat', 'dog'], 'image_folder/pets': ['dog', 'cat']})
+  with pytest.raises(loop.InputError, match=r"^the classification stage reads image_folder/pets with classes "
+                     r"\['dog', 'cat'\] and the detection stage .* with \['cat', 'dog'\]"):
+    loop.with_classes_from_data(config)
+  _own_classes(monkeypatch, {det: ['cat', 'dog'], 'image_folder/pets': ['cat', 'dog']})
+  assert loop.with_classes_from_data(config).num_classes == 2
