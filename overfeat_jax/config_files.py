@@ -236,6 +236,7 @@ def settings_from_config(config: ml_collections.ConfigDict, stage: str) -> setti
     mining = _section(settings_lib.MiningSettings, cfg.mining.to_dict())
   settings = settings_lib.StageSettings(stage=stage, num_classes=int(cfg.num_classes),
                                         crop_size=int(cfg.crop_size), model=model, eval=evaluation, box=box,
-                                        mining=mining, dataset=str(cfg.data.name))
+                                        mining=mining, dataset=str(cfg.data.name),
+                                        data_dir=str(cfg.data.data_dir or ''))
   check_input_sizes(settings)
   return settings

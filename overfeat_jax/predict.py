@@ -31,6 +31,7 @@ from ml_collections import config_flags
 
 from overfeat_jax import cli, output_names, storage, tasks
 from overfeat_jax.config_files import CONFIG_FILE, load_config, settings_from_config
+from overfeat_jax.data import class_names as class_names_lib
 from overfeat_jax.data import images as image_lib
 from overfeat_jax.data.preprocess import eval_view
 from overfeat_jax.errors import InputError
@@ -80,11 +81,10 @@ def load_params(workdir: str, stage: Task, checkpoint: str | None) -> Any:
 
 
 def class_names(settings: StageSettings) -> list[str]:
-  """Names of the stage's classes: the embedded data's, else the class indices as text."""
-  if settings.dataset.startswith('embedded'):
-    from overfeat_jax.data.draw import CLASS_NAMES  # pylint: disable=g-import-not-at-top
-    return list(CLASS_NAMES[:settings.num_classes])
-  return [str(i) for i in range(settings.num_classes)]
+  """Names of the stage's classes: its dataset's (`class_names.dataset_class_names`: the embedded data's, own
+  data's), else the class indices as text."""
+  names = class_names_lib.dataset_class_names(settings.dataset, settings.data_dir, settings.num_classes)
+  return names if names is not None else [str(i) for i in range(settings.num_classes)]
 
 
 def predict_one(task: Task, fn, params, image: np.ndarray, top: int) -> list[dict[str, Any]]:

@@ -162,6 +162,7 @@ class StageSettings:
     box: the box section (localization and detection); None when the config has none.
     mining: detection's negatives; None when the config has none.
     dataset: the dataset's name (`config.data.name`), e.g. for class names of the embedded data.
+    data_dir: the tfds data_dir it is read from (`config.data.data_dir`; own data's class names live there).
   """
   stage: str
   num_classes: int
@@ -171,6 +172,7 @@ class StageSettings:
   box: BoxSettings | None = None
   mining: MiningSettings | None = None
   dataset: str = ''
+  data_dir: str = ''
 
   @property
   def num_outputs(self) -> int:

@@ -44,6 +44,7 @@ import safetensors.numpy
 from flax import traverse_util
 
 from overfeat_jax import storage
+from overfeat_jax.data import class_names as class_names_lib
 from overfeat_jax.config_files import read_json
 from overfeat_jax.errors import InputError
 from overfeat_jax.models import build
@@ -325,10 +326,7 @@ def config_details(settings: StageSettings, spec: NetworkSpec) -> tuple[Any, lis
     raise InputError(f'--config describes {model.geometry}/{model.width_divisor} but the checkpoint holds '
                      f'{spec.geometry}/{spec.width_divisor}.')
   spec = dataclasses.replace(spec, dtype=model.dtype)
-  names = None
-  if settings.dataset.startswith('embedded'):
-    from overfeat_jax.data import draw  # pylint: disable=g-import-not-at-top
-    names = list(draw.CLASS_NAMES[:settings.num_classes])
+  names = class_names_lib.dataset_class_names(settings.dataset, settings.data_dir, settings.num_classes)
   e = settings.eval
   pre = {'dataset': settings.dataset, 'crop_size': settings.crop_size, 'eval_resize': e.resize,
          'eval_scales': _lists(e.scales), 'eval_flips': e.flips, 'eval_fine_stride': e.fine}

@@ -70,3 +70,24 @@ def class_names(*, devkit: str | None = None, synset_words: str | None = None,
   if synset_words:
     return synset_word_names(synset_words, num_classes)
   return None
+
+
+def dataset_class_names(dataset: str, data_dir: str, num_classes: int) -> list[str] | None:
+  """The class names a dataset carries, in output order, or None when it carries none this project can read.
+
+  The embedded data: its drawn shapes (`draw.CLASS_NAMES`); own data (voc_folder/NAME, coco_json/NAME,
+  image_folder/NAME): the built dataset's class list (`folders.class_names`, from its metadata), when it is built
+  in `data_dir` and has `num_classes` names. What `predict` prints and `export` writes (they printed indices
+  and wrote null for own data: field case).
+  """
+  if dataset.startswith('embedded'):
+    from overfeat_jax.data import draw  # pylint: disable=g-import-not-at-top
+    return list(draw.CLASS_NAMES[:num_classes])
+  if dataset.split('/')[0] in ('voc_folder', 'coco_json', 'image_folder') and data_dir:
+    from overfeat_jax.data import folders  # pylint: disable=g-import-not-at-top
+    try:
+      names = folders.class_names(folders.dataset_dir(data_dir, dataset))
+    except (InputError, OSError):  # not built here (a copied workdir): no names, the indices stand
+      return None
+    return names if len(names) == num_classes else None
+  return None

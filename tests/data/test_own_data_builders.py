@@ -18,6 +18,7 @@ from PIL import Image, ImageOps
 
 from overfeat_jax.data import annotations
 from overfeat_jax.data import build as build_lib
+from overfeat_jax.data import class_names
 from overfeat_jax.data import folders
 from overfeat_jax.data import imagenet_cls_loc
 from overfeat_jax.data import pipeline
@@ -162,6 +163,9 @@ def test_image_folder_labels_and_counts(tmp_path):
   assert _summed(report, 'repaired') == {}  # a photo without boxes is what class folders are
   records = _records(tmp_path / 'd', 'image_folder/pets')
   assert builder.info.features['label'].names == list(photos.CLASSES)
+  # predict prints and export writes these names (they printed indices and wrote null: field case)
+  assert class_names.dataset_class_names('image_folder/pets', str(tmp_path / 'd'), 3) == list(photos.CLASSES)
+  assert class_names.dataset_class_names('image_folder/pets', str(tmp_path / 'nowhere'), 3) is None
   assert {k: int(r['label']) for k, r in records.items() if k.endswith('_1')} == {
       'bird_1': 0, 'cat_1': 1, 'dog_1': 2}
   assert int(records['cat_deep']['label']) == 1 and records['cat_deep']['boxes'].shape == (0, 4)
