@@ -8,11 +8,15 @@ Layout: `<class>/<photo>` (split by file-name hash, `folders.hash_split`: 80 % t
 `test`). Photos in deeper folders belong to their top class folder. Classes: the folder names, sorted, or a
 `--classes` file (label order; a folder it does not name is skipped, `label_unknown`). Records carry `label`
 and no boxes (`boxes` [0, 4]), like CLS-LOC images without a box.
+A record's `image_id` is its path under the class folders without the extension (`cat/1`, `cat/holiday/2`):
+`cat/1.jpg` and `dog/1.jpg` are two photos (a stem-only id dropped every second one: field case).
 Skipped and counted in `build_report.json`: a file that is not an image (`not_an_image_file`), a photo
-outside any class folder (`no_class_folder`), a second photo with the same stem (`duplicate_file_name`: the
-same photo filed under two classes would teach both), unreadable images (`truncated`, `corrupt`, ...).
+outside any class folder (`no_class_folder`), a file whose bytes equal an earlier one's (`duplicate_photo`:
+the same photo filed under two classes would teach both), two files with one id (`duplicate_file_name`:
+`a.jpg` and `a.png` in one folder), unreadable images (`truncated`, `corrupt`, ...).
 """
 
+import hashlib
 import os
 
 from etils import epath
@@ -40,7 +44,7 @@ def scan(root: str, reports: folders.Reports) -> tuple[dict[str, list[folders.It
   parents = [(os.path.join(root, d), folders.SPLIT_WORDS[d.lower()]) for d in tops] if split_layout else [
       (root, None)]
   items: dict[str, list[folders.Item]] = {}
-  classes, seen = set(), set()
+  classes, seen, contents = set(), set(), set()
   for parent, split in parents:
     for name in sorted(os.listdir(parent)):
       path = os.path.join(parent, name)
@@ -49,15 +53,21 @@ def scan(root: str, reports: folders.Reports) -> tuple[dict[str, list[folders.It
     for label in _subdirs(parent):
       classes.add(label)
       for path in _class_photos(os.path.join(parent, label)):
-        stem = os.path.splitext(os.path.basename(path))[0]
-        where = split or folders.hash_split(stem)
+        image_id = os.path.splitext(os.path.relpath(path, parent))[0].replace(os.sep, '/')
+        where = split or folders.hash_split(image_id)
         if not folders.is_image_file(path):
           reports[where].skip('not_an_image_file', path)
-        elif stem in seen:
+          continue
+        with open(path, 'rb') as f:
+          digest = hashlib.sha256(f.read()).digest()
+        if image_id in seen:
           reports[where].skip('duplicate_file_name', path)
+        elif digest in contents:
+          reports[where].skip('duplicate_photo', path)
         else:
-          seen.add(stem)
-          items.setdefault(where, []).append(folders.Item(stem, path, None, label))
+          seen.add(image_id)
+          contents.add(digest)
+          items.setdefault(where, []).append(folders.Item(image_id, path, None, label))
   how = 'split folders' if split_layout else f'file-name hash ({folders.TRAIN_FRACTION:.0%} train)'
   return items, sorted(classes), {'splits_from': how}
 

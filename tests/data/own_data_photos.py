@@ -186,10 +186,13 @@ def make_image_folder(root: str) -> str:
       _write(f'{root}/{name}/{name}_{j}.jpg', jpeg(photo(10 * k + j, [(name, 40, 30, 120, 90)])))
   _write(f'{root}/cat/nested/cat_deep.jpg', jpeg(photo(50, [('cat', 40, 30, 120, 90)])))
   _write(f'{root}/cat/notes.txt', 'taken on holiday')             # not an image
-  _write(f'{root}/dog/cat_0.jpg', jpeg(photo(51, [])))             # the same name as cat/cat_0.jpg
+  _write(f'{root}/dog/cat_0.jpg', jpeg(photo(51, [])))             # the name of cat/cat_0.jpg, another photo
+  _write(f'{root}/dog/copy.jpg', jpeg(photo(10, [('cat', 40, 30, 120, 90)])))  # cat/cat_0.jpg's very bytes
+  _write(f'{root}/dog/dog_2.png', jpeg(photo(53, []), 'PNG'))     # dog/dog_2.jpg's id: which one is meant?
   _write(f'{root}/loose.jpg', jpeg(photo(52, [])))                 # in no class folder
   return root
 
 
-EXPECTED_FOLDER_SKIPPED = {'not_an_image_file': 1, 'duplicate_file_name': 1, 'no_class_folder': 1}
-EXPECTED_FOLDER_KEPT = 10
+EXPECTED_FOLDER_SKIPPED = {'not_an_image_file': 1, 'duplicate_photo': 1, 'duplicate_file_name': 1,
+                           'no_class_folder': 1}
+EXPECTED_FOLDER_KEPT = 11

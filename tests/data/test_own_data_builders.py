@@ -167,8 +167,11 @@ def test_image_folder_labels_and_counts(tmp_path):
   assert class_names.dataset_class_names('image_folder/pets', str(tmp_path / 'd'), 3) == list(photos.CLASSES)
   assert class_names.dataset_class_names('image_folder/pets', str(tmp_path / 'nowhere'), 3) is None
   assert {k: int(r['label']) for k, r in records.items() if k.endswith('_1')} == {
-      'bird_1': 0, 'cat_1': 1, 'dog_1': 2}
-  assert int(records['cat_deep']['label']) == 1 and records['cat_deep']['boxes'].shape == (0, 4)
+      'bird/bird_1': 0, 'cat/cat_1': 1, 'dog/dog_1': 2}
+  deep = records['cat/nested/cat_deep']
+  assert int(deep['label']) == 1 and deep['boxes'].shape == (0, 4)
+  # cat/cat_0.jpg and dog/cat_0.jpg are two photos: both kept (a stem-only id dropped the second: field case)
+  assert (int(records['cat/cat_0']['label']), int(records['dog/cat_0']['label'])) == (1, 2)
   # The classification stage's pipeline reads them: labels in the batch, no boxes.
   source = pipeline.open_source('image_folder/pets', 'train', data_dir=str(tmp_path / 'd'))
   batch = next(pipeline.train_iterator(source, global_batch_size=2, crop_size=64, resize_smaller=None,
