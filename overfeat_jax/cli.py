@@ -184,13 +184,24 @@ def _exit_on_user_error(main: Callable[[list[str]], None]) -> Callable[[list[str
 _HELP_FLAGS = frozenset({'--help', '-help', '-h', '-?', '--helpshort', '--helpfull', '--helpxml'})
 
 
-def run(main: Callable[[list[str]], None]) -> None:
-  """`absl.app.run(main)`: user errors (bad files, flags, config values, a full disk) -> one line, exit 2.
+INTERRUPTED = 130  # the shell's status for a command ended by Ctrl-C (128 + SIGINT)
+_INTERRUPTED_NOTE = ('(Ctrl-C) stopped; every output already written is complete (written atomically): rerun '
+                     'the same command to do the rest')
+
+
+def run(main: Callable[[list[str]], None], interrupted: str = _INTERRUPTED_NOTE) -> None:
+  """`absl.app.run(main)`: user errors (bad files, flags, config values, a full disk) -> one line, exit 2; a
+  Ctrl-C -> one line (`interrupted`), exit 130, no traceback (build_dataset and sweep printed
+  KeyboardInterrupt tracebacks: field case).
 
   Every CLI keeps the libraries' warnings but not their INFO chatter (`quiet_library_info`)."""
   quiet_library_info()
   try:
     app.run(_exit_on_user_error(main), flags_parser=parse_flags)
+  except KeyboardInterrupt:
+    print_error(interrupted, 'interrupted')
+    sys.stdout.flush()
+    os._exit(INTERRUPTED)  # pylint: disable=protected-access  (no shutdown: worker threads may still run)
   except SystemExit as e:
     # absl exits with 1 after printing the help it was asked for (a success: 0), and on some usage errors (the
     # project promises 2 for every bad input).

@@ -44,7 +44,8 @@ def main(argv: list[str]) -> None:
       print(f'{stage}: {shown}' if shown else f'{stage}: stopped early ({metrics})', flush=True)
 
 
-INTERRUPTED = 130  # the shell's status for a command ended by Ctrl-C (128 + SIGINT)
+INTERRUPTED = cli.INTERRUPTED
+_INTERRUPTED_NOTE = '(Ctrl-C) nothing saved since the last checkpoint; rerun the same command to resume from it'
 
 
 def interrupted(results: dict) -> str | None:
@@ -79,12 +80,11 @@ def run_interruptible() -> None:
   kept; rerunning the command resumes from it)."""
   try:
     sys.argv = check_flags(sys.argv)
-    cli.run(main)
   except KeyboardInterrupt:
-    cli.print_error('(Ctrl-C) nothing saved since the last checkpoint; rerun the same command to resume '
-                    'from it', 'interrupted')
+    cli.print_error(_INTERRUPTED_NOTE, 'interrupted')
     sys.stdout.flush()
-    os._exit(INTERRUPTED)  # pylint: disable=protected-access  (no shutdown: the input threads may still run)
+    os._exit(INTERRUPTED)  # pylint: disable=protected-access
+  cli.run(main, interrupted=_INTERRUPTED_NOTE)
 
 
 if __name__ == '__main__':

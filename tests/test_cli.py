@@ -1,10 +1,13 @@
 """The CLIs' console filter: libraries' INFO chatter and expected warnings go, real warnings stay (one line)."""
 
 import logging
+import os
+import signal
+import subprocess
 import sys
 
 from overfeat_jax import cli
-from tests.bad_input.cli_runner import run_cli
+from tests.bad_input.cli_runner import REPO, run_cli
 
 
 def _record(path: str, level: int, msg: str, exc: bool = False) -> logging.LogRecord:
@@ -68,3 +71,20 @@ def test_help_is_a_success_and_a_bad_flag_is_exit_2():
     assert done.returncode == 0 and '--view' in done.stdout + done.stderr, (flag, done.stderr[-1000:])
   done = run_cli('overfeat_jax.show_embedded', '--no_such_flag')
   assert done.returncode == 2, done.stderr[-1000:]
+
+
+def test_ctrl_c_is_one_line_and_exit_130_in_every_cli(tmp_path):
+  """build_dataset (and sweep) printed a KeyboardInterrupt traceback on Ctrl-C (field case); `cli.run` now ends
+  every CLI with one line and status 130, as `main` does."""
+  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=str(REPO))
+  proc = subprocess.Popen([sys.executable, '-m', 'overfeat_jax.build_dataset', '--dataset=embedded',
+                           f'--data_dir={tmp_path}'], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  for line in proc.stdout:  # interrupt once the build has started
+    if line.startswith('Building embedded/'):
+      break
+  proc.send_signal(signal.SIGINT)
+  _, stderr = proc.communicate(timeout=120)
+  assert proc.returncode == 130, stderr[-2000:]
+  assert 'Traceback' not in stderr and stderr.strip().splitlines()[-1].startswith(
+      'build_dataset.py: interrupted: (Ctrl-C) stopped'), stderr[-2000:]
