@@ -7,7 +7,8 @@ outputs are in devkit ILSVRC2012_ID order, so the permutation between the two or
 
 Box repair rules, in this order (each counted by `to_boxes`' returned reasons):
   1. unknown synset (not in the class list): the box is dropped (`box_unknown_synset_dropped`).
-  2. inverted (xmin > xmax or ymin > ymax): the two values are swapped (`box_inverted_swapped`); the
+  2. zero width or height in the devkit's inclusive pixels (xmax = xmin - 1): dropped (`box_empty_dropped`);
+     inverted (xmax < xmin - 1, a negative extent): the two values are swapped (`box_inverted_swapped`); the
      annotator's extent is still the best information we have.
   3. the XML's `<size>` is missing or 0: the image's size is used (`size_missing_used_image`).
   4. the XML's `<size>` disagrees with the image: the image is trusted and boxes are rescaled per axis by
@@ -242,6 +243,9 @@ def to_boxes(ann: RawAnnotation, image_size: tuple[int, int], class_index: Mappi
   for obj in ann.objects:
     if obj.wnid not in class_index:
       reasons.append('box_unknown_synset_dropped')
+      continue
+    if obj.xmax == obj.xmin - 1 or obj.ymax == obj.ymin - 1:  # inclusive pixels: an empty extent, not inverted
+      reasons.append('box_empty_dropped')
       continue
     xmin, xmax = sorted((obj.xmin, obj.xmax))
     ymin, ymax = sorted((obj.ymin, obj.ymax))

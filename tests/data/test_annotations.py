@@ -65,6 +65,14 @@ def test_inverted_box_is_swapped():
   assert reasons == ['box_inverted_swapped']
 
 
+def test_a_zero_width_box_in_inclusive_pixels_is_dropped_not_swapped():
+  """xmin=11, xmax=10 is 0 pixels wide in the devkit's inclusive convention: it became a 2-pixel box
+  [9, 11] as 'inverted' (field case)."""
+  for box in [(fx.GOLDFISH, 11, 5, 10, 20), (fx.GOLDFISH, 5, 11, 20, 10)]:
+    boxes, _, reasons = ann.to_boxes(_raw([box]), (40, 30), INDEX)
+    assert boxes.shape == (0, 4) and reasons == ['box_empty_dropped'], box
+
+
 def test_zero_area_after_clipping_is_dropped():
   boxes, labels, reasons = ann.to_boxes(_raw([(fx.TENCH, 42, 3, 50, 9)]), (40, 30), INDEX)
   assert boxes.shape == (0, 4) and labels.shape == (0,)
