@@ -149,6 +149,11 @@ def remote_config(config: str, code_dir: str | None) -> str:
   return rel + sep + arg
 
 
+def _placeholder_staging() -> str:
+  """What a dry run prints for the private staging folder it does not create."""
+  return os.path.join(tempfile.gettempdir(), 'overfeat_pod_XXXXXXXX')
+
+
 def shipped_files(code_dir: str, excludes: Sequence[str] = ()) -> list[str] | None:
   """The files of a git checkout that are code: tracked or untracked but not ignored (`git ls-files --cached
   --others --exclude-standard`), existing, minus `excludes` (fnmatch patterns on the path or any of its parts);
@@ -182,7 +187,7 @@ def code_commands(pod: Pod, code_dir: str | None, install: str | None, remote_di
     remote = (f'rm -rf {q(remote_dir)} && git clone -q {q(url)} {q(remote_dir)} && '
               f'git -C {q(remote_dir)} checkout -q {q(rev)} && {pip}')
     return [(pod.ssh_all(remote), True)]
-  tarball = os.path.join(staging or os.path.join(tempfile.gettempdir(), 'overfeat_pod_XXXXXXXX'), TARBALL)
+  tarball = os.path.join(staging or _placeholder_staging(), TARBALL)
   if file_list:
     pack = ['tar', '-czf', tarball, '-C', code_dir, '--null', '-T', file_list]
   else:
@@ -261,7 +266,7 @@ def _launch(pod: Pod, overrides: list[str], staging: str | None) -> None:
   files = shipped_files(FLAGS.code_dir, FLAGS.exclude) if FLAGS.code_dir else None
   file_list = None
   if files is not None:
-    file_list = os.path.join(staging or os.path.join(tempfile.gettempdir(), 'overfeat_pod_XXXXXXXX'), 'files')
+    file_list = os.path.join(staging or _placeholder_staging(), 'files')
     if staging:
       with open(file_list, 'wb') as f:
         f.write(b''.join(os.fsencode(n) + b'\0' for n in files))

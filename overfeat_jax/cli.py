@@ -189,6 +189,14 @@ _INTERRUPTED_NOTE = ('(Ctrl-C) stopped; every output already written is complete
                      'the same command to do the rest')
 
 
+def exit_interrupted(note: str = _INTERRUPTED_NOTE) -> NoReturn:
+  """After a Ctrl-C: `prog: interrupted: note` as one line, then exit 130 without the interpreter's shutdown
+  (worker threads may still run and would print tracebacks)."""
+  print_error(note, 'interrupted')
+  sys.stdout.flush()
+  os._exit(INTERRUPTED)  # pylint: disable=protected-access
+
+
 def run(main: Callable[[list[str]], None], interrupted: str = _INTERRUPTED_NOTE) -> None:
   """`absl.app.run(main)`: user errors (bad files, flags, config values, a full disk) -> one line, exit 2; a
   Ctrl-C -> one line (`interrupted`), exit 130, no traceback (build_dataset and sweep printed
@@ -199,9 +207,7 @@ def run(main: Callable[[list[str]], None], interrupted: str = _INTERRUPTED_NOTE)
   try:
     app.run(_exit_on_user_error(main), flags_parser=parse_flags)
   except KeyboardInterrupt:
-    print_error(interrupted, 'interrupted')
-    sys.stdout.flush()
-    os._exit(INTERRUPTED)  # pylint: disable=protected-access  (no shutdown: worker threads may still run)
+    exit_interrupted(interrupted)
   except SystemExit as e:
     # absl exits with 1 after printing the help it was asked for (a success: 0), and on some usage errors (the
     # project promises 2 for every bad input).

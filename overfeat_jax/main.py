@@ -5,7 +5,6 @@
       --config.batch_size=256
 """
 
-import os
 import sys
 
 from absl import flags, logging
@@ -81,9 +80,7 @@ def run_interruptible() -> None:
   try:
     sys.argv = check_flags(sys.argv)
   except KeyboardInterrupt:
-    cli.print_error(_INTERRUPTED_NOTE, 'interrupted')
-    sys.stdout.flush()
-    os._exit(INTERRUPTED)  # pylint: disable=protected-access
+    cli.exit_interrupted(_INTERRUPTED_NOTE)
   cli.run(main, interrupted=_INTERRUPTED_NOTE)
 
 

@@ -83,8 +83,8 @@ def dataset_class_names(dataset: str, data_dir: str, num_classes: int) -> list[s
   if dataset.startswith('embedded'):
     from overfeat_jax.data import draw  # pylint: disable=g-import-not-at-top
     return list(draw.CLASS_NAMES[:num_classes])
-  from overfeat_jax.data import pipeline  # pylint: disable=g-import-not-at-top  (OWN_DATA's home; heavy)
-  if dataset.split('/')[0] in pipeline.OWN_DATA and data_dir:
+  from overfeat_jax.data.build import OWN_DATA  # pylint: disable=g-import-not-at-top
+  if dataset.split('/')[0] in OWN_DATA and data_dir:
     from overfeat_jax.data import folders  # pylint: disable=g-import-not-at-top
     try:
       names = folders.class_names(folders.dataset_dir(data_dir, dataset))

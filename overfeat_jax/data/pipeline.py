@@ -29,11 +29,11 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from overfeat_jax.data import preprocess
+from overfeat_jax.data.build import OWN_DATA  # '<builder>/<name>', docs/own_data.md
 from overfeat_jax.errors import InputError
 
 EMBEDDED = {'embedded_cls_loc': 'cls_loc', 'embedded_det': 'det'}
 IMAGENET = ('ilsvrc2012_cls_loc', 'ilsvrc2014_det')
-OWN_DATA = ('voc_folder', 'coco_json', 'image_folder')  # '<builder>/<name>', docs/own_data.md
 
 
 def open_source(name: str, split: str, *, data_dir: str, decode_images: bool = False,

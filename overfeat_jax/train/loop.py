@@ -276,12 +276,13 @@ def with_classes_from_data(config: ml_collections.ConfigDict) -> ml_collections.
   """
   if config.num_classes != 0:
     return config
-  from overfeat_jax.data import folders, pipeline  # pylint: disable=g-import-not-at-top
+  from overfeat_jax.data import folders  # pylint: disable=g-import-not-at-top
   from overfeat_jax.data import embedded as embedded_lib  # pylint: disable=g-import-not-at-top
+  from overfeat_jax.data.build import OWN_DATA  # pylint: disable=g-import-not-at-top
   own, embedded = {}, {}
   for stage in config.stages:
     data = config_files.stage_config(config, stage).data
-    if data.name.split('/')[0] in pipeline.OWN_DATA:
+    if data.name.split('/')[0] in OWN_DATA:
       own[stage] = (data.name, folders.class_names(folders.dataset_dir(data.data_dir, data.name)))
     elif data.name.startswith('embedded'):
       embedded[stage] = (data.name, int(data.options.get('num_classes', embedded_lib.NUM_CLASSES)))
