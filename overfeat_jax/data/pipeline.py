@@ -193,23 +193,37 @@ class TrainIterator:
   def __init__(self, loader: grain.DataLoader, upgrade: Callable[[dict], str] | None = None):
     self._loader, self._upgrade = loader, upgrade
     self._it = iter(loader)
+    self._closed_state: str | None = None
 
   def __iter__(self) -> 'TrainIterator':
     return self
 
   def __next__(self) -> dict[str, np.ndarray]:
-    return next(self._it)
+    if self._it is None:
+      raise StopIteration
+    batch = next(self._it)
+    for array in batch.values():
+      _unlink_shared_memory_name(array)
+    return batch
 
   def close(self) -> None:
-    """Stops grain's worker processes and unlinks the shared memory of batches they prefetched (left to the
-    interpreter's exit, those are reclaimed by multiprocessing's resource tracker with a 'leaked shared_memory
-    objects' warning). grain 0.2's DataLoaderIterator has no close(); its dataset iterator has. Idempotent."""
+    """Stops grain's worker processes and unlinks the shared memory of batches they prefetched, then lets go
+    of grain's iterator (freed now: left to the interpreter's exit, its `__del__` fails with an 'Exception
+    ignored' traceback). `get_state` still answers; `next` raises StopIteration. Idempotent.
+
+    grain 0.2's DataLoaderIterator has no close(); its dataset iterator has."""
+    if self._it is None:
+      return
+    self._closed_state = self.get_state()
     close = getattr(getattr(self._it, '_iterator', None), 'close', None)
     if close is not None:
       close()
+    self._it = None
 
   def get_state(self) -> str:
     """The position after the last batch returned (grain's JSON state, as str for the checkpoint's JSON)."""
+    if self._it is None:
+      return self._closed_state
     state = self._it.get_state()
     return state.decode() if isinstance(state, bytes) else json.dumps(state)
 
@@ -222,10 +236,28 @@ class TrainIterator:
       parsed = None
     if self._upgrade and isinstance(parsed, dict) and str(parsed.get('sampler')).startswith('_EpochSampler('):
       state = self._upgrade(parsed)
+    if self._it is None:
+      raise InputError('set_state on a closed training iterator: build a new one.')
     try:
       self._it.set_state(state.encode())
     except (ValueError, KeyError, TypeError) as e:  # KeyError: e.g. a `HostsIterator` state (no grain keys).
       raise InputError(f'Iterator state does not match this pipeline: {e}') from e
+
+
+def _unlink_shared_memory_name(array: np.ndarray) -> None:
+  """Removes the /dev/shm name of a batch array a grain worker sent, keeping the mapping (POSIX: the memory
+  lives until its last mapping closes, here when the array is garbage-collected).
+
+  Why: grain leaves the unlink to the array's `__del__`, on a background thread; batches still referenced
+  when the interpreter exits (a prefetch queue, a global) were unlinked late or not at all, and
+  multiprocessing's resource tracker then warned of 'leaked shared_memory objects' and removed them itself.
+  Unlinked on arrival, no name outlives `__next__`, even if the process is killed. In-process arrays
+  (worker_count=0) are left as they are.
+  """
+  shm = getattr(array, 'shm', None)
+  if isinstance(array, SharedMemoryArray) and getattr(array, '_unlink_on_del', False) and shm is not None:
+    shm.unlink()  # also unregisters the name from the resource tracker
+    array._unlink_on_del = False  # pylint: disable=protected-access  # __del__ then only closes the mapping
 
 
 def train_iterator(source: Any, *, global_batch_size: int, crop_size: int,
@@ -477,18 +509,21 @@ class Prefetcher:
   def _fill(self, transform: Callable[[dict], Any]) -> None:
     try:
       for batch in self._iterator:
-        item = (transform(batch), self._iterator.get_state())
-        while not self._stop.is_set():
-          try:
-            self._queue.put(item, timeout=0.1)
-            break
-          except queue.Full:
-            continue
-        if self._stop.is_set():
+        if not self._put((transform(batch), self._iterator.get_state())):
           return
-      self._queue.put((StopIteration, None))
+      self._put((StopIteration, None))
     except Exception as e:  # pylint: disable=broad-except
-      self._queue.put((e, None))  # Re-raised in the consumer's thread.
+      self._put((e, None))  # Re-raised in the consumer's thread.
+
+  def _put(self, item: tuple[Any, Any]) -> bool:
+    """Queues `item`, waiting while the queue is full; False (item dropped) once `close` has been called."""
+    while not self._stop.is_set():
+      try:
+        self._queue.put(item, timeout=0.1)
+        return True
+      except queue.Full:
+        continue
+    return False
 
   def __iter__(self) -> 'Prefetcher':
     return self
@@ -507,9 +542,19 @@ class Prefetcher:
     return self._state
 
   def close(self) -> None:
-    """Stops the background thread (it may be blocked on a full queue), then closes the iterator (its grain
-    workers and their shared memory, `TrainIterator.close`)."""
+    """Stops the background thread, closes the iterator (its grain workers and their shared memory,
+    `TrainIterator.close`) and drops the prefetched batches; `next` then raises StopIteration. Idempotent.
+
+    The thread stops at its next queue put; one still waiting for a batch from a grain worker after 5 s is
+    stopped by closing the iterator under it (grain then raises in it, and the error is dropped here)."""
     self._stop.set()
     self._thread.join(timeout=5)
     if hasattr(self._iterator, 'close'):
       self._iterator.close()
+    self._thread.join(timeout=30)
+    while True:
+      try:
+        self._queue.get_nowait()
+      except queue.Empty:
+        break
+    self._queue.put_nowait((StopIteration, None))  # a later next() ends the iteration instead of waiting
