@@ -79,10 +79,30 @@ def build(dataset: str, data_dir: str, manual_dir: str | None = None, config: st
     raise InputError(f'--config {config!r} is not a config of {dataset}; choose one of {", ".join(names)}')
   download_config = tfds.download.DownloadConfig(
       manual_dir=_check_manual_dir(manual_dir) if needs_manual else None, try_download_gcs=False)
-  os.makedirs(data_dir, exist_ok=True)
   builder = cls(config=config, data_dir=data_dir, file_format='array_record')
-  builder.download_and_prepare(download_config=download_config)
+  made = [d for d in _build_dirs(data_dir, os.fspath(builder.data_dir)) if not os.path.exists(d)]
+  os.makedirs(data_dir, exist_ok=True)
+  try:
+    builder.download_and_prepare(download_config=download_config)
+  except BaseException:
+    for d in made:  # a failed build leaves no empty folder behind (tfds removes its own incomplete one)
+      try:
+        os.rmdir(d)
+      except OSError:  # not empty (something else was written there) or not made
+        pass
+    raise
   return builder
+
+
+def _build_dirs(data_dir: str, version_dir: str) -> list[str]:
+  """The folders a build may create, deepest first: the version folder and its parents up to `data_dir`,
+  and tfds' `downloads/extracted`."""
+  dirs, d = [], os.path.abspath(version_dir)
+  while d.startswith(os.path.abspath(data_dir) + os.sep):
+    dirs.append(d)
+    d = os.path.dirname(d)
+  downloads = os.path.join(os.path.abspath(data_dir), 'downloads')
+  return dirs + [os.path.join(downloads, 'extracted'), downloads, os.path.abspath(data_dir)]
 
 
 def summary(dataset_dir: str) -> list[str]:

@@ -150,11 +150,12 @@ def scan_file(path: str, root: str, split: str | None, ids: set[int], reports: f
     # The name as written, else its last part (Label Studio writes the server's path: /data/upload/1/x.jpg).
     candidates = [os.path.join(d, n) for n in dict.fromkeys((name, os.path.basename(name))) for d in dirs]
     image = next((p for p in candidates if os.path.isfile(p)), None)
+    image_annotations = by_image.pop(entry['id'], [])  # gone with a missing image, not "of an unknown image"
     if image is None:
       reports[where].skip('image_missing', f'{path}: {name}')
       continue
     objects = []
-    for ann in by_image.pop(entry['id'], []):
+    for ann in image_annotations:
       obj = _raw_object(ann, ids)
       if isinstance(obj, str):
         reports[where].repair(obj, name)
@@ -187,6 +188,9 @@ def scan(root: str, reports: folders.Reports) -> tuple[dict[str, list[folders.It
   if not files:
     raise InputError(f'{root} holds no COCO instances file (*.json with an "images" list)')
   ids, names = categories(files)
+  if not ids:
+    raise InputError(f'{root}: no class found: no annotation of {", ".join(os.path.relpath(p, root) for p in files)} '
+                     f'has a category_id listed in its "categories" ({len(names)} listed)')
   items: dict[str, list[folders.Item]] = {}
   for path in files:
     scan_file(path, root, split_for_file(path, root, len(files)), set(ids), reports, items)
@@ -202,6 +206,8 @@ class CocoJson(folders.FolderBuilder):
 
   code_path = epath.Path(__file__)
   MANUAL_DOWNLOAD_INSTRUCTIONS = 'Point manual_dir at the folder holding the instances JSON and the images.'
+  CLASS_SOURCE = 'the categories the annotations use (by id)'
+  RECORD = 'image of the instances files whose file was found'
 
   def _scan(self, root: str, reports: folders.Reports) -> tuple[dict, list[str], dict]:
     if self.builder_config.classes_file:

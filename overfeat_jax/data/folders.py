@@ -13,6 +13,7 @@ Records go to `data_dir/<builder>/<name>/<version>`; read them with `pipeline.op
 ...)` and the class names with `class_names(dataset_dir)`.
 """
 
+import collections
 import dataclasses
 import hashlib
 import json
@@ -153,6 +154,8 @@ class FolderBuilder(local_builder.LocalBuilder, skip_registration=True):
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'First release.'}
   WITH_LABEL = False  # classification records (`label`) instead of detection records (boxes, ignore boxes)
+  CLASS_SOURCE = 'the annotations (sorted)'  # where `_scan`'s class list comes from, for the report's note
+  RECORD = 'image with an annotation'  # what `_scan` makes a record of, for the error when it finds none
 
   def _info(self) -> tfds.core.DatasetInfo:
     features = imagenet_cls_loc.record_features(with_label=self.WITH_LABEL, with_ignored=not self.WITH_LABEL)
@@ -171,7 +174,7 @@ class FolderBuilder(local_builder.LocalBuilder, skip_registration=True):
     splits, found, metadata = self._scan(root, reports)
     c = self.builder_config
     classes = read_classes_file(c.classes_file) if c.classes_file else found
-    source = c.classes_file or 'the annotations (sorted)'
+    source = c.classes_file or self.CLASS_SOURCE
     if not classes:
       raise InputError(f'{root}: no class found (no annotated object or class folder) and no --classes file')
     # `metadata` may name the classes when the keys are not names (COCO's category ids).
@@ -180,7 +183,11 @@ class FolderBuilder(local_builder.LocalBuilder, skip_registration=True):
       self.info.features['label'].names = list(self.info.metadata['class_names'])
     splits = {s: items for s, items in splits.items() if items}
     if not splits:
-      raise InputError(f'{root}: no image with an annotation was found (see the build report counts above)')
+      skipped = collections.Counter()
+      for report in reports.by_split.values():
+        skipped.update(report.skipped)
+      counts = ', '.join(f'{reason} {n}' for reason, n in sorted(skipped.items()))
+      raise InputError(f'{root}: no {self.RECORD} was found' + (f' (skipped: {counts})' if counts else ''))
     twins = same_but_case(list(self.info.metadata['class_names']))
     for split in splits:
       reports[split].note(f'classes: {len(classes)} from {source}')

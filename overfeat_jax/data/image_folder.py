@@ -78,6 +78,8 @@ class ImageFolder(folders.FolderBuilder):
   code_path = epath.Path(__file__)
   MANUAL_DOWNLOAD_INSTRUCTIONS = 'Point manual_dir at the folder holding one sub-folder per class.'
   WITH_LABEL = True
+  CLASS_SOURCE = 'the class folder names (sorted)'
+  RECORD = 'photo in a class folder'
 
   def _scan(self, root: str, reports: folders.Reports) -> tuple[dict, list[str], dict]:
     return scan(root, reports)

@@ -161,6 +161,8 @@ def test_image_folder_labels_and_counts(tmp_path):
   builder = build_lib.build('image_folder', str(tmp_path / 'd'), root, name='pets')
   report = _check_report(builder, photos.EXPECTED_FOLDER_SKIPPED, {}, photos.EXPECTED_FOLDER_KEPT)
   assert _summed(report, 'repaired') == {}  # a photo without boxes is what class folders are
+  notes = {n for r in report['splits'].values() for n in r['notes']}  # not 'from the annotations' (field case)
+  assert f'classes: {len(photos.CLASSES)} from the class folder names (sorted)' in notes
   records = _records(tmp_path / 'd', 'image_folder/pets')
   assert builder.info.features['label'].names == list(photos.CLASSES)
   # predict prints and export writes these names (they printed indices and wrote null: field case)
@@ -191,6 +193,39 @@ def test_bad_folders_are_input_errors(tmp_path):
     build_lib.build('voc_folder', str(tmp_path / 'd'), str(tmp_path / 'empty_voc'), name='My Photos')
   with pytest.raises(InputError, match='build it first'):
     folders.dataset_dir(str(tmp_path / 'd'), 'voc_folder/never_built')
+
+
+def test_what_a_build_finds_nothing_in_says_so_and_leaves_no_folder(tmp_path):
+  """Field cases: a folder of empty class folders said 'no image with an annotation ... (see the build report
+  counts above)' with no counts above and left empty `image_folder/<name>` and `downloads/` folders; a COCO
+  file without categories said 'no class found (no annotated object or class folder)'."""
+  (tmp_path / 'pets' / 'cat').mkdir(parents=True)
+  (tmp_path / 'pets' / 'cat' / 'notes.txt').write_text('not a photo')
+  data_dir = tmp_path / 'tfds'
+  with pytest.raises(InputError, match=r'no photo in a class folder was found \(skipped: not_an_image_file 1\)'):
+    build_lib.build('image_folder', str(data_dir), str(tmp_path / 'pets'), name='pets')
+  assert not data_dir.exists()
+  (data_dir / 'kept').mkdir(parents=True)  # a data_dir already in use keeps what it holds
+  with pytest.raises(InputError):
+    build_lib.build('image_folder', str(data_dir), str(tmp_path / 'pets'), name='pets')
+  assert sorted(p.name for p in data_dir.iterdir()) == ['kept']
+
+  coco = tmp_path / 'coco'
+  photos._write(f'{coco}/images/a.jpg', photos.jpeg(photos.photo(0, [])))
+  instances = {'images': [{'id': 1, 'file_name': 'a.jpg'}, {'id': 2, 'file_name': 'gone.jpg'}],
+               'annotations': [{'image_id': 1, 'category_id': 1, 'bbox': [20, 30, 50, 60]},
+                               {'image_id': 2, 'category_id': 1, 'bbox': [20, 30, 50, 60]}]}
+  photos._write(f'{coco}/instances.json', json.dumps(instances))
+  with pytest.raises(InputError, match=r'no class found: no annotation of instances.json has a category_id '
+                                       r'listed in its "categories" \(0 listed\)'):
+    build_lib.build('coco_json', str(data_dir), str(coco), name='nocats')
+  # With categories: the missing photo's annotation goes with it (image_missing), not 'of an unknown image'.
+  photos._write(f'{coco}/instances.json', json.dumps(dict(instances, categories=[{'id': 1, 'name': 'cat'}])))
+  builder = build_lib.build('coco_json', str(data_dir), str(coco), name='gone')
+  report = report_lib.read_report(builder.data_dir)
+  assert _summed(report, 'skipped') == {'image_missing': 1}
+  notes = [n for r in report['splits'].values() for n in r['notes']]
+  assert 'classes: 1 from the categories the annotations use (by id)' in notes
 
 
 def _cli(*args):
