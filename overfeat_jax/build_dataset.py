@@ -8,8 +8,9 @@ r"""Builds one of the project's tfds datasets from local files (no network) and 
   python -m overfeat_jax.build_dataset --dataset=voc_folder --manual_dir=/data/my_photos --name=my_photos \
       --data_dir=/data/tfds            # also coco_json and image_folder: docs/own_data.md
 
-Exit status: 0 built (or found built), 2 bad input (one line: a missing or empty --manual_dir, an unknown
-dataset or config). The builders themselves are the library `overfeat_jax.data.build` (docs/data_imagenet.md).
+Exit status: 0 built (or found built from the same files), 2 bad input (one line: a missing or empty
+--manual_dir, an unknown dataset or config, an own-data folder that changed since its build without
+--rebuild). The builders themselves are the library `overfeat_jax.data.build` (docs/data_imagenet.md).
 """
 
 import os
@@ -34,6 +35,10 @@ _SMALLER_SIDE = flags.DEFINE_integer('smaller_side', 256, 'Own data: shrink imag
 _CLASSES = flags.DEFINE_string('classes', None, 'Own data (voc_folder, image_folder): a file of one class name '
                                'per line, in label order; default: the names found, sorted.')
 
+_REBUILD = flags.DEFINE_bool('rebuild', False, 'Own data: replace a dataset of this --name built from another '
+                             'folder or from this one before it changed (the old records stay until the new '
+                             'ones are complete). Without it such a build stops with an error.')
+
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
@@ -41,7 +46,7 @@ def main(argv: list[str]) -> None:
   if not _DATASET.value or not _DATA_DIR.value:
     raise InputError('--dataset and --data_dir are required')
   builder = build_lib.build(_DATASET.value, _DATA_DIR.value, _MANUAL_DIR.value, _CONFIG.value, name=_NAME.value,
-                            smaller_side=_SMALLER_SIDE.value, classes=_CLASSES.value)
+                            smaller_side=_SMALLER_SIDE.value, classes=_CLASSES.value, rebuild=_REBUILD.value)
   print('\n'.join(build_lib.summary(os.fspath(builder.data_dir))))
 
 

@@ -13,6 +13,7 @@ status 2 at the command line) and reports what was skipped or repaired.
 import importlib
 import os
 import re
+import shutil
 from typing import Callable
 
 import tensorflow_datasets as tfds
@@ -57,12 +58,16 @@ def own_data_name(manual_dir: str) -> str:
 
 
 def build(dataset: str, data_dir: str, manual_dir: str | None = None, config: str | None = None, *,
-          name: str | None = None, smaller_side: int = 256, classes: str | None = None
+          name: str | None = None, smaller_side: int = 256, classes: str | None = None, rebuild: bool = False
           ) -> tfds.core.DatasetBuilder:
   """Builds (or finds already built) `dataset` in `data_dir` and returns the prepared builder.
 
   `name`, `smaller_side` (0: original size) and `classes` configure the own-data builders (OWN_DATA), whose
   records go to `data_dir/<dataset>/<name>/`; the other datasets take `config`.
+
+  An own-data dataset already built from its folder as it is now is reused; from another folder, or from this
+  one before files were added, removed or changed (`folders.source_state`), it is an InputError unless
+  `rebuild`: then it is built anew, and the old records are kept until the new ones are complete.
   """
   if dataset not in DATASETS:
     raise InputError(f'unknown dataset {dataset!r}; choose one of {", ".join(DATASETS)}')
@@ -79,8 +84,14 @@ def build(dataset: str, data_dir: str, manual_dir: str | None = None, config: st
     raise InputError(f'--config {config!r} is not a config of {dataset}; choose one of {", ".join(names)}')
   download_config = tfds.download.DownloadConfig(
       manual_dir=_check_manual_dir(manual_dir) if needs_manual else None, try_download_gcs=False)
-  builder = cls(config=config, data_dir=data_dir, file_format='array_record')
-  made = [d for d in _build_dirs(data_dir, os.fspath(builder.data_dir)) if not os.path.exists(d)]
+  make = lambda: cls(config=config, data_dir=data_dir, file_format='array_record')
+  builder = make()
+  version_dir = os.fspath(builder.data_dir)
+  replaced = _recover_replaced(version_dir)
+  if dataset in OWN_DATA and builder.is_prepared() and _source_changed(version_dir, manual_dir, rebuild):
+    os.rename(version_dir, replaced)  # kept until the new build is complete
+    builder = make()
+  made = [d for d in _build_dirs(data_dir, version_dir) if not os.path.exists(d)]
   os.makedirs(data_dir, exist_ok=True)
   try:
     builder.download_and_prepare(download_config=download_config)
@@ -90,8 +101,41 @@ def build(dataset: str, data_dir: str, manual_dir: str | None = None, config: st
         os.rmdir(d)
       except OSError:  # not empty (something else was written there) or not made
         pass
+    _recover_replaced(version_dir)
     raise
+  if os.path.isdir(replaced):
+    shutil.rmtree(replaced)
   return builder
+
+
+def _recover_replaced(version_dir: str) -> str:
+  """The name a rebuild moves the old records to; puts them back if the new build is not there (a rebuild
+  that failed or was killed), drops them if it is (killed after completing)."""
+  replaced = version_dir + '.replaced'
+  if os.path.isdir(replaced):
+    if os.path.isdir(version_dir):
+      shutil.rmtree(replaced)
+    else:
+      os.rename(replaced, version_dir)
+  return replaced
+
+
+def _source_changed(version_dir: str, manual_dir: str, rebuild: bool) -> bool:
+  """Whether the built own-data dataset in `version_dir` must be built anew from `manual_dir`: True if its
+  folder changed since and `rebuild`; InputError if it changed and not `rebuild`; False if it did not (or the
+  dataset predates the record of its source)."""
+  from overfeat_jax.data import folders  # pylint: disable=g-import-not-at-top
+  built, now = folders.built_source_state(version_dir), folders.source_state(manual_dir)
+  if built is None or built == now:
+    return False
+  if rebuild:
+    return True
+  if built['root'] != now['root']:
+    why = f'was built from {built["root"]}, not {now["root"]}'
+  else:
+    why = (f'was built from {now["root"]} when it held {built["files"]} files; it holds {now["files"]} now'
+           + ('' if built['files'] != now['files'] else ', some of them changed'))
+  raise InputError(f'{version_dir} {why}: run again with --rebuild to replace it, or choose another --name')
 
 
 def _build_dirs(data_dir: str, version_dir: str) -> list[str]:

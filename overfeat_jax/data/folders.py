@@ -110,6 +110,38 @@ def dataset_dir(data_dir: str, name: str) -> str:
   return os.fspath(versions[-1])
 
 
+def source_state(root: str) -> dict[str, Any]:
+  """What a build read from `root`, to tell later whether the folder changed since: its absolute path, its
+  file count and a SHA-256 over every file's relative path and size, and the bytes of the files that are not
+  photos (annotations, class lists: small, and an edited coordinate keeps the size) up to 16 MB. Modification
+  times are left out, so the same files written again (`write_folders`, a copy) are the same source."""
+  root = os.path.abspath(root)
+  digest, count = hashlib.sha256(), 0
+  for dirpath, dirnames, filenames in os.walk(root):
+    dirnames.sort()
+    for name in sorted(filenames):
+      path = os.path.join(dirpath, name)
+      try:
+        size = os.path.getsize(path)
+      except OSError:  # a broken link or a file removed meanwhile: as absent
+        continue
+      digest.update(f'{os.path.relpath(path, root)}\0{size}\n'.encode())
+      count += 1
+      if not name.lower().endswith(IMAGE_EXTENSIONS) and size <= 16 << 20:
+        try:
+          with open(path, 'rb') as f:
+            digest.update(hashlib.sha256(f.read()).digest())
+        except OSError:  # unreadable: its name and size count
+          pass
+  return {'root': root, 'files': count, 'sha256': digest.hexdigest()}
+
+
+def built_source_state(dataset_dir: str | os.PathLike) -> dict[str, Any] | None:
+  """`source_state` of the folder a built own-data dataset was made from (None: built before it was kept)."""
+  path = epath.Path(dataset_dir) / 'metadata.json'
+  return json.loads(path.read_text()).get('source') if path.exists() else None
+
+
 def same_but_case(names: list[str]) -> list[list[str]]:
   """Groups of class names equal but for case and spaces (`Cat`, `cat `): kept apart, noted in the report."""
   groups: dict[str, list[str]] = {}
@@ -178,7 +210,8 @@ class FolderBuilder(local_builder.LocalBuilder, skip_registration=True):
     if not classes:
       raise InputError(f'{root}: no class found (no annotated object or class folder) and no --classes file')
     # `metadata` may name the classes when the keys are not names (COCO's category ids).
-    self.info.metadata.update({'class_names': classes, 'class_source': source, 'root': root, **metadata})
+    self.info.metadata.update({'class_names': classes, 'class_source': source, 'root': root,
+                               'source': source_state(root), **metadata})
     if self.WITH_LABEL:
       self.info.features['label'].names = list(self.info.metadata['class_names'])
     splits = {s: items for s, items in splits.items() if items}

@@ -228,6 +228,45 @@ def test_what_a_build_finds_nothing_in_says_so_and_leaves_no_folder(tmp_path):
   assert 'classes: 1 from the categories the annotations use (by id)' in notes
 
 
+def test_a_changed_folder_is_not_silently_served_from_its_old_build(tmp_path):
+  """Field case: photos added to a folder and `build_dataset` run again under the same name printed the old
+  build's summary, and training read the old records. Now: the same files (written again) reuse the build;
+  a changed folder is one line naming what changed unless --rebuild, which keeps the old records until the new
+  ones are complete."""
+  root, data_dir = photos.make_image_folder(str(tmp_path / 'pets')), str(tmp_path / 'd')
+  build = lambda **kw: build_lib.build('image_folder', data_dir, kw.pop('root', root), name='pets', **kw)
+  kept = lambda builder: builder.info.splits.total_num_examples
+  first = build()
+  assert kept(first) == photos.EXPECTED_FOLDER_KEPT
+  photos.make_image_folder(root)  # the same files written again (new modification times): reused
+  assert kept(build()) == photos.EXPECTED_FOLDER_KEPT
+
+  photos._write(f'{root}/cat/new.jpg', photos.jpeg(photos.photo(60, [])))
+  with pytest.raises(InputError, match=r'image_folder/pets/1.0.0 was built from .*pets when it held 15 files; it '
+                                       r"holds 16 now: run again with --rebuild"):
+    build()
+  assert kept(build(rebuild=True)) == photos.EXPECTED_FOLDER_KEPT + 1
+  photos._write(f'{root}/cat/notes.txt', 'taken on HOLIDAY')  # an edit that keeps the size
+  with pytest.raises(InputError, match="it holds 16 now, some of them changed"):
+    build()
+  other = photos.make_image_folder(str(tmp_path / 'other' / 'pets'))
+  with pytest.raises(InputError, match=f'was built from {root}, not {other}'):
+    build(root=other)
+
+  # A rebuild that fails keeps the old records; one killed mid-way is recovered by the next build.
+  version_dir = os.fspath(first.data_dir)
+  empty = tmp_path / 'empty' / 'pets'
+  (empty / 'cat').mkdir(parents=True)
+  (empty / 'cat' / 'a.txt').write_text('no photo')
+  with pytest.raises(InputError, match='no photo in a class folder'):
+    build(root=str(empty), rebuild=True)
+  assert sorted(os.listdir(os.path.dirname(version_dir))) == ['1.0.0']
+  os.rename(version_dir, version_dir + '.replaced')  # as a kill -9 after the move leaves it
+  with pytest.raises(InputError, match='some of them changed'):
+    build()  # the old records are back and still checked against the folder
+  assert sorted(os.listdir(os.path.dirname(version_dir))) == ['1.0.0']
+
+
 def _cli(*args):
   env = dict(os.environ, PYTHONPATH=REPO)
   return subprocess.run([sys.executable, '-m', 'overfeat_jax.build_dataset', *args], capture_output=True,
