@@ -350,6 +350,9 @@ def _check_inputs(paths: Sequence[str]) -> None:
     raise InputError('--output saves features: use it with --features or --layer')
   if _VIEW_SIZE.value:
     preprocess.check_view_size(_VIEW_SIZE.value, '--view_size')
+  if _TOP.value > _NUM_CLASSES.value and not feature_mode:
+    print(f'note: --top={_TOP.value} is more than the network\'s {_NUM_CLASSES.value} classes: printing all '
+          f'{_NUM_CLASSES.value}', file=sys.stderr)
   if _OUTPUT.value and (storage.path(_OUTPUT.value).is_dir() or _OUTPUT.value.endswith('/')):
     example = os.path.join(_OUTPUT.value, 'features.npy')
     raise InputError(f'--output={_OUTPUT.value} is a folder; --output names the file, e.g. {example} '

@@ -323,6 +323,9 @@ def test_cli_without_weights_warns_and_prints_release_lines(files):
   assert 'RANDOM weights' in result.stderr
   lines = result.stdout.splitlines()
   assert len(lines) == 2 and all(len(line.split()) == 2 and 0 <= float(line.split()[1]) <= 1 for line in lines)
+  many = run_cli('--top=5000', files / 'rgb.png')  # more than there are classes: all, and a note says so
+  assert many.returncode == 0 and len(many.stdout.splitlines()) == 10, many.stderr  # run_cli: 10 classes
+  assert "note: --top=5000 is more than the network's 10 classes: printing all 10" in many.stderr
 
 
 # --- class names -----------------------------------------------------------------------------------------
