@@ -15,12 +15,17 @@ from overfeat_jax.progress import format_duration, progress_bar
 
 
 class Progress:
-  """Throughput and ETA over the steps of this run (not counting compile: the clock starts at `start`)."""
+  """Throughput and ETA over the steps of this run, not counting the first step's compile (`start_clock`)."""
 
   def __init__(self, total_steps: int, batch_size: int, first_step: int):
     self.total, self.batch = total_steps, batch_size
-    self.t0, self.s0 = time.perf_counter(), first_step
-    self.last_t, self.last_s = self.t0, first_step
+    self.start_clock(first_step)
+
+  def start_clock(self, step: int) -> None:
+    """Times from now, `step` done: called once the first step of a run (or a resumed run) has compiled, so a
+    compile of minutes does not inflate the ETA of the first lines."""
+    self.t0, self.s0 = time.perf_counter(), step
+    self.last_t, self.last_s = self.t0, step
 
   def line(self, step: int, what: str = 'train') -> tuple[str, float]:
     """The log line for `step`, and the images/s since the previous line."""

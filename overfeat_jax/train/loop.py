@@ -486,6 +486,8 @@ def train(run: Run, state: state_lib.TrainState, iterator: Any, start: int) -> t
         log_now = step % cadence.log_every == 0 or step == run.total_steps
         if log_now:
           log_train(run, progress, step, metrics, state)
+        if step == start + 1:
+          progress.start_clock(step)  # compiled (the call returns once it is); later ETAs leave the compile out
         if preemption.agreed():
           saved_at = save_checkpoint(run, state, batches)
           name = preemption.signal_name or 'SIGTERM'  # several processes: the signal may have reached another

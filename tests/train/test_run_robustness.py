@@ -246,3 +246,19 @@ def test_ctrl_c_in_the_loop_saves_exits_130_and_a_changed_rerun_resumes_and_keep
   assert f'num_train_steps: 400 -> {saved + 2}' in rerun.stderr
   kept = list((tmp_path / 'run').glob('config.*.json'))
   assert len(kept) == 1 and json.loads(kept[0].read_text())['num_train_steps'] == 400
+
+
+def test_the_eta_leaves_out_the_first_steps_compile(monkeypatch):
+  """Field case: just after a (resumed) run started, the ETA counted the first step's compile as a step's time
+  (a 60 s compile and 1 s steps: 44 minutes for 88 steps left). The loop starts the clock once it compiled."""
+  from overfeat_jax.train import logging as train_logging  # pylint: disable=g-import-not-at-top
+  now = [0.0]
+  monkeypatch.setattr(train_logging.time, 'perf_counter', lambda: now[0])
+  progress = train_logging.Progress(total_steps=100, batch_size=8, first_step=10)  # resumed at step 10
+  now[0] = 60.0  # step 11 compiled (60 s) and ran
+  line, rate = progress.line(11)
+  assert rate == pytest.approx(8 / 60)  # the first step's own line counts its compile
+  progress.start_clock(11)
+  now[0] = 62.0  # steps 12 and 13, 1 s each
+  line, rate = progress.line(13)
+  assert rate == pytest.approx(8.0) and line.endswith('ETA 1m27s'), line  # 87 steps left at 1 s
