@@ -354,9 +354,8 @@ class Run:
 
 
 def steps_for(cfg: ml_collections.ConfigDict, num_records: int) -> tuple[int, int]:
-  """(steps per epoch, total steps): `num_train_steps` if positive, else `num_epochs` epochs."""
-  if not isinstance(cfg.batch_size, int) or cfg.batch_size < 1:
-    raise InputError(f'batch_size must be a positive integer, got {cfg.batch_size!r}')
+  """(steps per epoch, total steps): `num_train_steps` if positive, else `num_epochs` epochs. `cfg`'s counts
+  were checked when its stage was read (`config_files.check_training_counts`, via `stage_task`)."""
   steps_per_epoch = num_records // cfg.batch_size
   if steps_per_epoch < 1:
     raise InputError(f'batch_size {cfg.batch_size} is larger than the {num_records} training records')
