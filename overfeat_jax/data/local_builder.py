@@ -8,6 +8,9 @@ is tfds' `GeneratorBasedBuilder`.
 
 The two methods replaced are tfds' own announcement hooks (`DatasetBuilder._log_download_bytes` and
 `_log_download_done`, tfds 4.9): a tfds that renames them prints its own lines again, nothing else changes.
+Likewise `_create_builder_config` passes a configured `BuilderConfig` through without tfds' warning
+`Using custom data configuration: <the whole config>` (printed at every build and every read of the embedded
+set and of own data, whose configs are made from their options by design).
 """
 
 import tensorflow_datasets as tfds
@@ -28,3 +31,9 @@ class LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def _log_download_done(self) -> None:
     print(f'Built {self._describe()} in {self.data_dir}.', flush=True)
+
+  def _create_builder_config(self, builder_config, version):
+    if isinstance(builder_config, tfds.core.BuilderConfig) and self.get_builder_config(
+        name=builder_config.name, version=builder_config.version) is None:
+      return builder_config  # what tfds returns after its warning
+    return super()._create_builder_config(builder_config, version)

@@ -155,16 +155,20 @@ def test_processes_building_the_same_fresh_dataset_at_once_do_not_collide(tmp_pa
     assert pool.map(_build_and_count, [str(tmp_path)] * 3) == [24, 24, 24]
 
 
-def test_a_build_announces_local_records_not_a_download(tmp_path, capsys):
+def test_a_build_announces_local_records_not_a_download(tmp_path, capsys, caplog):
   """tfds printed 'Downloading and preparing dataset ...' for builds that download nothing (field case); every
-  project builder says where its records come from instead."""
+  project builder says where its records come from instead, without tfds' 'Using custom data configuration'
+  warning (the whole config, at every build and read of a configured builder)."""
   from overfeat_jax.data import embedded as embedded_module  # pylint: disable=g-import-not-at-top
   from overfeat_jax.data import folders, imagenet_cls_loc, imagenet_det  # pylint: disable=g-import-not-at-top
   from overfeat_jax.data import local_builder  # pylint: disable=g-import-not-at-top
   for cls in (embedded_module.Embedded, folders.FolderBuilder, imagenet_cls_loc.Ilsvrc2012ClsLoc,
               imagenet_det.Ilsvrc2014Det):
     assert issubclass(cls, local_builder.LocalBuilder), cls
-  embedded_module.build_embedded(str(tmp_path), 'det', train_size=8, test_size=2, seed=3)
+  with caplog.at_level('INFO'):
+    embedded_module.build_embedded(str(tmp_path), 'det', train_size=8, test_size=2, seed=3)
+    embedded_module.build_embedded(str(tmp_path), 'det', train_size=8, test_size=2, seed=3)  # read, not built
+  assert not [r for r in caplog.records if 'custom data configuration' in r.getMessage()]
   out = capsys.readouterr().out
   assert 'Downloading' not in out, out
   for words in ('Building embedded/', 'from its generator into', '(nothing is downloaded)', 'Built embedded/'):
