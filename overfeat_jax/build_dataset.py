@@ -35,9 +35,9 @@ _SMALLER_SIDE = flags.DEFINE_integer('smaller_side', 256, 'Own data: shrink imag
 _CLASSES = flags.DEFINE_string('classes', None, 'Own data (voc_folder, image_folder): a file of one class name '
                                'per line, in label order; default: the names found, sorted.')
 
-_REBUILD = flags.DEFINE_bool('rebuild', False, 'Own data: replace a dataset of this --name built from another '
-                             'folder or from this one before it changed (the old records stay until the new '
-                             'ones are complete). Without it such a build stops with an error.')
+_REBUILD = flags.DEFINE_bool('rebuild', False, 'Own data: build the dataset of this --name anew even if it is '
+                             'built (the old records stay until the new ones are complete). Without it, a '
+                             'build from a changed folder or with other options stops with an error.')
 
 
 def main(argv: list[str]) -> None:

@@ -65,9 +65,10 @@ def build(dataset: str, data_dir: str, manual_dir: str | None = None, config: st
   `name`, `smaller_side` (0: original size) and `classes` configure the own-data builders (OWN_DATA), whose
   records go to `data_dir/<dataset>/<name>/`; the other datasets take `config`.
 
-  An own-data dataset already built from its folder as it is now is reused; from another folder, or from this
-  one before files were added, removed or changed (`folders.source_state`), it is an InputError unless
-  `rebuild`: then it is built anew, and the old records are kept until the new ones are complete.
+  An own-data dataset already built from its folder as it is now, with the same options, is reused; built
+  from another folder, from this one before files were added, removed or changed, or with another
+  `smaller_side` or class list (`folders.build_inputs`), it is an InputError. `rebuild` builds it anew in any
+  case, keeping the old records until the new ones are complete.
   """
   if dataset not in DATASETS:
     raise InputError(f'unknown dataset {dataset!r}; choose one of {", ".join(DATASETS)}')
@@ -85,12 +86,15 @@ def build(dataset: str, data_dir: str, manual_dir: str | None = None, config: st
   download_config = tfds.download.DownloadConfig(
       manual_dir=_check_manual_dir(manual_dir) if needs_manual else None, try_download_gcs=False)
   make = lambda: cls(config=config, data_dir=data_dir, file_format='array_record')
-  builder = make()
-  version_dir = os.fspath(builder.data_dir)
+  version_dir = os.fspath(make().data_dir)
   replaced = _recover_replaced(version_dir)
-  if dataset in OWN_DATA and builder.is_prepared() and _source_changed(version_dir, manual_dir, rebuild):
-    os.rename(version_dir, replaced)  # kept until the new build is complete
-    builder = make()
+  builder = make()  # made after the recovery: a builder reads its records' info when it is made
+  if dataset in OWN_DATA and builder.is_prepared():
+    if not rebuild:
+      _check_same_inputs(version_dir, manual_dir, builder.builder_config)  # then tfds reuses it
+    else:
+      os.rename(version_dir, replaced)  # kept until the new build is complete
+      builder = make()
   made = [d for d in _build_dirs(data_dir, version_dir) if not os.path.exists(d)]
   os.makedirs(data_dir, exist_ok=True)
   try:
@@ -120,18 +124,19 @@ def _recover_replaced(version_dir: str) -> str:
   return replaced
 
 
-def _source_changed(version_dir: str, manual_dir: str, rebuild: bool) -> bool:
-  """Whether the built own-data dataset in `version_dir` must be built anew from `manual_dir`: True if its
-  folder changed since and `rebuild`; InputError if it changed and not `rebuild`; False if it did not (or the
-  dataset predates the record of its source)."""
+def _check_same_inputs(version_dir: str, manual_dir: str, config: tfds.core.BuilderConfig) -> None:
+  """InputError naming the first difference if the own-data dataset built in `version_dir` was made from
+  other inputs than `manual_dir` and `config` would give now (none known: built before they were kept)."""
   from overfeat_jax.data import folders  # pylint: disable=g-import-not-at-top
-  built, now = folders.built_source_state(version_dir), folders.source_state(manual_dir)
+  built, now = folders.built_inputs(version_dir), folders.build_inputs(manual_dir, config)
   if built is None or built == now:
-    return False
-  if rebuild:
-    return True
+    return
   if built['root'] != now['root']:
     why = f'was built from {built["root"]}, not {now["root"]}'
+  elif built['smaller_side'] != now['smaller_side']:
+    why = f'was built with --smaller_side={built["smaller_side"]}, not {now["smaller_side"]}'
+  elif built['classes'] != now['classes']:
+    why = f'was built with the class list {built["classes"]}, not {now["classes"]}'
   else:
     why = (f'was built from {now["root"]} when it held {built["files"]} files; it holds {now["files"]} now'
            + ('' if built['files'] != now['files'] else ', some of them changed'))

@@ -136,8 +136,16 @@ def source_state(root: str) -> dict[str, Any]:
   return {'root': root, 'files': count, 'sha256': digest.hexdigest()}
 
 
-def built_source_state(dataset_dir: str | os.PathLike) -> dict[str, Any] | None:
-  """`source_state` of the folder a built own-data dataset was made from (None: built before it was kept)."""
+def build_inputs(root: str, config: 'FolderConfig') -> dict[str, Any]:
+  """Everything a build of `config` reads: the folder's `source_state` and the options (`--smaller_side`, the
+  class list of `--classes`), kept in metadata.json as `source` to tell a later build whether it would make
+  the same records."""
+  classes = read_classes_file(config.classes_file) if config.classes_file else None
+  return {**source_state(root), 'smaller_side': config.smaller_side or 0, 'classes': classes}
+
+
+def built_inputs(dataset_dir: str | os.PathLike) -> dict[str, Any] | None:
+  """`build_inputs` of a built own-data dataset (None: built before they were kept)."""
   path = epath.Path(dataset_dir) / 'metadata.json'
   return json.loads(path.read_text()).get('source') if path.exists() else None
 
@@ -211,7 +219,7 @@ class FolderBuilder(local_builder.LocalBuilder, skip_registration=True):
       raise InputError(f'{root}: no class found (no annotated object or class folder) and no --classes file')
     # `metadata` may name the classes when the keys are not names (COCO's category ids).
     self.info.metadata.update({'class_names': classes, 'class_source': source, 'root': root,
-                               'source': source_state(root), **metadata})
+                               'source': build_inputs(root, c), **metadata})
     if self.WITH_LABEL:
       self.info.features['label'].names = list(self.info.metadata['class_names'])
     splits = {s: items for s, items in splits.items() if items}

@@ -252,6 +252,15 @@ def test_a_changed_folder_is_not_silently_served_from_its_old_build(tmp_path):
   other = photos.make_image_folder(str(tmp_path / 'other' / 'pets'))
   with pytest.raises(InputError, match=f'was built from {root}, not {other}'):
     build(root=other)
+  assert kept(build(rebuild=True)) == photos.EXPECTED_FOLDER_KEPT + 1  # --rebuild: anew in any case
+  # The options are inputs too: another --smaller_side or class list was silently served the old records.
+  with pytest.raises(InputError, match='was built with --smaller_side=256, not 0'):
+    build(smaller_side=0)
+  classes = tmp_path / 'classes.txt'
+  classes.write_text('dog\ncat\nbird\n')
+  with pytest.raises(InputError, match=r"was built with the class list None, not \['dog', 'cat', 'bird'\]"):
+    build(classes=str(classes))
+  assert build(rebuild=True, classes=str(classes)).info.features['label'].names == ['dog', 'cat', 'bird']
 
   # A rebuild that fails keeps the old records; one killed mid-way is recovered by the next build.
   version_dir = os.fspath(first.data_dir)
@@ -262,8 +271,7 @@ def test_a_changed_folder_is_not_silently_served_from_its_old_build(tmp_path):
     build(root=str(empty), rebuild=True)
   assert sorted(os.listdir(os.path.dirname(version_dir))) == ['1.0.0']
   os.rename(version_dir, version_dir + '.replaced')  # as a kill -9 after the move leaves it
-  with pytest.raises(InputError, match='some of them changed'):
-    build()  # the old records are back and still checked against the folder
+  assert kept(build(classes=str(classes))) == photos.EXPECTED_FOLDER_KEPT + 1  # the old records are back
   assert sorted(os.listdir(os.path.dirname(version_dir))) == ['1.0.0']
 
 
