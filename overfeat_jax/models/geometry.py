@@ -10,6 +10,7 @@ pooling whose offsets give the fine output stride.
 
 import dataclasses
 import math
+import numbers
 
 from overfeat_jax.errors import InputError
 
@@ -195,8 +196,14 @@ GEOMETRIES = {'fast': FAST, 'accurate': ACCURATE, 'small': SMALL}
 
 
 def get_geometry(name: str, width_divisor: int = 1) -> Geometry:
-  """A registered geometry, optionally with every width divided (e.g. `small` / 8 for the CPU demo)."""
+  """A registered geometry, optionally with every width divided (e.g. `small` / 8 for the CPU demo).
+
+  Raises InputError (a ValueError too) for an unknown name or a `width_divisor` that is not a positive integer
+  (0 divided by zero; a negative one made every layer 1 channel wide).
+  """
   if name not in GEOMETRIES:
     raise InputError(f'unknown network {name!r}; choose one of {sorted(GEOMETRIES)}.')  # a ValueError too
+  if isinstance(width_divisor, bool) or not isinstance(width_divisor, numbers.Integral) or width_divisor < 1:
+    raise InputError(f'width_divisor must be a positive integer (1: the paper\'s widths), got {width_divisor!r}')
   geometry = GEOMETRIES[name]
   return geometry if width_divisor == 1 else geometry.scaled(width_divisor)

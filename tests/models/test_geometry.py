@@ -88,5 +88,10 @@ def test_small_geometry_layout_and_errors():
   assert get_geometry('small', 8).stages[0].features == 12
   with pytest.raises(ValueError, match='unknown network'):
     get_geometry('huge')
+  # One check for every reader (a config, an artifact's config.json, classify): 0 divided by zero, -1 and
+  # True built 1-channel layers (field case), 2.0 is not a width divisor.
+  for bad in (0, -1, True, 2.0, '8'):
+    with pytest.raises(ValueError, match=f'width_divisor must be a positive integer .*got {bad!r}'):
+      get_geometry('small', bad)
   with pytest.raises(ValueError, match='collapses'):
     FAST.scaled(1, name='x').__class__(name='tiny', input_size=40, stages=FAST.stages, hidden=FAST.hidden)
