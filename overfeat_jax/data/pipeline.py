@@ -55,15 +55,32 @@ def open_source(name: str, split: str, *, data_dir: str, decode_images: bool = F
     from overfeat_jax.data import embedded  # pylint: disable=g-import-not-at-top
     builder = embedded.build_embedded(data_dir, EMBEDDED[name], **embedded_options)
     return _as_source(builder, split, decoders)
+  check_built(name, data_dir)
+  try:
+    return tfds.data_source(name, split=split, data_dir=data_dir, decoders=decoders, download=False)
+  except Exception as e:  # tfds raises several types for a missing build.
+    first_line = (str(e).strip().splitlines() or [''])[0][:200]  # tfds appends its whole catalogue (5,000 chars)
+    raise InputError(f'Cannot open {name!r} split {split!r} under {data_dir}: build it first with '
+                     f'python -m overfeat_jax.build_dataset ({type(e).__name__}: {first_line})') from e
+
+
+def check_built(name: str, data_dir: str) -> None:
+  """InputError (one line) unless `name` is a dataset `build_dataset` makes (ImageNet, own data) and is built
+  in `data_dir`. The embedded datasets are built on demand and always pass."""
+  if name in EMBEDDED:
+    return
   if name.split('/')[0] not in IMAGENET + OWN_DATA:
     raise InputError(f'Unknown dataset {name!r}; expected one of {sorted(EMBEDDED) + list(IMAGENET)} '
                      '(ImageNet names may carry a config, e.g. ilsvrc2012_cls_loc/resized256) or '
                      f'{"/NAME, ".join(OWN_DATA)}/NAME.')
   try:
-    return tfds.data_source(name, split=split, data_dir=data_dir, decoders=decoders, download=False)
-  except Exception as e:  # tfds raises several types for a missing build.
-    raise InputError(f'Cannot open {name!r} split {split!r} under {data_dir}: build it first with '
-                     f'python -m overfeat_jax.build_dataset ({type(e).__name__}: {e})') from e
+    built = tfds.builder(name, data_dir=data_dir).is_prepared()
+  except Exception:  # pylint: disable=broad-except  # e.g. an own-data name tfds has no config of: not built
+    built = False
+  if not built:
+    doc = 'docs/own_data.md' if name.split('/')[0] in OWN_DATA else 'docs/data_imagenet.md'
+    raise InputError(f'{name} is not built in {data_dir}: build it first with python -m '
+                     f'overfeat_jax.build_dataset ({doc})')
 
 
 def _as_source(builder: tfds.core.DatasetBuilder, split: str, decoders: Any) -> Any:

@@ -138,11 +138,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   A local workdir is locked for the run (`storage.workdir_lock`, process 0): a second run into it stops with
   one line (InputError) before any work.
   """
-  check_config(config)  # before the workdir is made: a bad config leaves nothing behind
+  # Before the workdir is made, so that a refused run leaves nothing behind: the config, the own datasets'
+  # class lists (`with_classes_from_data`), that every dataset is built, and the weights `init.source` names.
+  from overfeat_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  check_config(config)
+  config = with_classes_from_data(config)
+  for stage in config.stages:
+    data = config_files.stage_config(config, stage).data
+    pipeline.check_built(data.name, data.data_dir)
+  source = initial_weights(config)
   check_workdir(workdir)
   lock = storage.workdir_lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
   with lock:
-    return _train_and_evaluate(config, workdir)
+    return _train_and_evaluate(config, workdir, source)
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -160,8 +168,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     inputs.check(config_files.input_settings(config_files.stage_config(config, stage), stage))
 
 
-def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  config = with_classes_from_data(config)  # num_classes = 0: own data's class count (docs/own_data.md)
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                        source: transfer.Source | None) -> dict[str, Any]:
   # Every stage's settings (e.g. its input sizes) read and checked once, before the first stage trains.
   settings = {stage: config_files.settings_from_config(config, stage) for stage in config.stages}
   changes = warn_config_changes(config, workdir)
@@ -171,7 +179,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     save_config_keeping_previous(config, workdir, changes)
     changes = []
 
-  results, previous, source = {}, None, initial_weights(config)
+  results, previous = {}, None
   for stage in config.stages:
     cfg, task = config_files.stage_config(config, stage), tasks.make(settings[stage], previous)
     if previous is None and source is not None:  # the first stage starts from `config.init`'s weights
@@ -261,7 +269,8 @@ def stage_task(config: ml_collections.ConfigDict, stage: str, previous_params: A
 
 
 def with_classes_from_data(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """`config` itself, or with `num_classes = 0` replaced by the class count of its own-data datasets.
+  """`config` itself, or with `num_classes = 0` replaced by the class count of its own-data datasets; a
+  positive `num_classes` must be that count.
 
   Own data (docs/own_data.md) has as many classes as its builder found. The stages of a run share one class
   list (the detection stage extends the classifier's outputs by a background class), so every own-data dataset
@@ -269,13 +278,14 @@ def with_classes_from_data(config: ml_collections.ConfigDict) -> ml_collections.
   count (the shipped recipe: the embedded classifier, then detection on its pictures written as a VOC folder).
   Checked before any training: a 10-class embedded classification stage under a 3-class own detection stage
   trained the classifier with 3 outputs on labels up to 9 (a NaN loss after minutes: field case), and two own
-  datasets with the same classes in another order swapped their labels silently.
+  datasets with the same classes in another order swapped their labels silently. So was the embedded config's
+  `num_classes = 10` over a 2-class own dataset: a 10-way network whose predictions named classes 2-9 that do
+  not exist (field case); with `num_classes = 1` the labels past it made the loss non-finite at step 0.
 
   Raises:
-    InputError: no stage reads own data; the stages' class lists differ (one line naming both and the fix).
+    InputError: no stage reads own data; the stages' class lists differ; a positive `num_classes` differs from
+      an own dataset's class count (one line naming both and the fix).
   """
-  if config.num_classes != 0:
-    return config
   from overfeat_jax.data import folders  # pylint: disable=g-import-not-at-top
   from overfeat_jax.data import embedded as embedded_lib  # pylint: disable=g-import-not-at-top
   from overfeat_jax.data.build import OWN_DATA  # pylint: disable=g-import-not-at-top
@@ -286,6 +296,13 @@ def with_classes_from_data(config: ml_collections.ConfigDict) -> ml_collections.
       own[stage] = (data.name, folders.class_names(folders.dataset_dir(data.data_dir, data.name)))
     elif data.name.startswith('embedded'):
       embedded[stage] = (data.name, int(data.options.get('num_classes', embedded_lib.NUM_CLASSES)))
+  if config.num_classes != 0:
+    for stage, (name, names) in own.items():
+      if len(names) != config.num_classes:
+        raise InputError(f'num_classes = {config.num_classes}, but the {stage} stage reads {name} with '
+                         f'{len(names)} classes ({_some(names)}): set --config.num_classes=0 (the count from '
+                         f'the data) or {len(names)}')
+    return config
   if not own:
     raise InputError('num_classes = 0 (from the data) needs a stage that reads own data (voc_folder/NAME, '
                      'coco_json/NAME, image_folder/NAME)')
@@ -300,11 +317,15 @@ def with_classes_from_data(config: ml_collections.ConfigDict) -> ml_collections.
   for stage, (name, count) in embedded.items():
     if count != len(names):
       raise InputError(f'the {stage} stage reads {name} ({count} classes) and the {first} stage {first_name} '
-                       f'({len(names)} classes: {", ".join(names[:5])}{", ..." if len(names) > 5 else ""}); '
-                       f'{fix}')
+                       f'({len(names)} classes: {_some(names)}); {fix}')
   resolved = config.copy_and_resolve_references()  # a new ConfigDict, locked like `config`
   resolved.num_classes = len(names)
   return resolved
+
+
+def _some(names: list[str]) -> str:
+  """The first five class names, for a message."""
+  return ', '.join(names[:5]) + (', ...' if len(names) > 5 else '')
 
 
 def initial_weights(config: ml_collections.ConfigDict) -> transfer.Source | None:

@@ -84,6 +84,19 @@ def test_main_bad_config_values(tmp_path, data_dir, name, extra, mentions):
   assert not (tmp_path / 'w' / 'classification' / 'checkpoints').exists() or name == 'zero_batch'
 
 
+@pytest.mark.parametrize('name, mentions', [
+    ('image_folder/never_built', 'image_folder/never_built is not built in'),
+    ('ilsvrc2012_cls_loc', 'ilsvrc2012_cls_loc is not built in'),
+])
+def test_main_dataset_not_built_is_a_short_line_and_leaves_no_workdir(tmp_path, data_dir, name, mentions):
+  """Field case: a dataset not built was one line of ~5,000 characters (tfds' whole catalogue) and left a
+  workdir with an empty run.lock behind."""
+  done = run_cli('overfeat_jax.main', *_smoke(tmp_path / 'w', data_dir, f'--config.data.name={name}'))
+  line = assert_one_line_error(done, mentions, 'python -m overfeat_jax.build_dataset')
+  assert len(line) < 300, line
+  assert not (tmp_path / 'w').exists()
+
+
 def test_main_workdir_under_a_file(tmp_path, data_dir):
   (tmp_path / 'a_file').write_text('x')
   done = run_cli('overfeat_jax.main', *_smoke(tmp_path / 'a_file' / 'w', data_dir))

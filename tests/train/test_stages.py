@@ -94,3 +94,21 @@ def test_num_classes_from_own_data_must_agree_with_every_stage(monkeypatch):
     loop.with_classes_from_data(config)
   _own_classes(monkeypatch, {det: ['cat', 'dog'], 'image_folder/pets': ['cat', 'dog']})
   assert loop.with_classes_from_data(config).num_classes == 2
+
+
+def test_a_positive_num_classes_must_be_the_own_datasets_count(monkeypatch):
+  """Field case: the embedded smoke config (num_classes 10) over a 2-class image folder trained a 10-way
+  network whose predictions named classes 2-9; num_classes 1 made the loss non-finite at step 0."""
+  config = load_config('embedded', 'smoke')
+  config.data.name = 'image_folder/my_classes'
+  _own_classes(monkeypatch, {'image_folder/my_classes': ['cat', 'dog']})
+  for wrong in (10, 1):
+    config.num_classes = wrong
+    with pytest.raises(loop.InputError, match=rf'^num_classes = {wrong}, but the classification stage reads '
+                       r'image_folder/my_classes with 2 classes \(cat, dog\): set --config.num_classes=0 .* or 2$'):
+      loop.with_classes_from_data(config)
+  config.num_classes = 2
+  assert loop.with_classes_from_data(config) is config
+  config.data.name = 'embedded_cls_loc'  # no own data: the config as it is
+  config.num_classes = 10
+  assert loop.with_classes_from_data(config) is config
