@@ -10,7 +10,8 @@ r"""Exports a trained network for use outside this project: parameters + config,
 file (fast or accurate network at full width, 1000 classes). The network is recognised from the checkpoint's
 parameter shapes; the training config adds the class names of the embedded dataset, the evaluation
 preprocessing and the compute dtype, and is checked against the checkpoint: `--config`, or by default the
-workdir's own `config.json` (the resolved config the trainer saved), as `predict` reads it.
+workdir's own `config.json` (the resolved config the trainer saved), as `predict` reads it. A stage folder
+(`WORKDIR/classification`, or its `checkpoints`) given as --workdir is refused with the command that exports it.
 """
 
 
@@ -39,6 +40,12 @@ def main(argv: list[str]) -> None:
     raise InputError(f'unexpected arguments {argv[1:]}')
   if not _WORKDIR.value or not _OUTPUT.value:
     raise InputError('--workdir and --output are required.')
+  stage_folder = export_lib.stage_folder_of(_WORKDIR.value)
+  if stage_folder is not None:  # its checkpoints, but not the workdir's config.json (class names, preprocessing)
+    parent, stage = stage_folder
+    raise InputError(f'{_WORKDIR.value} is a stage folder (the {stage} checkpoints of the training workdir '
+                     f'{parent}), not a training workdir; run with --workdir={parent} --stage={stage} (the workdir '
+                     'holds the training config: class names, preprocessing).')
   config = _CONFIG.value
   if config is None:  # the workdir's own config.json, when it trained this stage
     saved = config_files.load_config(_WORKDIR.value)

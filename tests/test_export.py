@@ -4,6 +4,7 @@ reads with safetensors.numpy / safetensors.flax alone; version-1 (.npz) artifact
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -209,6 +210,10 @@ def test_cli_bad_inputs_exit_2_with_one_line(trained, tmp_path):
       (['--workdir', workdir, '--output', str(tmp_path / 'o'), '--step', '3'], 'no checkpoint at step 3'),
       # a folder that takes no new files: the user's path, not the temporary sibling that failed first
       (['--workdir', workdir, '--output', '/proc/overfeat_exp'], 'cannot write /proc/overfeat_exp: No such file'),
+      # field case: a stage folder exported with `class_names: null` and no preprocessing; the hint names the fix
+      (['--workdir', os.path.join(workdir, 'classification'), '--output', str(tmp_path / 'o')],
+       f'is a stage folder (the classification checkpoints of the training workdir {workdir}), not a training '
+       f'workdir; run with --workdir={workdir} --stage=classification'),
   ]
   for args, message in cases:
     result = _run(['-m', 'overfeat_jax.export', *args])
@@ -299,3 +304,68 @@ def test_config_details_describe_the_exported_stage_from_its_settings():
   detection = export_lib.build_config(export_lib.NetworkSpec('small', 32, 11), stage='detection',
                                       class_names=names)
   assert detection['network']['background_class'] == 10
+
+
+def test_release_format_replaces_only_release_files_and_says_so(trained, tmp_path, monkeypatch, capsys):
+  """`--format=release --output=precious.txt` overwrote any existing file (field case: a text file became 583 MB
+  of weights). Now an existing path is replaced only when its size is the network's release layout size, with a
+  note on stderr; anything else is refused and left as it was. The release networks are 146 M parameters or more,
+  so the test lets the tiny network through the network check (`release_geometry`); the rest is the real path."""
+  workdir, params = trained
+  spec = export_lib.infer_network(params)
+  text, folder, out = tmp_path / 'precious.txt', tmp_path / 'folder', str(tmp_path / 'net_weight')
+  text.write_text('notes')
+  folder.mkdir()
+  monkeypatch.setattr(export_lib, 'release_geometry', lambda s: s.classifier().geometry)
+  size = 4 * get_geometry('small', 32).param_count(10)
+  for path, found in ((text, '5 bytes'), (folder, 'a directory')):
+    message = f'{path} exists and is not a release weight file ({found}; the small release layout has {size:,} bytes)'
+    with pytest.raises(InputError, match=re.escape(message)):
+      export_lib.export_workdir(workdir, 'classification', str(path), 'release', None)
+  assert text.read_text() == 'notes' and os.listdir(folder) == []
+  capsys.readouterr()
+  line = export_lib.export_workdir(workdir, 'classification', out, 'release', None)
+  assert f'{size} bytes' in line and os.path.getsize(out) == size and capsys.readouterr().err == ''
+  bumped = jax.tree.map(lambda v: v + 1, params)
+  export_lib.export_release(bumped, spec, out)  # an earlier release file of the right size: replaced, and said
+  assert capsys.readouterr().err.strip().endswith(f'note: replaced 1 earlier output: {out}')
+  from overfeat_jax.models import release_weights  # pylint: disable=g-import-not-at-top
+  loaded = release_weights.load_release_weights(out, get_geometry('small', 32), 10)
+  np.testing.assert_array_equal(loaded['features']['conv1']['bias'], bumped['features']['conv1']['bias'])
+  assert sorted(os.listdir(tmp_path)) == ['folder', 'net_weight', 'precious.txt']  # no temporaries left
+
+
+def test_the_same_checkpoint_always_exports_to_the_same_bytes(trained, tmp_path):
+  """The safetensors metadata keys came out in a per-process random order (a Rust HashMap), so one checkpoint
+  exported twice had two sha256s and sweeps, which key finished points on it, recomputed them. Both files are
+  now byte-identical export after export (sorted keys, no time stamps)."""
+  workdir, _ = trained
+  outs = [str(tmp_path / f'a{i}') for i in range(6)]  # the old order differed between saves in one process too
+  for out in outs:
+    export_lib.export_workdir(workdir, 'classification', out, 'artifact', None)
+  for name in ('config.json', 'params.safetensors'):
+    contents = {open(os.path.join(out, name), 'rb').read() for out in outs}
+    assert len(contents) == 1, name
+  data = open(os.path.join(outs[0], 'params.safetensors'), 'rb').read()
+  header = json.loads(data[8:8 + int.from_bytes(data[:8], 'little')])
+  assert list(header['__metadata__']) == ['format', 'format_version']
+  _, loaded = overfeat_jax.load_pretrained(outs[0])  # still a valid artifact
+  jax.tree.map(np.testing.assert_array_equal, loaded, trained[1])
+
+
+def test_a_stage_folder_is_refused_with_the_command_that_exports_it(trained, tmp_path):
+  """`--workdir=<workdir>/classification` found the checkpoints but not the workdir's config.json, and wrote
+  `class_names: null` without preprocessing (field case); a stage's checkpoints folder did the same."""
+  workdir, _ = trained
+  for given in (os.path.join(workdir, 'classification'), os.path.join(workdir, 'classification', 'checkpoints'),
+                os.path.join(workdir, 'classification') + '/'):
+    assert export_lib.stage_folder_of(given) == (workdir, 'classification'), given
+  assert export_lib.stage_folder_of(workdir) is None
+  assert export_lib.stage_folder_of(str(tmp_path)) is None  # no checkpoints at all: the usual error follows
+
+
+def test_a_missing_artifact_is_reported_as_missing(tmp_path):
+  with pytest.raises(InputError, match=f'{tmp_path / "nothing"} does not exist'):
+    overfeat_jax.load_pretrained(str(tmp_path / 'nothing'))
+  with pytest.raises(InputError, match='is not an overfeat_jax artifact'):
+    overfeat_jax.load_pretrained(str(tmp_path))

@@ -13,6 +13,9 @@ and the safetensors package to use:
                       `safetensors.numpy.load_file` / `safetensors.flax.load_file` / `safetensors.torch.load_file`:
                       a JSON header and raw little-endian bytes, so loading executes no code.
 
+The same parameters and config always give the same bytes (`params_bytes`: the header's metadata keys sorted;
+no time stamps anywhere), so an artifact's SHA-256 identifies what was exported: sweeps key finished points on it.
+
 Format version 1 (written before safetensors) stored the same names in `params.npz`; it is still read
 (`np.load(..., allow_pickle=False)`), so old exports keep loading.
 
@@ -43,12 +46,13 @@ import safetensors
 import safetensors.numpy
 from flax import traverse_util
 
+from overfeat_jax import output_names
 from overfeat_jax import storage
 from overfeat_jax.data import class_names as class_names_lib
 from overfeat_jax.config_files import read_json
 from overfeat_jax.errors import InputError
 from overfeat_jax.models import build
-from overfeat_jax.models.geometry import GEOMETRIES, get_geometry
+from overfeat_jax.models.geometry import GEOMETRIES, Geometry, get_geometry
 from overfeat_jax.models.heads import BoxRegressor
 from overfeat_jax.models.overfeat import OverFeat
 from overfeat_jax.settings import TASK_NAMES, WITH_BACKGROUND, StageSettings
@@ -174,6 +178,22 @@ def build_config(spec: NetworkSpec, *, stage: str, class_names: list[str] | None
           'regressor': regressor, 'class_names': class_names, 'preprocessing': pre, 'source': source or {}}
 
 
+def params_bytes(flat: dict[str, np.ndarray]) -> bytes:
+  """params.safetensors' content, the same bytes for the same arrays in every process.
+
+  Why: safetensors keeps the metadata in a Rust HashMap, whose order changes from process to process (and from
+  one save to the next), so the same parameters had several SHA-256s. The file is safetensors' own; only its
+  JSON header is written again with the metadata keys sorted (the tensors keep safetensors' order and offsets).
+  """
+  data = safetensors.numpy.save(flat, metadata={'format': FORMAT_NAME, 'format_version': str(FORMAT_VERSION)})
+  size = int.from_bytes(data[:8], 'little')
+  header = json.loads(data[8:8 + size])
+  header['__metadata__'] = dict(sorted(header['__metadata__'].items()))
+  text = json.dumps(header, separators=(',', ':')).encode('utf-8')
+  text += b' ' * (-len(text) % 8)  # safetensors' padding: the arrays start 8-byte aligned
+  return len(text).to_bytes(8, 'little') + text + data[8 + size:]
+
+
 def write_artifact(path: str, params: Any, config: dict[str, Any]) -> str:
   """Writes params + config as an artifact directory at `path` (local or gs://), atomically
   (`storage.atomic_dir`: one rename locally; remotely config.json, which holds the params' SHA-256, is removed
@@ -185,7 +205,7 @@ def write_artifact(path: str, params: Any, config: dict[str, Any]) -> str:
   if storage.path(path).exists() and not is_artifact(path):  # e.g. a training workdir (it has a config.json)
     raise InputError(f'{path} exists and is not an overfeat_jax artifact; choose a new --output.')
   flat = flatten(params)
-  data = safetensors.numpy.save(flat, metadata={'format': FORMAT_NAME, 'format_version': str(FORMAT_VERSION)})
+  data = params_bytes(flat)
   config = {**config, 'params': {'file': PARAMS_FILE, 'sha256': hashlib.sha256(data).hexdigest(),
                                  'count': int(sum(v.size for v in flat.values()))}}
   with storage.atomic_dir(path, commit_file=CONFIG_FILE) as stage:
@@ -211,7 +231,9 @@ def is_artifact(path: str) -> bool:
 def read_config(path: str) -> dict[str, Any]:
   """The artifact's config.json, after checking the format name and version."""
   file = storage.path(path) / CONFIG_FILE
-  if not file.is_file():
+  if not file.is_file():  # asked only now: the happy path costs one remote call, not two
+    if not storage.path(path).exists():
+      raise InputError(f'{path} does not exist.')
     raise InputError(f'{path} is not an overfeat_jax artifact (no {CONFIG_FILE}).')
   config = read_json(file, 'artifact config (the artifact is corrupt)')
   if not isinstance(config, dict) or config.get('format') != FORMAT_NAME:
@@ -283,6 +305,21 @@ def checkpoint_dir(workdir: str, stage: str) -> str:
                    '/<step>); train it first or pass the right --workdir/--stage.')
 
 
+def stage_folder_of(workdir: str) -> tuple[str, str] | None:
+  """(training workdir, stage) when `workdir` is a stage folder of a training run (`<workdir>/<stage>`, holding
+  checkpoints/<step>) or that folder's `checkpoints`; None for anything else (a training workdir holds
+  `<stage>/checkpoints`, never `checkpoints` itself).
+
+  Why: `checkpoint_dir` finds the checkpoints of a stage folder too, but the training config (`config.json`:
+  the class names, the preprocessing) is in the workdir above it, so the export command refuses a stage folder
+  and names the workdir (`overfeat_jax/export.py`).
+  """
+  folder = storage.url(workdir).rstrip('/')
+  checkpoints = folder if os.path.basename(folder) == 'checkpoints' else os.path.join(folder, 'checkpoints')
+  parent, stage = os.path.split(os.path.dirname(checkpoints))
+  return (parent, stage) if stage in STAGES and _steps(checkpoints) else None
+
+
 def load_trained(workdir: str, stage: str, step: int | None = None) -> tuple[int, Any]:
   """(step, params as numpy) of a training run's checkpoint of `stage`: the latest, or `step`.
 
@@ -349,20 +386,50 @@ def export_workdir(workdir: str, stage: str, output: str, fmt: str, step: int | 
   if fmt == 'release':
     return export_release(params, spec, output)
   cfg = build_config(spec, stage=stage, class_names=names, preprocessing=pre,
-                                source={'workdir': storage.url(workdir), 'stage': stage, 'step': step})
+                     source={'workdir': storage.url(workdir), 'stage': stage, 'step': step})
+  replaced = is_artifact(output)  # anything else that exists is refused by write_artifact
   path = write_artifact(output, params, cfg)
+  output_names.note_replaced([path] if replaced else [])
   return f'wrote {path}: {spec.geometry}/{spec.width_divisor} {stage}, {spec.num_classes} outputs, step {step}'
 
 
-def export_release(params: Any, spec: NetworkSpec, output: str) -> str:
+def release_geometry(spec: NetworkSpec) -> Geometry:
+  """The geometry of a network the release format can hold (fast or accurate, full width, 1000 classes);
+  InputError for any other."""
   from overfeat_jax.models import release_weights  # pylint: disable=g-import-not-at-top
   if spec.geometry not in release_weights.RELEASE_FILES or spec.width_divisor != 1 or \
       spec.num_classes != release_weights.RELEASE_CLASSES:
     raise InputError(f'--format=release needs the fast or accurate network at full width with 1000 classes; '
                      f'this checkpoint is {spec.geometry}/{spec.width_divisor} with {spec.num_classes} outputs '
                      '(use --format=artifact).')
+  return spec.classifier().geometry
+
+
+def _file_size(p: str) -> int | None:
+  """Bytes of the regular file `p` (local or remote), None when it is not one (a directory)."""
+  target = storage.path(p)
+  if not target.is_file():
+    return None
+  stat = target.stat()
+  return stat.st_size if hasattr(stat, 'st_size') else stat.length  # pathlib's os.stat_result; epath's StatResult
+
+
+def export_release(params: Any, spec: NetworkSpec, output: str) -> str:
+  """Writes the release-layout weight file of a release network (`release_geometry`). An existing `output` is
+  replaced only when it has exactly this network's release layout size (an earlier export: said on stderr,
+  `output_names.note_replaced`); any other existing file or directory is refused and left as it was."""
+  from overfeat_jax.models import release_weights  # pylint: disable=g-import-not-at-top
+  geometry = release_geometry(spec)
+  path = storage.url(output)
+  replaced = storage.path(path).exists()
+  if replaced:
+    size, expected = _file_size(path), release_weights.expected_bytes(geometry, spec.num_classes)
+    if size != expected:
+      found = f'{size:,} bytes' if size is not None else 'a directory' if storage.path(path).is_dir() else 'not a file'
+      raise InputError(f'{path} exists and is not a release weight file ({found}; the {spec.geometry} release '
+                       f'layout has {expected:,} bytes); choose a new --output, or delete it first.')
   backbone = params['backbone'] if 'backbone' in params else params
-  geometry = spec.classifier().geometry
   with storage.staged_file(output) as local:  # gs://: written locally, uploaded as one object
     size = release_weights.save_release_weights(backbone, geometry, local)
-  return f'wrote {storage.url(output)}: {size} bytes, the {spec.geometry} release layout'
+  output_names.note_replaced([path] if replaced else [])
+  return f'wrote {path}: {size} bytes, the {spec.geometry} release layout'
