@@ -375,6 +375,7 @@ def _run(paths: Sequence[str], timer: Timer, reading: Reading) -> list[str]:
     layer = _LAYER.value if _LAYER.value is not None else default
     outputs = feature_paths(_OUTPUT.value, paths) if _OUTPUT.value else [None] * len(paths)
     features = extract_features(model, params, paths, layer, _BATCH_SIZE.value, timer, reading)
+    features = _finite_only(paths, features, reading, 'features')
     usable = [i for i in range(len(paths)) if i not in reading.errors]
     start = time.perf_counter()
     replaced = output_names.existing([outputs[i] for i in usable])
@@ -388,12 +389,29 @@ def _run(paths: Sequence[str], timer: Timer, reading: Reading) -> list[str]:
                                  reading, view_size=_VIEW_SIZE.value or None)
   else:
     scores = classify_top(model, params, paths, _BATCH_SIZE.value, timer, reading)
+  scores = _finite_only(paths, scores, reading, 'class probabilities')
   usable = [p for i, p in enumerate(paths) if i not in reading.errors]
   start = time.perf_counter()
   lines = [format_top(p, top_classes(s, _TOP.value), names, _JSON.value, header=len(paths) > 1)
            for p, s in zip(usable, scores)]
   timer.add('output', time.perf_counter() - start)
   return lines
+
+
+def _finite_only(paths: Sequence[str], outputs: Sequence[np.ndarray], reading: Reading,
+                 what: str) -> list[np.ndarray]:
+  """`outputs` (one per usable image, in order) without those holding NaN or inf, each recorded in
+  `reading.errors` instead: printed as `nan` (or, with --json, as a bare NaN, which is not JSON) they read as a
+  result (field case: a weights file of NaNs exited 0)."""
+  usable = [i for i in range(len(paths)) if i not in reading.errors]
+  kept = []
+  for index, output in zip(usable, outputs):
+    if np.isfinite(output).all():
+      kept.append(output)
+    else:
+      reading.errors[index] = (f'the network\'s {what} for {paths[index]} are not finite numbers (NaN or inf): '
+                               'the weights hold non-finite values, or the activations overflow')
+  return kept
 
 
 def _print_timing(timer: Timer) -> None:

@@ -317,6 +317,20 @@ def test_exif_orientation_is_applied_only_on_request(files, tmp_path):
     assert not np.allclose(got, fn(model, params, [str(stored)], 2)[0], rtol=1e-5, atol=1e-7)
 
 
+def test_cli_non_finite_outputs_are_errors_not_results(files, tmp_path):
+  """Field case: a weights file of NaNs printed `nan` probabilities (with --json a bare NaN, which is not JSON)
+  and exited 0. Now each image is named on one stderr line, nothing is printed for it, and the exit status is 2."""
+  nan_file = tmp_path / 'nan16'
+  size = (files / 'fast16').stat().st_size
+  np.full(size // 4, np.nan, '<f4').tofile(nan_file)
+  for mode in ([], ['--features']):
+    result = run_cli(f'--weights={nan_file}', '--json', *mode, files / 'rgb.png')
+    assert result.returncode == 2 and result.stdout == '', result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith('classify.py: error:')]
+    assert len(errors) == 1 and 'are not finite numbers (NaN or inf)' in errors[0], result.stderr[-2000:]
+    assert 'rgb.png' in errors[0] and 'Traceback' not in result.stderr
+
+
 def test_cli_without_weights_warns_and_prints_release_lines(files):
   result = run_cli('--top=2', files / 'rgb.png')
   assert result.returncode == 0, result.stderr
