@@ -10,8 +10,9 @@ has:
                view and scales the sweep uses; `scales` below index into its scale list.
   data_name, eval_size, scales, max_boxes  overrides of the training config's ('' / 0 / () = keep).
   data_from    'workdir' (default): the data (name, split, data_dir, options, max_boxes) of the `--workdir`'s
-               config.json, the data its network was trained and evaluated on, when it has one (an exported
-               artifact has none: then the training config's); 'train_config': the training config's.
+               training config (config.json), the data its network was trained and evaluated on, when it has
+               one (an exported artifact's config.json names no data: then the training config's);
+               'train_config': the training config's.
   box          detection: score_threshold, max_per_scale, max_detections.
   defaults     every `Point` field's default value.
   grid         axes (field -> tuple of values): the cartesian product of all axes is swept.
@@ -99,7 +100,9 @@ def _normalise(fields: dict[str, Any], task: str) -> dict[str, Any]:
   return fields
 
 
-def _check(fields: dict[str, Any], task: str, num_scales: int, where: str) -> None:
+def _check(fields: dict[str, Any], task: str, num_scales: int, where: str, scale_list: str) -> None:
+  """Raises an InputError naming the point (`where`) for a field or value it does not know; `scale_list` says
+  whose scale list `num_scales` indexes (the sweep's `scales` or the training config's)."""
   unknown = set(fields) - FIELDS - {'models'}
   if unknown:
     raise InputError(f'{where}: unknown field(s) {sorted(unknown)}; valid: {sorted(FIELDS)}.')
@@ -107,8 +110,11 @@ def _check(fields: dict[str, Any], task: str, num_scales: int, where: str) -> No
     raise InputError(f'{where}: view must be one of {VIEWS}, got {fields["view"]!r}.')
   if fields['models'] not in MODEL_CHOICES:
     raise InputError(f'{where}: models must be one of {MODEL_CHOICES}, got {fields["models"]!r}.')
+  for name in ('fine', 'flips'):  # 1, 2 or 'yes' would be read as true (or compared as numbers) without a word
+    if not isinstance(fields[name], bool):
+      raise InputError(f'{where}: {name} must be True or False, got {fields[name]!r}.')
   if fields['view'] == 'dense' and not 1 <= int(fields['num_scales']) <= num_scales:
-    raise InputError(f'{where}: num_scales must be in 1..{num_scales} (the training config has {num_scales}).')
+    raise InputError(f'{where}: num_scales must be in 1..{num_scales} ({scale_list}).')
   if task != 'classification' and (fields['view'] != 'dense' or fields['merge'] not in MERGES):
     raise InputError(f'{where}: {task} points use the dense view and a merge in {MERGES}.')
   if fields['average'] not in AVERAGES:
@@ -133,20 +139,28 @@ def expand(sweep: 'Sweep', num_models: int, num_scales: int) -> list[Point]:
   Args:
     sweep: the sweep definition (module docstring).
     num_models: how many networks (checkpoints) the sweep was given.
-    num_scales: length of the training config's scale list.
+    num_scales: length of the evaluation's scale list: the sweep's `scales`, or the training config's when the
+      sweep has none.
 
   Raises:
-    InputError: an unknown field or value in `defaults`, `grid` or `points` (one line naming the point).
+    InputError: an unknown field or value in `defaults`, `grid` or `points` (`fine` and `flips` must be
+      booleans), or a dense point's num_scales outside 1..num_scales; one line naming the point (a named point
+      by its name, a grid point by its axis values, e.g. `grid point (fine=False, num_scales=10)`).
   """
   task = sweep.task
   defaults = {f.name: f.default for f in dataclasses.fields(Point)}
   defaults.update({'models': 'first', **sweep.defaults})
   axes = {name: tuple(values) for name, values in sweep.grid.items()}
-  raw = [(f'grid {combo}', {**defaults, **dict(zip(axes, combo))}) for combo in itertools.product(*axes.values())]
+  combos = [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
+  raw = [(f'grid point ({", ".join(f"{k}={v!r}" for k, v in combo.items())})', {**defaults, **combo})
+         for combo in combos]
   raw += [(f'point {name!r}', {**defaults, 'name': name, **overrides}) for name, overrides in sweep.points.items()]
+  plural = 's' if num_scales != 1 else ''
+  scale_list = (f'the sweep\'s scales {tuple(sweep.scales)} have {num_scales} scale{plural}' if sweep.scales else
+                f'the training config\'s scale list has {num_scales} scale{plural}')
   points, seen = [], set()
   for where, fields in raw:
-    _check(fields, task, num_scales, where)
+    _check(fields, task, num_scales, where, scale_list)
     for concrete in _resolve(fields, num_models):
       fields = _normalise(concrete, task)
       point = Point(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in fields.items()})

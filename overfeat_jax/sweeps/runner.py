@@ -130,19 +130,43 @@ def make_setup(sweep: Sweep, train: Mapping[str, Any], workdir_train: Mapping[st
 def workdir_setup(sweep: Sweep, workdir: str, log: Callable[[str], None] = print) -> EvalSetup:
   """`make_setup` for the sweep's `--workdir`: its training config (`load_train_config`; an empty
   `sweep.train_config`: the workdir's config.json, read once) and, for the data, the workdir's own config.json when
-  it has one (`sweep.data_from`; an exported artifact has none). Logs (`log`) one line naming the data and where
-  it came from. Nothing is built or read here.
+  it has one (`sweep.data_from`). An exported artifact (`export_lib.is_artifact`) is a workdir without a training
+  config: its config.json describes the network, not the data it was trained on, so its sweep reads the
+  train_config's data (and needs a train_config). Logs (`log`) one line naming the data and where it came from.
+  Nothing is built or read here.
 
   Raises:
-    InputError: as `load_train_config`, `config_files.load_config` and `make_setup`.
+    InputError: as `load_train_config`, `config_files.load_config` and `make_setup`; an artifact with an empty
+      `sweep.train_config`.
   """
-  saved = config_files.load_config(workdir)  # None for an exported artifact
+  artifact = export_lib.is_artifact(workdir)
+  if artifact and not sweep.train_config:
+    raise InputError(f'the sweep names no train_config and {workdir} is an exported artifact (its config.json '
+                     'describes the network, not the training run); set the sweep\'s train_config.')
+  saved = None if artifact else config_files.load_config(workdir)  # None: no config.json
   saved = saved.to_dict() if saved is not None else None
   train = saved if saved is not None and not sweep.train_config else load_train_config(sweep.train_config, workdir)
   setup = make_setup(sweep, train, saved)
   origin = f'{workdir}/config.json' if saved is not None and sweep.data_from == 'workdir' else 'the train_config'
+  if artifact and sweep.data_from == 'workdir':
+    origin += f' ({workdir} is an exported artifact: it names no data)'
   log(f'data: {setup.data["name"]} split {setup.data["split"]} under {setup.data["data_dir"]}, from {origin}')
   return setup
+
+
+def output_folder(output: str, workdir: str, name: str) -> str:
+  """The sweep's results folder: `output` if given, else `<workdir>/sweeps/<name>` for a training workdir.
+
+  Raises:
+    InputError: no `output` and `workdir` is an exported artifact (its folder holds the network's two files
+      only, and exporting again replaces it, results and all).
+  """
+  if output:
+    return output
+  if export_lib.is_artifact(workdir):
+    raise InputError(f'--workdir {workdir} is an exported artifact: give --output (the results folder); an '
+                     'artifact folder holds only the network, and exporting again replaces it.')
+  return os.path.join(workdir, 'sweeps', name)
 
 
 @functools.cache
@@ -232,6 +256,50 @@ def label(point: Point, networks: Sequence[Network], setup: EvalSetup) -> str:
     if point.average != DEFAULT_AVERAGE:
       text += f', {point.average}-weighted merge'
   return f'{point.name}: {text}' if point.name else text
+
+
+# --- checks before any point -----------------------------------------------------------------------------
+def check_points(points: Sequence[Point], networks: Sequence[Network], setup: EvalSetup) -> None:
+  """Refuses, before anything is evaluated or written, a sweep whose points cannot all run:
+
+  - the same network given twice (equal `Network.ident`: checkpoint path and step, or artifact path and checksum);
+  - a dense point that feeds a network a scale (either side of the first `num_scales` of `setup.scales`) below
+    its geometry's minimum input (`Geometry.min_input_size`: smaller gives no output cell), as `main` refuses
+    such a training config (`config_files.check_input_sizes`);
+  - a crop-view point of a network whose training size (the crop) exceeds the evaluation view (`setup.size`);
+  - an ensemble point whose members have different class counts (their probabilities cannot be averaged).
+
+  Raises:
+    InputError: one line naming the first offending point's network(s) and the values at fault.
+  """
+  seen = {}
+  for i, network in enumerate(networks):
+    if network.ident in seen:
+      raise InputError(f'networks {seen[network.ident] + 1} and {i + 1} (--workdir first, then --checkpoints) are '
+                       f'the same network {network.ident}; give each network once.')
+    seen[network.ident] = i
+  for point in points:
+    for i in point.models:
+      net = networks[i]
+      geometry = net.spec.classifier().geometry
+      minimum = geometry.min_input_size()
+      if point.view == 'dense':
+        for h, w in setup.scales[:point.num_scales]:
+          if min(h, w) < minimum:
+            raise InputError(f'the sweep evaluates {net.label} at {h}x{w} pixels, below the {geometry.name} '
+                             f'network\'s minimum input of {minimum} pixels (a smaller input gives no output); use '
+                             f'scales of {minimum} pixels or more.')
+      elif geometry.input_size > setup.size:
+        raise InputError(f'the sweep\'s crop views cut {net.label}\'s training size ({geometry.input_size} pixels) '
+                         f'out of the {setup.size}-pixel evaluation view; use an eval_size of '
+                         f'{geometry.input_size} or more, or leave that network out of the crop points.')
+    classes = [networks[i].spec.num_classes for i in point.models]
+    if len(set(classes)) > 1:
+      members = ', '.join(f'{networks[i].label} has {n}{"" if k else " outputs"}'
+                          for k, (i, n) in enumerate(zip(point.models, classes)))
+      where = f'point {point.name!r}' if point.name else 'an ensemble grid point'
+      raise InputError(f'{where} averages the class probabilities of networks with different class '
+                       f'counts: {members}; ensemble only networks trained on the same classes.')
 
 
 # --- evaluation -------------------------------------------------------------------------------------------
@@ -326,6 +394,7 @@ def run_sweep(sweep: Sweep, networks: Sequence[Network], output: str, *,
   """Every point of `sweep`: read from `output/points` if done, else evaluated and written. Returns
   (records in sweep order, {'computed': n, 'cached': n})."""
   points = expand(sweep, len(networks), len(setup.scales))
+  check_points(points, networks, setup)
   folder = storage.makedirs(os.path.join(output, 'points'))
   ids, context = tuple(n.ident for n in networks), json.dumps(dataclasses.asdict(setup), sort_keys=True)
   paths = [folder / (p.key(ids, context) + '.json') for p in points]

@@ -437,3 +437,178 @@ def test_detection_points_apply_the_det_validation_blacklist():
   for ignore, want in ((None, 0.25), (np.array([[0], [-1]]), 1.0)):
     metrics = runner.summarize(stage_tasks, out if ignore is None else {**out, 'ignore_classes': ignore})
     assert metrics['mAP'] == pytest.approx(want)
+
+
+# --- refused before any point is evaluated (field cases of a new user) ---------------------------------------
+def _nets(*specs):
+  """Networks without params (the checks read their specs and identities only); labels as `load_network`'s."""
+  return [runner.Network(f'{s.geometry}/{s.width_divisor} run{i}', f'/runs/run{i}@5', s, None)
+          for i, s in enumerate(specs)]
+
+
+def _never(point, networks, setup):
+  raise AssertionError(f'evaluated {point} although the sweep should have been refused')
+
+
+def _refused(tmp_path, sweep, networks, setup, match):
+  with pytest.raises(InputError, match=match):
+    runner.run_sweep(sweep, networks, str(tmp_path / 'out'), setup=setup, evaluate=_never, log=lambda _: None)
+  assert not (tmp_path / 'out').exists()  # nothing written either
+
+
+SMALL, FAST = NetworkSpec('small', 32, 10), NetworkSpec('fast', 1, 10)
+
+
+def test_scales_below_a_networks_minimum_input_are_refused_before_any_point(tmp_path):
+  """Field case: `--sweep.scales='(8,16,24,32,40,48)'` on the small network, or a full-width fast network next to
+  it at the demo's scales, crashed in the first point with `ValueError: zero-size array to reduction operation`."""
+  sweep = dataclasses.replace(load_sweep('classification_embedded'), grid=dict(num_scales=(1, 2, 6)), points={})
+  tiny = _setup(tuple((s, s) for s in (8, 16, 24, 32, 40, 48)))
+  _refused(tmp_path, sweep, _nets(SMALL), tiny,
+           r"^the sweep evaluates small/32 run0 at 8x8 pixels, below the small/32 network's minimum input of 53 "
+           r'pixels \(a smaller input gives no output\); use scales of 53 pixels or more\.$')
+  demo = _setup(tuple((s, s) for s in (80, 96, 112, 128, 144, 160)))
+  each = dataclasses.replace(sweep, defaults={**sweep.defaults, 'models': 'each'})
+  _refused(tmp_path, each, _nets(SMALL, FAST), demo, r"^the sweep evaluates fast/1 run1 at 80x80 pixels, below the "
+           r"fast network's minimum input of 231 pixels")
+  # Only the scales a point uses count: 1 scale of (64, 40) refuses at its narrow side, a 2nd one is not read.
+  one = dataclasses.replace(sweep, grid=dict(num_scales=(1,)))
+  _refused(tmp_path, one, _nets(SMALL), _setup(((64, 40), (8, 8))), 'at 64x40 pixels')
+  runner.check_points(grid.expand(one, 1, 2), _nets(SMALL), _setup(((64, 64), (8, 8))))
+  # The crop views cut the network's training size out of the evaluation view: a view smaller than it is refused.
+  crops = dataclasses.replace(sweep, grid={}, points={'10 views': dict(view='ten_crop', models='each')})
+  _refused(tmp_path, crops, _nets(SMALL, FAST), demo,
+           r"^the sweep's crop views cut fast/1 run1's training size \(231 pixels\) out of the 72-pixel evaluation "
+           r'view; use an eval_size of 231 or more')
+
+
+def test_an_ensemble_of_networks_with_different_class_counts_is_refused_before_any_point(tmp_path):
+  """Field case: a detection-stage artifact (10 classes + background: 11 outputs) next to the 10-class workdir
+  crashed in the ensemble point with `All input arrays must have the same shape. Got (100, 10), (100, 11)`."""
+  sweep = load_sweep('classification_embedded')
+  networks = _nets(SMALL, NetworkSpec('small', 32, 11, regressor_outputs=1, regressor_hidden=(16, 8)))
+  _refused(tmp_path, sweep, networks, _setup(tuple((s, s) for s in (80, 96, 112, 128, 144, 160))),
+           r"^point 'ensemble' averages the class probabilities of networks with different class counts: "
+           r'small/32 run0 has 10 outputs, small/32 run1 has 11; ensemble only networks trained on the same classes\.$')
+  alone = dataclasses.replace(sweep, points={k: v for k, v in sweep.points.items() if 'ensemble' not in k})
+  runner.check_points(grid.expand(alone, 2, 6), networks, _setup(tuple((s, s) for s in (80, 96, 112, 128, 144, 160))))
+
+
+def test_the_same_network_given_twice_is_refused(tmp_path):
+  """Field case: `--workdir=A --checkpoints=A` made a '2-model ensemble' of one network."""
+  sweep = load_sweep('classification_embedded')
+  a, b = _nets(SMALL, SMALL)
+  _refused(tmp_path, sweep, [a, dataclasses.replace(b, ident=a.ident)], _setup(((80, 80),) * 6),
+           r'^networks 1 and 2 \(--workdir first, then --checkpoints\) are the same network /runs/run0@5; give each '
+           r'network once\.$')
+
+
+@pytest.mark.parametrize('change, message', [
+    # field case: --sweep.grid.flips='(1,2)' was accepted
+    (dict(grid={'flips': (True, 2)}), r'^grid point \(flips=2\): flips must be True or False, got 2\.$'),
+    (dict(grid={'fine': (1,)}), r'^grid point \(fine=1\): fine must be True or False, got 1\.$'),
+    (dict(points={'x': {'flips': 'yes'}}), r"^point 'x': flips must be True or False, got 'yes'\.$"),
+    # grid points were named as an unlabelled tuple: "grid (False, False, 10)"
+    (dict(grid={'fine': (False,), 'flips': (False,), 'num_scales': (10,)}),
+     r"^grid point \(fine=False, flips=False, num_scales=10\): num_scales must be in 1\.\.4 \(the training "
+     r"config's scale list has 4 scales\)\.$"),
+    # field case: --sweep.scales='(8,)' was blamed on the training config
+    (dict(scales=(8,), points={'each network': dict(models='each', num_scales=4)}),
+     r"^point 'each network': num_scales must be in 1\.\.1 \(the sweep's scales \(8,\) have 1 scale\)\.$")])
+def test_bad_point_values_are_refused_with_one_line_naming_the_point(change, message):
+  sweep = dataclasses.replace(load_sweep('classification_embedded'), grid=change.get('grid', {}),
+                              points=change.get('points', {}), scales=change.get('scales', ()))
+  with pytest.raises(InputError, match=message):
+    grid.expand(sweep, num_models=1, num_scales=len(sweep.scales) or 4)
+
+
+def test_an_exported_artifact_is_a_workdir_the_sweep_reads(tmp_path):
+  """Field case: `--workdir=<artifact>` was refused (`config.json is not a training config (no "stages" field)`),
+  although the docs and --help allow it: its network is evaluated on the train_config's data, and the results
+  need an --output (the artifact folder holds only the network: exporting again replaces it)."""
+  from overfeat_jax.checkpoint import export as export_lib  # pylint: disable=g-import-not-at-top
+  spec = NetworkSpec(checkpoints.GEOMETRY, checkpoints.DIVISOR, checkpoints.CLASSES)
+  artifact = export_lib.write_artifact(str(tmp_path / 'art'), checkpoints.make_params(0),
+                                       export_lib.build_config(spec, stage='classification'))
+  sweep = load_sweep('classification_embedded')
+  lines = []
+  setup = runner.workdir_setup(sweep, artifact, log=lines.append)
+  full = config_files.stage_values(runner.load_train_config(sweep.train_config), 'classification')
+  assert setup.data['data_dir'] == full['data']['data_dir'] and setup.scales == as_sizes(full['eval']['scales'])
+  assert lines == [f'data: {full["data"]["name"]} split test under {full["data"]["data_dir"]}, from the '
+                   f'train_config ({artifact} is an exported artifact: it names no data)']
+  with pytest.raises(InputError, match=rf"^the sweep names no train_config and {artifact} is an exported artifact "
+                                       r"\(its config.json describes the network, not the training run\); set the "
+                                       r"sweep's train_config\.$"):
+    runner.workdir_setup(dataclasses.replace(sweep, train_config=''), artifact, log=lines.append)
+  with pytest.raises(InputError, match=rf'^--workdir {artifact} is an exported artifact: give --output'):
+    runner.output_folder('', artifact, 'classification_embedded')
+  assert runner.output_folder('/o', artifact, 'x') == '/o'
+  assert runner.output_folder('', str(tmp_path), 'x') == os.path.join(str(tmp_path), 'sweeps', 'x')
+
+
+ONE_POINT_SWEEP = '''
+import ml_collections
+
+def get_config():
+  return ml_collections.ConfigDict(dict(
+      task='classification', train_config={train_config!r}, data_from='workdir', data_name='', eval_size=0,
+      scales=(), max_boxes=0, batch_size=8, max_examples=8, box={{}}, defaults=dict(models='first'),
+      grid=dict(num_scales=(1,), fine=(True,), flips=(False,)), points={{'ensemble': dict(models='ensemble')}}))
+'''
+
+
+@pytest.mark.slow
+def test_cli_sweeps_an_artifact_and_refuses_bad_networks_and_scales_in_one_line(sweep_inputs, tmp_path):
+  """The field cases end to end: an artifact as --workdir is evaluated; scales below the network's minimum, an
+  ensemble of 10 and 11 outputs, and one network given twice are one line and exit status 2, nothing evaluated."""
+  from overfeat_jax.checkpoint import export as export_lib  # pylint: disable=g-import-not-at-top
+  root, workdirs, _ = sweep_inputs
+  spec = NetworkSpec(checkpoints.GEOMETRY, checkpoints.DIVISOR, checkpoints.CLASSES)
+  artifact = export_lib.write_artifact(str(tmp_path / 'art'), checkpoints.make_params(0),
+                                       export_lib.build_config(spec, stage='classification'))
+  det_spec = NetworkSpec(checkpoints.GEOMETRY, checkpoints.DIVISOR, 11, regressor_outputs=1, regressor_hidden=(16, 8))
+  detection = export_lib.write_artifact(
+      str(tmp_path / 'det'), checkpoints.make_params(1, num_classes=11, regressor_outputs=1),
+      export_lib.build_config(det_spec, stage='detection'))
+  (tmp_path / 'one.py').write_text(ONE_POINT_SWEEP.format(train_config=f'{root}/train_config.py'))
+  env = {**os.environ, 'PYTHONPATH': REPO}
+
+  def sweep(*extra):
+    return subprocess.run([sys.executable, '-m', 'overfeat_jax.sweep', f'--sweep={tmp_path}/one.py', '--noplot',
+                           *extra], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+
+  done = sweep(f'--workdir={artifact}', f'--output={tmp_path}/out')
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert len(json.loads((tmp_path / 'out' / 'records.json').read_text())) == 1 and 'small/32 art' in done.stdout
+  for args, message in (
+      ([f'--workdir={artifact}'], f'--workdir {artifact} is an exported artifact: give --output'),
+      ([f'--workdir={workdirs[0]}', f'--output={tmp_path}/o1', '--sweep.scales=(8,16)'],
+       "below the small/32 network's minimum input of 53 pixels"),
+      ([f'--workdir={workdirs[0]}', f'--checkpoints={detection}', f'--output={tmp_path}/o2'],
+       'small/32 run0 has 10 outputs, small/32 det has 11'),
+      ([f'--workdir={workdirs[0]}', f'--checkpoints={workdirs[0]}/', f'--output={tmp_path}/o3'],
+       'are the same network')):
+    bad = sweep(*args)
+    lines = bad.stderr.strip().splitlines()
+    assert bad.returncode == 2 and lines[-1].startswith('sweep.py: error: ') and message in lines[-1], bad.stderr
+    assert 'Traceback' not in bad.stderr and not any((tmp_path / f'o{i}').exists() for i in (1, 2, 3))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('task, classes', [('localization', 10), ('detection', 11)])
+def test_box_points_run_at_the_shipped_localization_sweeps_scales(sweep_inputs, task, classes):
+  """docs/sweeps.md said box points at 72, 88, 104 and 120 px (unequal offset maps of the small geometry) failed
+  with a shape error; the fine map is trimmed (`inference.dense.dense_apply`) and the shipped localization sweep
+  uses those scales: all four evaluate together, fine stride."""
+  root, _, sweep = sweep_inputs
+  scales = load_sweep('localization_embedded').scales
+  assert scales == (72, 88, 104, 120)
+  workdir = checkpoints.write_checkpoint(str(root / f'{task}_shipped_scales'), task,
+                                         checkpoints.make_params(3, num_classes=classes, regressor_outputs=1))
+  net = runner.load_network(workdir, task)
+  base = runner.make_setup(sweep, runner.load_train_config(sweep.train_config))
+  setup = runner.EvalSetup(task, 72, as_sizes(scales), 64, 4, 4, base.data, dict(
+      score_threshold=0.05, max_per_scale=16, max_detections=8))
+  point = grid.Point(num_scales=4, fine=True, flips=False, merge='overlap', top_k=1, threshold=0.5)
+  assert runner.evaluate_point(point, [net], setup)['metrics']['count'] == 4
