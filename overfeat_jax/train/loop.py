@@ -555,7 +555,8 @@ def evaluate_all(run: Run, params: Any) -> dict[str, float]:
 
 
 def final_evaluation(run: Run, state: state_lib.TrainState, info: dict) -> dict[str, Any]:
-  """Evaluates the final state and saves it (with its metrics) unless that step is already saved."""
+  """Evaluates the final state and saves it (with its metrics) unless that step is already saved; the returned
+  `saved_at` is that final step (metrics.json said the last in-loop save, e.g. 4 of 6: field case)."""
   metrics = evaluate_all(run, state.params)
   step = int(jax.device_get(state.step))
   run.writer.scalars(step, metrics, prefix='eval/')
@@ -563,4 +564,5 @@ def final_evaluation(run: Run, state: state_lib.TrainState, info: dict) -> dict[
     check_finite(run, state)
     with checkpoint_writes(run.manager):
       ckpt.save(run.manager, step, state, {'task': run.task.name}, metrics, data=info['data_state'])
-  return {'final_step': step, 'nonfinite_steps': int(jax.device_get(state.nonfinite_count)), **metrics}
+  return {'final_step': step, 'saved_at': step, 'nonfinite_steps': int(jax.device_get(state.nonfinite_count)),
+          **metrics}

@@ -61,7 +61,7 @@ def test_smoke_demo_runs_three_stages_and_prints_the_headline_numbers(tmp_path):
   with open(tmp_path / 'metrics.json', encoding='utf-8') as f:
     metrics = json.load(f)
   assert set(metrics) == {'classification', 'localization', 'detection'}
-  assert all(metrics[s]['final_step'] == 6 for s in metrics)
+  assert all(metrics[s]['final_step'] == 6 and metrics[s]['saved_at'] == 6 for s in metrics)  # was 4: field case
   assert config_files.load_config(str(tmp_path)).stages == ('classification', 'localization', 'detection')
   for stage in metrics:
     assert os.path.isdir(tmp_path / stage / 'checkpoints')
