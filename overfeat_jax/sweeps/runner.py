@@ -278,11 +278,11 @@ def check_points(points: Sequence[Point], networks: Sequence[Network], setup: Ev
       raise InputError(f'networks {seen[network.ident] + 1} and {i + 1} (--workdir first, then --checkpoints) are '
                        f'the same network {network.ident}; give each network once.')
     seen[network.ident] = i
+  geometries = [n.spec.classifier().geometry for n in networks]  # once per network, not per point
+  minimums = [g.min_input_size() for g in geometries]
   for point in points:
     for i in point.models:
-      net = networks[i]
-      geometry = net.spec.classifier().geometry
-      minimum = geometry.min_input_size()
+      net, geometry, minimum = networks[i], geometries[i], minimums[i]
       if point.view == 'dense':
         for h, w in setup.scales[:point.num_scales]:
           if min(h, w) < minimum:
